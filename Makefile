@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need first.
+PYTHON ?= python
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install demo test test-cpu test-triton bench-ff
+
+# torch: any recent release already installed is kept; on a fresh machine pip picks the newest
+# allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
+install:
+	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel
+	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
+
+demo: install
+	$(PYTHON) -m ffops info
+	$(PYTHON) -m benchmarks.bench_ff_ops
+
+test: install test-cpu test-triton
+
+# every test but the Triton ones (C++ kernels, reference, dispatch, errors; GPU tests skip without one)
+test-cpu:
+	$(PYTHON) -m pytest -q tests -m "not triton"
+
+# the Triton kernels under the interpreter on CPU tensors: own process, variable set before import
+test-triton:
+	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q tests -m triton
+
+bench-ff:
+	$(PYTHON) -m benchmarks.bench_ff_ops

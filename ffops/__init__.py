@@ -1,0 +1,30 @@
+"""ffops: fused Triton and C++/CUDA kernels for Forward-Forward, sparse-backprop and
+memory-lean training, exposed as PyTorch ops with autograd.
+
+Backends (see ``ffops.set_backend``): ``auto`` (default), ``reference``, ``cpu``, ``cuda``, ``triton``.
+"""
+
+__version__ = "0.1.0"
+
+from ffops._backend import (  # noqa: E402
+    BACKENDS,
+    BackendUnavailableError,
+    available,
+    get_backend,
+    set_backend,
+    use_backend,
+)
+from ffops.ops.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "available",
+    "ff_loss",
+    "ff_normalize",
+    "get_backend",
+    "goodness",
+    "goodness_and_normalize",
+    "set_backend",
+    "use_backend",
+]

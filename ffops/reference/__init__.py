@@ -1,0 +1,6 @@
+"""Pure-torch implementations of every ffops op: the specification, the test oracle and the
+eager baseline of the benchmarks. They take validated arguments (see ffops.ops)."""
+
+from ffops.reference.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize
+
+__all__ = ["ff_loss", "ff_normalize", "goodness", "goodness_and_normalize"]

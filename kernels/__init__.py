@@ -1,0 +1,1 @@
+"""Triton kernels of the ffops operators (plain launchers; see ``ffops.kernels.ff``)."""
