@@ -12,6 +12,7 @@
 #include <optional>
 #include <tuple>
 
+#include "cpu/alloc.h"
 #include "cpu/row_math.h"
 
 namespace ffops::cpu {
@@ -67,7 +68,7 @@ at::Tensor goodness_fwd(const at::Tensor& h, double scale) {
 at::Tensor row_scale(const at::Tensor& h, const at::Tensor& coef) {
   check_rows(h, "h");
   check_stat(coef, h, "coef");
-  at::Tensor out = at::empty(h.sizes(), h.options());
+  at::Tensor out = empty_large(h.sizes(), h.options());
   const int64_t rows = h.size(0), k = h.size(1), ld = h.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "ffops_row_scale", [&] {
     using acc_t = opmath_t<scalar_t>;
@@ -108,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor> ff_loss_fwd(const at::Tensor& h, double scale
 
 std::tuple<at::Tensor, at::Tensor> normalize_fwd(const at::Tensor& h, double norm_scale, double eps) {
   check_rows(h, "h");
-  at::Tensor y = at::empty(h.sizes(), h.options());
+  at::Tensor y = empty_large(h.sizes(), h.options());
   at::Tensor s = empty_stat(h);
   const int64_t rows = h.size(0), k = h.size(1), ld = h.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "ffops_normalize_fwd", [&] {
@@ -137,7 +138,7 @@ at::Tensor normalize_bwd(const at::Tensor& grad_y, const std::optional<at::Tenso
               " ", h.scalar_type());
   check_stat(s, h, "s");
   if (grad_s.has_value()) check_stat(*grad_s, h, "grad_s");
-  at::Tensor dh = at::empty(h.sizes(), h.options());
+  at::Tensor dh = empty_large(h.sizes(), h.options());
   const int64_t rows = h.size(0), k = h.size(1), ldh = h.stride(0), ldg = grad_y.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "ffops_normalize_bwd", [&] {
     using acc_t = opmath_t<scalar_t>;

@@ -1,0 +1,137 @@
+// Forward-Forward operators on CUDA: the torch-facing side of csrc/cuda/ff.cu. Validates the
+// raw-pointer contract (same checks as csrc/cpu/ff.cpp plus device placement), allocates the
+// outputs and calls the launchers of cuda/ff.h on the current stream of h's device.
+// Schemas and math: csrc/ops.cpp.
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_runtime_api.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cuda/ff.h"
+
+namespace ffops::gpu {
+namespace {
+
+void check_rows(const at::Tensor& h, const char* name) {
+  TORCH_CHECK(h.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", h.device());
+  TORCH_CHECK(h.dim() == 2, "ffops: ", name, " must be 2-D [rows, features], got ", h.dim(), "-D");
+  TORCH_CHECK(h.size(1) <= 1 || h.stride(1) == 1, "ffops: ", name,
+              " must have a contiguous last dimension, got strides ", h.strides());
+  TORCH_CHECK(at::isFloatingType(h.scalar_type()), "ffops: ", name, " must be floating point, got ",
+              h.scalar_type());
+}
+
+void check_stat(const at::Tensor& v, const at::Tensor& h, const char* name) {
+  TORCH_CHECK(v.device() == h.device(), "ffops: ", name, " must be on ", h.device(), ", got ", v.device());
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == h.size(0) && v.is_contiguous(), "ffops: ", name,
+              " must be a contiguous vector of ", h.size(0), " per-row values, got ", v.sizes());
+  TORCH_CHECK(v.scalar_type() == at::toOpMathType(h.scalar_type()), "ffops: ", name, " must be ",
+              at::toOpMathType(h.scalar_type()), ", got ", v.scalar_type());
+}
+
+FFDtype ff_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return FFDtype::f32;
+    case at::kDouble: return FFDtype::f64;
+    case at::kHalf: return FFDtype::f16;
+    case at::kBFloat16: return FFDtype::bf16;
+    default: break;
+  }
+  TORCH_CHECK(false, "ffops: unsupported dtype ", t, " (float, double, half, bfloat16)");
+  return FFDtype::f32;  // unreachable
+}
+
+at::Tensor empty_stat(const at::Tensor& h) {
+  return at::empty({h.size(0)}, h.options().dtype(at::toOpMathType(h.scalar_type())));
+}
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, "ffops: ", op, " CUDA kernel failed: ", cudaGetErrorString(err));
+}
+
+at::Tensor goodness_fwd(const at::Tensor& h, double scale) {
+  check_rows(h, "h");
+  const c10::cuda::CUDAGuard guard(h.device());
+  at::Tensor g = empty_stat(h);
+  check_launch(launch_goodness_fwd(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
+                                   h.stride(0), scale, g.mutable_data_ptr(), current_stream()),
+               "goodness_fwd");
+  return g;
+}
+
+at::Tensor row_scale(const at::Tensor& h, const at::Tensor& coef) {
+  check_rows(h, "h");
+  check_stat(coef, h, "coef");
+  const c10::cuda::CUDAGuard guard(h.device());
+  at::Tensor out = at::empty(h.sizes(), h.options());
+  check_launch(launch_row_scale(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
+                                coef.const_data_ptr(), out.mutable_data_ptr(), current_stream()),
+               "row_scale");
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> ff_loss_fwd(const at::Tensor& h, double scale, double coef, double theta,
+                                               const std::optional<at::Tensor>& target) {
+  check_rows(h, "h");
+  if (target.has_value()) check_stat(*target, h, "target");
+  const c10::cuda::CUDAGuard guard(h.device());
+  at::Tensor g = empty_stat(h);
+  at::Tensor loss = empty_stat(h);
+  check_launch(launch_ff_loss_fwd(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
+                                  scale, coef, theta, target.has_value() ? target->const_data_ptr() : nullptr,
+                                  g.mutable_data_ptr(), loss.mutable_data_ptr(), current_stream()),
+               "ff_loss_fwd");
+  return {g, loss};
+}
+
+std::tuple<at::Tensor, at::Tensor> normalize_fwd(const at::Tensor& h, double norm_scale, double eps) {
+  check_rows(h, "h");
+  const c10::cuda::CUDAGuard guard(h.device());
+  at::Tensor y = at::empty(h.sizes(), h.options());
+  at::Tensor s = empty_stat(h);
+  check_launch(launch_normalize_fwd(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
+                                    h.stride(0), norm_scale, eps, y.mutable_data_ptr(), s.mutable_data_ptr(),
+                                    current_stream()),
+               "normalize_fwd");
+  return {y, s};
+}
+
+at::Tensor normalize_bwd(const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_s, const at::Tensor& h,
+                         const at::Tensor& s, double norm_scale, double eps) {
+  check_rows(h, "h");
+  check_rows(grad_y, "grad_y");
+  TORCH_CHECK(grad_y.device() == h.device(), "ffops: grad_y must be on ", h.device(), ", got ", grad_y.device());
+  TORCH_CHECK(grad_y.sizes() == h.sizes() && grad_y.scalar_type() == h.scalar_type(),
+              "ffops: grad_y must match h, got ", grad_y.sizes(), " ", grad_y.scalar_type(), " vs ", h.sizes(),
+              " ", h.scalar_type());
+  check_stat(s, h, "s");
+  if (grad_s.has_value()) check_stat(*grad_s, h, "grad_s");
+  const c10::cuda::CUDAGuard guard(h.device());
+  at::Tensor dh = at::empty(h.sizes(), h.options());
+  check_launch(launch_normalize_bwd(ff_dtype(h.scalar_type()), grad_y.const_data_ptr(), grad_y.stride(0),
+                                    grad_s.has_value() ? grad_s->const_data_ptr() : nullptr, h.const_data_ptr(),
+                                    h.stride(0), s.const_data_ptr(), h.size(0), h.size(1), norm_scale, eps,
+                                    dh.mutable_data_ptr(), current_stream()),
+               "normalize_bwd");
+  return dh;
+}
+
+}  // namespace
+}  // namespace ffops::gpu
+
+TORCH_LIBRARY_IMPL(ffops, CUDA, m) {
+  m.impl("goodness_fwd", &ffops::gpu::goodness_fwd);
+  m.impl("row_scale", &ffops::gpu::row_scale);
+  m.impl("ff_loss_fwd", &ffops::gpu::ff_loss_fwd);
+  m.impl("normalize_fwd", &ffops::gpu::normalize_fwd);
+  m.impl("normalize_bwd", &ffops::gpu::normalize_bwd);
+}
