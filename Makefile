@@ -2,7 +2,7 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-cpu test-triton bench-ff
+.PHONY: install demo test test-cpu test-triton bench-ff test-gpu
 
 # torch: any recent release already installed is kept; on a fresh machine pip picks the newest
 # allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
@@ -26,3 +26,8 @@ test-triton:
 
 bench-ff:
 	$(PYTHON) -m benchmarks.bench_ff_ops
+
+# on a machine with a GPU: the GPU tests of every kernel set, then the benchmarks on CUDA
+test-gpu:
+	$(PYTHON) -m pytest -q tests -m gpu
+	$(PYTHON) -m benchmarks.bench_ff_ops --device cuda

@@ -112,6 +112,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown-cpu"
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other processes on the machine skew CPU timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def device_name(device: torch.device) -> str:
     """A readable device name: the GPU name on CUDA, ``cpu <model>`` on CPU."""
     if device.type == "cuda":
@@ -129,22 +137,16 @@ def metadata(device: torch.device) -> dict[str, Any]:
     def version(module):
         try:
             return __import__(module).__version__
-        except Exception:  # not installed or broken: record why not
+        except Exception:  # not installed, or a broken install: no version
             return None
 
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "triton": version("triton"),
-        "ffops": version("ffops"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "device_name": device_name(device),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__, "triton": version("triton"), "ffops": version("ffops"),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "device": str(device), "device_name": device_name(device), "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(), "loadavg_at_start": load_average(),
     }
     if device.type == "cuda":
         meta["cuda"] = torch.version.cuda
@@ -240,11 +242,8 @@ def saved_bytes(fn: Callable[[], Any], exclude: tuple = ()) -> tuple[int, int]:
 
 def summarize(samples: list[float]) -> dict[str, Any]:
     """Median, p20, p80, min and max of ``samples`` (seconds), and the samples themselves."""
-    if len(samples) >= 2:
-        q = statistics.quantiles(samples, n=5, method="inclusive")
-        p20, p80 = q[0], q[3]
-    else:
-        p20 = p80 = samples[0]
+    q = statistics.quantiles(samples, n=5, method="inclusive") if len(samples) >= 2 else [samples[0]] * 4
+    p20, p80 = q[0], q[3]
     return {
         "median_s": statistics.median(samples), "p20_s": p20, "p80_s": p80,
         "min_s": min(samples), "max_s": max(samples), "n": len(samples), "samples_s": samples,
@@ -313,8 +312,9 @@ def compare(
     The first contender is the reference for the output check (``max_rel_diff``) and for the
     upstream gradients; ``bandwidth`` (bytes/s, CUDA) turns ``case.bytes_moved`` into percentages.
     """
+    load_before = load_average()
     inputs = case.make_inputs()
-    diff_ids = [t for t in inputs if torch.is_tensor(t) and t.requires_grad]
+    diff_inputs = [t for t in inputs if torch.is_tensor(t) and t.requires_grad]
     runners, expected, results = [], None, {}
     for c in contenders:
         runner = _Runner(c, inputs, None)
@@ -333,9 +333,8 @@ def compare(
         _sync(device)
         res = {"name": c.name, "compiled": c.compiled, "first_call_s": first}
         res["max_rel_diff"] = _max_diff(runner.forward(), expected)
-        res["saved_bytes"], res["saved_extra_bytes"] = saved_bytes(runner.forward, exclude=tuple(diff_ids))
-        if device.type == "cuda":
-            _sync(device)
+        res["saved_bytes"], res["saved_extra_bytes"] = saved_bytes(runner.forward, exclude=tuple(diff_inputs))
+        if device.type == "cuda":  # peak memory of one fwd+bwd, above what is allocated already
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
             runner.fwdbwd()
@@ -369,12 +368,12 @@ def compare(
     for name, res in results.items():
         res["phases"] = {p: summarize(s) for p, s in samples[name].items()}
         for p, nbytes in case.bytes_moved.items():
-            gbps = nbytes / res["phases"][p]["median_s"] / 1e9
-            res["phases"][p]["gbps"] = gbps
+            res["phases"][p]["gbps"] = nbytes / res["phases"][p]["median_s"] / 1e9
             if bandwidth:
-                res["phases"][p]["pct_copy_bw"] = 100.0 * gbps * 1e9 / bandwidth
+                res["phases"][p]["pct_copy_bw"] = 100.0 * nbytes / res["phases"][p]["median_s"] / bandwidth
     return {
         "case": case.name, "info": case.info, "bytes_moved": case.bytes_moved, "rounds": rounds,
+        "timed_s": time.perf_counter() - start, "loadavg_before": load_before, "loadavg_after": load_average(),
         "contenders": list(results.values()),
     }
 
