@@ -13,32 +13,11 @@
 #include <tuple>
 
 #include "cpu/alloc.h"
+#include "ff_checks.h"
 #include "cpu/row_math.h"
 
 namespace ffops::cpu {
 namespace {
-
-// Per-row statistics are kept in the accumulation type of h.
-at::ScalarType stat_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-void check_rows(const at::Tensor& h, const char* name) {
-  TORCH_CHECK(h.dim() == 2, "ffops: ", name, " must be 2-D [rows, features], got ", h.dim(), "-D");
-  TORCH_CHECK(h.size(1) <= 1 || h.stride(1) == 1, "ffops: ", name,
-              " must have a contiguous last dimension, got strides ", h.strides());
-  TORCH_CHECK(at::isFloatingType(h.scalar_type()), "ffops: ", name, " must be floating point, got ",
-              h.scalar_type());
-}
-
-void check_stat(const at::Tensor& v, const at::Tensor& h, const char* name) {
-  TORCH_CHECK(v.dim() == 1 && v.size(0) == h.size(0) && v.is_contiguous(), "ffops: ", name,
-              " must be a contiguous vector of ", h.size(0), " per-row values, got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == stat_type(h.scalar_type()), "ffops: ", name, " must be ",
-              stat_type(h.scalar_type()), ", got ", v.scalar_type());
-}
-
-at::Tensor empty_stat(const at::Tensor& h) {
-  return at::empty({h.size(0)}, h.options().dtype(stat_type(h.scalar_type())));
-}
 
 // Rows per task: enough elements that a task amortizes the thread hand-off.
 int64_t grain_rows(int64_t features) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, features)); }

@@ -2,7 +2,6 @@
 // raw-pointer contract (same checks as csrc/cpu/ff.cpp plus device placement), allocates the
 // outputs and calls the launchers of cuda/ff.h on the current stream of h's device.
 // Schemas and math: csrc/ops.cpp.
-#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -15,25 +14,14 @@
 #include <tuple>
 
 #include "cuda/ff.h"
+#include "ff_checks.h"
 
 namespace ffops::gpu {
 namespace {
 
 void check_rows(const at::Tensor& h, const char* name) {
   TORCH_CHECK(h.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", h.device());
-  TORCH_CHECK(h.dim() == 2, "ffops: ", name, " must be 2-D [rows, features], got ", h.dim(), "-D");
-  TORCH_CHECK(h.size(1) <= 1 || h.stride(1) == 1, "ffops: ", name,
-              " must have a contiguous last dimension, got strides ", h.strides());
-  TORCH_CHECK(at::isFloatingType(h.scalar_type()), "ffops: ", name, " must be floating point, got ",
-              h.scalar_type());
-}
-
-void check_stat(const at::Tensor& v, const at::Tensor& h, const char* name) {
-  TORCH_CHECK(v.device() == h.device(), "ffops: ", name, " must be on ", h.device(), ", got ", v.device());
-  TORCH_CHECK(v.dim() == 1 && v.size(0) == h.size(0) && v.is_contiguous(), "ffops: ", name,
-              " must be a contiguous vector of ", h.size(0), " per-row values, got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == at::toOpMathType(h.scalar_type()), "ffops: ", name, " must be ",
-              at::toOpMathType(h.scalar_type()), ", got ", v.scalar_type());
+  ffops::check_rows(h, name);
 }
 
 FFDtype ff_dtype(at::ScalarType t) {
@@ -46,10 +34,6 @@ FFDtype ff_dtype(at::ScalarType t) {
   }
   TORCH_CHECK(false, "ffops: unsupported dtype ", t, " (float, double, half, bfloat16)");
   return FFDtype::f32;  // unreachable
-}
-
-at::Tensor empty_stat(const at::Tensor& h) {
-  return at::empty({h.size(0)}, h.options().dtype(at::toOpMathType(h.scalar_type())));
 }
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
