@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,7 +52,7 @@ def _flag(name):
     return value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
-PACKAGES = ["ffops", "ffops.ops", "ffops.reference", "ffops.kernels"]
+PACKAGES = find_packages(include=["ffops", "ffops.*"]) + ["ffops.kernels"]
 PACKAGE_DIR = {"ffops.kernels": "kernels"}
 
 

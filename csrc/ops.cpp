@@ -24,6 +24,22 @@ TORCH_LIBRARY(ffops, m) {
   // r = 1 / (n + eps).
   m.def(
       "normalize_bwd(Tensor grad_y, Tensor? grad_s, Tensor h, Tensor s, float norm_scale, float eps) -> Tensor");
+
+  // ---- Fused Forward-Forward layer (csrc/cpu/ff_linear.cpp, csrc/cuda/ff_linear*.{cu,cpp}) ------
+  // x [B, in] and weight [out, in] contiguous, same dtype; x_scale [B] (stat type) or None: a
+  // per-row scale of the input (its length normalization, applied after the GEMM); bias [out]
+  // (dtype of x) or None. Rows r < n_pos are positive data.
+  //   pre = x_scale[r] * (x @ weight^T)[r, :] + bias;  h = relu(pre)  (contiguous [B, out], dtype of x)
+  //   sumsq[r] = sum_j h[r, j]^2;  pos_mean[j] = mean_{r < n_pos} h[r, j]  (stat type; NaN if n_pos == 0)
+  m.def("ff_linear_fwd(Tensor x, Tensor? x_scale, Tensor weight, Tensor? bias, int n_pos) -> (Tensor, Tensor, Tensor)");
+  // Gradients of a loss L(sumsq, pos_mean) given dL/dsumsq (grad_sumsq [B]) and dL/dpos_mean
+  // (grad_pos_mean [out] or None; stat type):
+  //   dpre[r, j] = 2 grad_sumsq[r] h[r, j] + [r < n_pos] [h[r, j] > 0] grad_pos_mean[j] / n_pos
+  //   grad_weight = (x_scale[:, None] * dpre)^T @ x  [out, in];  grad_bias = sum_r dpre[r, :]  [out]
+  // (both in the dtype of x). Returns (grad_weight, grad_bias).
+  m.def(
+      "ff_linear_bwd(Tensor x, Tensor? x_scale, Tensor h, Tensor grad_sumsq, Tensor? grad_pos_mean, int n_pos) "
+      "-> (Tensor, Tensor)");
 }
 
 // ffops._C is imported for its side effect: loading this library registers the operators.

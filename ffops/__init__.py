@@ -15,11 +15,13 @@ from ffops._backend import (  # noqa: E402
     use_backend,
 )
 from ffops.ops.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
+from ffops.ops.ff_linear import ff_linear  # noqa: E402
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "available",
+    "ff_linear",
     "ff_loss",
     "ff_normalize",
     "get_backend",

@@ -1,0 +1,162 @@
+// The fused Forward-Forward layer on CPU: torch's GEMM (MKL / oneDNN through at::mm) plus one
+// fused C++ pass before or after it. Schemas and math: csrc/ops.cpp.
+//   forward:  h = relu(x_scale * (x @ W^T) + b) in place over the GEMM result, with the row sums
+//             of h^2 and the column sums of h over positive rows in the same pass;
+//   backward: u = x_scale * dpre (dpre = 2 grad_sumsq h + peer-norm term) and grad_bias in one
+//             pass over h, then grad_weight = u^T @ x.
+// Parallel over rows with at::parallel_for; column sums go to per-thread partial rows.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cpu/alloc.h"
+#include "cpu/row_math.h"
+#include "ff_checks.h"
+
+namespace ffops::cpu {
+namespace {
+
+void check_layer_inputs(const at::Tensor& x, const std::optional<at::Tensor>& x_scale, int64_t n_pos) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ffops: x must be a contiguous [batch, in] matrix, got ",
+              x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "ffops: x must be floating point, got ", x.scalar_type());
+  TORCH_CHECK(0 <= n_pos && n_pos <= x.size(0), "ffops: n_pos must be in [0, ", x.size(0), "], got ", n_pos);
+  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
+}
+
+// Column sums of the per-thread partial rows [threads, n] -> [n], divided by `divisor`.
+at::Tensor reduce_partials(const at::Tensor& partials, double divisor) { return partials.sum(0).div_(divisor); }
+
+// One row of the forward epilogue, in place: h = relu(s * acc + b); returns sum h^2 and adds h
+// to col (when col != nullptr).
+template <typename T, typename A>
+inline A epilogue_row(T* h, int64_t n, A s, const T* bias, A* col) {
+  A ss = 0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < n; ++j) {
+    const A pre = s * static_cast<A>(h[j]) + (bias ? static_cast<A>(bias[j]) : A(0));
+    const A v = pre < A(0) ? A(0) : pre;  // relu that keeps NaN, as torch.relu
+    h[j] = static_cast<T>(v);
+    ss += v * v;
+  }
+  if (col) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) col[j] += static_cast<A>(h[j]);
+  }
+  return ss;
+}
+
+// One row of the backward prologue: d = q h + [pos][h > 0] v; u = s d; db += d.
+template <typename T, typename A>
+inline void dpre_row(const T* h, int64_t n, A q, A s, const A* v, T* u, A* db) {
+  if (v) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const A hv = static_cast<A>(h[j]);
+      const A d = q * hv + (hv > A(0) ? v[j] : A(0));
+      u[j] = static_cast<T>(s * d);
+      db[j] += d;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const A d = q * static_cast<A>(h[j]);
+      u[j] = static_cast<T>(s * d);
+      db[j] += d;
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x,
+                                                             const std::optional<at::Tensor>& x_scale,
+                                                             const at::Tensor& weight,
+                                                             const std::optional<at::Tensor>& bias, int64_t n_pos) {
+  check_layer_inputs(x, x_scale, n_pos);
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(1), "ffops: weight must be a ",
+              "contiguous [out, ", x.size(1), "] matrix, got ", weight.sizes());
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "ffops: weight must have the dtype of x (", x.scalar_type(),
+              "), got ", weight.scalar_type());
+  const int64_t rows = x.size(0), out = weight.size(0);
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() &&
+                    bias->scalar_type() == x.scalar_type(),
+                "ffops: bias must be a contiguous [", out, "] vector of ", x.scalar_type(), ", got ", bias->sizes(),
+                " ", bias->scalar_type());
+  }
+  at::Tensor h = empty_large({rows, out}, x.options());
+  at::mm_out(h, x, weight.t());
+  at::Tensor sumsq = empty_stat(x);
+  const auto acc_options = x.options().dtype(stat_type(x.scalar_type()));
+  at::Tensor col = at::zeros({at::get_num_threads(), out}, acc_options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffops_ff_linear_fwd", [&] {
+    using A = opmath_t<scalar_t>;
+    scalar_t* hp = h.mutable_data_ptr<scalar_t>();
+    const scalar_t* bp = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+    const A* sp = x_scale.has_value() ? x_scale->const_data_ptr<A>() : nullptr;
+    A* ssp = sumsq.mutable_data_ptr<A>();
+    A* colp = col.mutable_data_ptr<A>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out)), [&](int64_t begin, int64_t end) {
+      A* my_col = colp + at::get_thread_num() * out;
+      for (int64_t r = begin; r < end; ++r) {
+        ssp[r] = epilogue_row<scalar_t, A>(hp + r * out, out, sp ? sp[r] : A(1), bp, r < n_pos ? my_col : nullptr);
+      }
+    });
+  });
+  return {h, sumsq, reduce_partials(col, static_cast<double>(n_pos))};
+}
+
+std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std::optional<at::Tensor>& x_scale,
+                                                 const at::Tensor& h, const at::Tensor& grad_sumsq,
+                                                 const std::optional<at::Tensor>& grad_pos_mean, int64_t n_pos) {
+  check_layer_inputs(x, x_scale, n_pos);
+  TORCH_CHECK(h.dim() == 2 && h.is_contiguous() && h.size(0) == x.size(0) && h.scalar_type() == x.scalar_type(),
+              "ffops: h must be the contiguous [", x.size(0), ", out] output of ff_linear_fwd, got ", h.sizes(), " ",
+              h.scalar_type());
+  check_stat(grad_sumsq, x, "grad_sumsq");
+  const int64_t rows = x.size(0), out = h.size(1);
+  if (grad_pos_mean.has_value()) {
+    TORCH_CHECK(grad_pos_mean->dim() == 1 && grad_pos_mean->size(0) == out && grad_pos_mean->is_contiguous() &&
+                    grad_pos_mean->scalar_type() == stat_type(x.scalar_type()),
+                "ffops: grad_pos_mean must be a contiguous [", out, "] vector of ", stat_type(x.scalar_type()),
+                ", got ", grad_pos_mean->sizes(), " ", grad_pos_mean->scalar_type());
+  }
+  at::Tensor u = empty_large({rows, out}, x.options());
+  const auto acc_options = x.options().dtype(stat_type(x.scalar_type()));
+  at::Tensor db = at::zeros({at::get_num_threads(), out}, acc_options);
+  // The peer-normalization term acts on positive rows as a per-column vector v = grad_pos_mean / n_pos.
+  at::Tensor v;
+  if (grad_pos_mean.has_value() && n_pos > 0) v = grad_pos_mean->div(static_cast<double>(n_pos));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffops_ff_linear_bwd", [&] {
+    using A = opmath_t<scalar_t>;
+    const scalar_t* hp = h.const_data_ptr<scalar_t>();
+    scalar_t* up = u.mutable_data_ptr<scalar_t>();
+    const A* sp = x_scale.has_value() ? x_scale->const_data_ptr<A>() : nullptr;
+    const A* gp = grad_sumsq.const_data_ptr<A>();
+    const A* vp = v.defined() ? v.const_data_ptr<A>() : nullptr;
+    A* dbp = db.mutable_data_ptr<A>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out)), [&](int64_t begin, int64_t end) {
+      A* my_db = dbp + at::get_thread_num() * out;
+      for (int64_t r = begin; r < end; ++r) {
+        dpre_row<scalar_t, A>(hp + r * out, out, A(2) * gp[r], sp ? sp[r] : A(1), r < n_pos ? vp : nullptr,
+                              up + r * out, my_db);
+      }
+    });
+  });
+  return {at::mm(u.t(), x), db.sum(0).to(x.scalar_type())};
+}
+
+}  // namespace
+}  // namespace ffops::cpu
+
+TORCH_LIBRARY_IMPL(ffops, CPU, m) {
+  m.impl("ff_linear_fwd", &ffops::cpu::ff_linear_fwd);
+  m.impl("ff_linear_bwd", &ffops::cpu::ff_linear_bwd);
+}

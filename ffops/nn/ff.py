@@ -1,0 +1,201 @@
+"""Fused Forward-Forward layers: ``FFLinear`` and ``FFConv2d``.
+
+A layer is called once on the concatenated positive and negative batch and returns its local
+loss plus the detached activity for the next layer (``FFLayerOutput``). Gradient never crosses
+layers: the loss depends on this layer's parameters only.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ffops
+from ffops._validation import check_choice, check_finite_real
+
+GOODNESS = ("mean", "sum")
+NORMS = ("l2", "rms")
+LOSSES = ("softplus", "symba")
+
+
+class FFLayerOutput(NamedTuple):
+    """What one FF layer returns.
+
+    loss: scalar local loss (``None`` when called without ``n_pos``: inference);
+    h: the activity ``[B, ...]`` (detached) for the next layer;
+    sumsq: ``[B]`` per-sample sum of ``h^2`` (detached): the next layer's input norm, for free;
+    goodness: ``[B]`` per-sample goodness (detached; plus the offset in collaborative FF), for
+        prediction and logging.
+    """
+
+    loss: torch.Tensor | None
+    h: torch.Tensor
+    sumsq: torch.Tensor
+    goodness: torch.Tensor
+
+
+class _FFLossMixin:
+    """The FF loss on per-row goodness, shared by the linear and conv layers."""
+
+    def _init_loss(self, threshold, goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum):
+        name = type(self).__name__
+        self.threshold = check_finite_real(name, "threshold", threshold)
+        check_choice(name, "goodness", goodness, GOODNESS)
+        check_choice(name, "norm", norm, NORMS)
+        check_choice(name, "loss", loss, LOSSES)
+        if sign not in (1, -1) or isinstance(sign, bool):
+            raise ValueError(f"{name}: sign must be +1 or -1, got {sign!r}")
+        self.goodness_kind, self.norm, self.loss_kind, self.sign = goodness, norm, loss, sign
+        self.alpha = check_finite_real(name, "alpha", alpha, positive=True)
+        self.eps = check_finite_real(name, "eps", eps, positive=True)
+        self.peer_weight = check_finite_real(name, "peer_weight", peer_weight)
+        self.peer_momentum = check_finite_real(name, "peer_momentum", peer_momentum)
+        if self.peer_weight < 0 or not 0 <= self.peer_momentum < 1:
+            raise ValueError(f"{name}: need peer_weight >= 0 and 0 <= peer_momentum < 1, "
+                             f"got {peer_weight} and {peer_momentum}")
+
+    def _input_scale(self, x: torch.Tensor, x_sumsq: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample length normalization of the input as a scale: ``1 / (||x|| + eps)`` (l2) or
+        ``1 / (rms(x) + eps)``. ``x_sumsq`` (the previous layer's ``sumsq``) avoids a pass over x."""
+        if x_sumsq is None:
+            x_sumsq = ffops.goodness(x.detach(), reduction="sum").float()
+        features = math.prod(x.shape[1:])
+        norm_scale = 1.0 if self.norm == "l2" else 1.0 / max(features, 1)
+        return 1.0 / (torch.sqrt(x_sumsq.detach().float() * norm_scale) + self.eps)
+
+    def _loss(self, sumsq, pos_mean, features, n_pos, offset):
+        """Mean FF loss over ``sumsq`` (``[B]``, or ``[B, C]`` for per-channel goodness: every entry
+        has its own logit); the first ``n_pos`` entries along dim 0 are positive."""
+        g = sumsq * (1.0 / features if self.goodness_kind == "mean" else 1.0)
+        if offset is not None:
+            g = g + offset.detach().to(g.dtype)
+        rows = g.shape[0]
+        if n_pos is None:
+            return None, g.detach()
+        if not 0 <= n_pos <= rows:
+            raise ValueError(f"{type(self).__name__}: n_pos must be in [0, {rows}], got {n_pos}")
+        if self.loss_kind == "softplus":
+            logit = self.sign * (g - self.threshold)
+            per_row = torch.cat([F.softplus(-logit[:n_pos]), F.softplus(logit[n_pos:])])
+        else:
+            if rows != 2 * n_pos:
+                raise ValueError(f"{type(self).__name__}: loss='symba' pairs positive and negative rows; "
+                                 f"need a batch of 2 * n_pos rows, got {rows} rows and n_pos={n_pos}")
+            per_row = F.softplus(-self.alpha * self.sign * (g[:n_pos] - g[n_pos:]))
+        loss = per_row.mean()
+        if self.peer_weight > 0 and n_pos > 0:
+            mu = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * pos_mean
+            loss = loss + self.peer_weight * (mu.mean() - mu).square().mean()
+            self.running_mean.copy_(mu.detach())
+        return loss, g.detach()
+
+    def _extra_loss_repr(self):
+        return (f"threshold={self.threshold}, goodness={self.goodness_kind!r}, norm={self.norm!r}, "
+                f"loss={self.loss_kind!r}" + (f", peer_weight={self.peer_weight}" if self.peer_weight else ""))
+
+
+class FFLinear(_FFLossMixin, nn.Module):
+    """A fused Forward-Forward linear layer: ``h = relu(normalize(x) @ W^T + b)`` and its FF loss.
+
+    Call it on the concatenated batch ``x = cat([x_pos, x_neg])`` with ``n_pos = len(x_pos)``: one
+    GEMM serves both. The input's length normalization (``norm``) is applied as a per-row scale
+    after the GEMM (never materialized); bias, ReLU, the goodness' sum of squares and the peer
+    normalization statistics are fused into the GEMM epilogue (ffops.ff_linear).
+
+    Args:
+        threshold: theta of the logit ``sign * (G - theta)`` (e.g. 2.0 with mean goodness).
+        goodness: ``"mean"`` or ``"sum"`` of squares. norm: ``"l2"`` or ``"rms"`` input normalization.
+        loss: ``"softplus"`` (Hinton) or ``"symba"`` (pairs; the batch is x_pos then x_neg of equal size).
+        alpha: SymBa's scale. sign: -1 turns goodness into energy. eps: of the normalization.
+        normalize_input: set False for a raw first-layer input.
+        peer_weight / peer_momentum: peer normalization (Hinton's code uses 0.03 / 0.9); 0 disables it.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, threshold: float, goodness: str = "mean",
+                 norm: str = "l2", loss: str = "softplus", bias: bool = True, alpha: float = 4.0, sign: int = 1,
+                 eps: float = 1e-8, normalize_input: bool = True, peer_weight: float = 0.0,
+                 peer_momentum: float = 0.9, device=None, dtype=None):
+        super().__init__()
+        self._init_loss(threshold, goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum)
+        self.in_features, self.out_features = in_features, out_features
+        self.normalize_input = normalize_input
+        linear = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.register_buffer("running_mean", torch.zeros(out_features, device=device, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, n_pos: int | None = None, *, x_sumsq: torch.Tensor | None = None,
+                goodness_offset: torch.Tensor | None = None) -> FFLayerOutput:
+        """``x``: ``[B, in_features]`` (positive rows first); ``n_pos``: number of positive rows, or
+        None for inference (no loss). ``x_sumsq``: the previous layer's ``sumsq`` (saves a pass).
+        ``goodness_offset``: per-row value added to the goodness in the logit (collaborative FF)."""
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"FFLinear: x must be [batch, {self.in_features}], got {tuple(x.shape)}")
+        x = x.detach()
+        scale = self._input_scale(x, x_sumsq) if self.normalize_input else None
+        h, sumsq, pos_mean = ffops.ff_linear(x, self.weight, self.bias, x_scale=scale, n_pos=n_pos or 0)
+        loss, g = self._loss(sumsq, pos_mean, self.out_features, n_pos, goodness_offset)
+        return FFLayerOutput(loss, h, sumsq.detach(), g)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, " + self._extra_loss_repr()
+
+
+class FFConv2d(_FFLossMixin, nn.Module):
+    """A Forward-Forward conv layer (Scalable FF): ``h = relu(conv(normalize(x)) + b)`` and its FF loss.
+
+    ``goodness_over="sample"`` scores each sample by the mean (or sum) of ``h^2`` over C, H, W;
+    ``"channel"`` scores each (sample, channel) by its spatial mean (or sum), ``[N, C]``, and every
+    channel gets its own logit ``sign * (G[n, c] - threshold)``. The per-sample input normalization
+    is a per-sample scale applied after the convolution (conv is linear), like FFLinear's; the
+    goodness runs on ffops' fused goodness kernels. Other arguments as ``FFLinear``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, *,
+                 threshold: float, goodness: str = "mean", goodness_over: str = "sample", norm: str = "l2",
+                 loss: str = "softplus", bias: bool = True, alpha: float = 4.0, sign: int = 1, eps: float = 1e-8,
+                 normalize_input: bool = True, peer_weight: float = 0.0, peer_momentum: float = 0.9,
+                 device=None, dtype=None):
+        super().__init__()
+        self._init_loss(threshold, goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum)
+        check_choice("FFConv2d", "goodness_over", goodness_over, ("sample", "channel"))
+        self.goodness_over = goodness_over
+        self.normalize_input = normalize_input
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias,
+                         device=device, dtype=dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.weight, self.bias = conv.weight, conv.bias
+        self.register_buffer("running_mean", torch.zeros(out_channels, device=device, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, n_pos: int | None = None, *, x_sumsq: torch.Tensor | None = None,
+                goodness_offset: torch.Tensor | None = None) -> FFLayerOutput:
+        """``x``: ``[B, C_in, H, W]`` (positive samples first). Returns ``FFLayerOutput`` whose
+        ``goodness`` is ``[B]`` or ``[B, C_out]`` (per channel); ``sumsq`` is always per sample."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"FFConv2d: x must be [batch, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        x = x.detach()
+        pre = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation)
+        if self.normalize_input:
+            pre = pre * self._input_scale(x, x_sumsq).to(pre.dtype)[:, None, None, None]
+        if self.bias is not None:
+            pre = pre + self.bias[:, None, None]
+        h = torch.relu(pre)
+        if self.goodness_over == "sample":
+            sumsq = ffops.goodness(h, reduction="sum").float()
+            features = math.prod(h.shape[1:])
+            sample_sumsq = sumsq
+        else:
+            sumsq = ffops.goodness(h, reduction="sum", dims=(2, 3)).float()  # [B, C]
+            features = h.shape[2] * h.shape[3]
+            sample_sumsq = sumsq.sum(1)
+        pos_mean = h[: n_pos or 0].float().mean((0, 2, 3)) if self.peer_weight > 0 else None
+        loss, g = self._loss(sumsq, pos_mean, features, n_pos, goodness_offset)
+        return FFLayerOutput(loss, h.detach(), sample_sumsq.detach(), g)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
+                f"stride={self.stride}, padding={self.padding}, goodness_over={self.goodness_over!r}, "
+                + self._extra_loss_repr())

@@ -1,0 +1,97 @@
+"""torch.library wiring of the fused FF layer: fake implementations, autograd, and the Triton
+launchers (ffops.kernels.ff_linear) wrapped as opaque custom ops ``ffops::triton_ff_linear_*``.
+
+The layer output ``h`` is the *activity handed to the next layer*: it is marked non-differentiable
+(gradient never crosses FF layers). Gradients flow from the per-row ``sumsq`` (the goodness) and
+the positive-row column means ``pos_mean`` (peer normalization) into the weight and bias only.
+"""
+
+from typing import NamedTuple
+
+import torch
+
+from ffops import _backend
+from ffops.ops._ff_library import stat_dtype
+
+
+class FFLinearKernels(NamedTuple):
+    fwd: object
+    bwd: object
+
+
+def _fake_fwd(x, x_scale, weight, bias, n_pos):
+    stat = stat_dtype(x.dtype)
+    return (
+        x.new_empty((x.shape[0], weight.shape[0])),
+        x.new_empty((x.shape[0],), dtype=stat),
+        x.new_empty((weight.shape[0],), dtype=stat),
+    )
+
+
+def _fake_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos):
+    return x.new_empty((h.shape[1], x.shape[1])), x.new_empty((h.shape[1],))
+
+
+def _register_autograd(fwd_name: str, kernels: FFLinearKernels) -> None:
+    def setup_context(ctx, inputs, output):
+        x, x_scale, weight, bias, n_pos = inputs
+        h, _, _ = output
+        ctx.mark_non_differentiable(h)
+        ctx.save_for_backward(x, x_scale, h)
+        ctx.n_pos = n_pos
+        ctx.has_bias = bias is not None
+
+    def backward(ctx, grad_h, grad_sumsq, grad_pos_mean):
+        x, x_scale, h = ctx.saved_tensors
+        grad_w, grad_b = kernels.bwd(
+            x, x_scale, h, grad_sumsq.contiguous(),
+            None if grad_pos_mean is None else grad_pos_mean.contiguous(), ctx.n_pos,
+        )
+        return None, None, grad_w, grad_b if ctx.has_bias else None, None
+
+    torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
+
+
+def _wire(prefix: str) -> FFLinearKernels:
+    fwd_name, bwd_name = f"ffops::{prefix}ff_linear_fwd", f"ffops::{prefix}ff_linear_bwd"
+    torch.library.register_fake(fwd_name)(_fake_fwd)
+    torch.library.register_fake(bwd_name)(_fake_bwd)
+    kernels = FFLinearKernels(
+        getattr(torch.ops.ffops, prefix + "ff_linear_fwd").default,
+        getattr(torch.ops.ffops, prefix + "ff_linear_bwd").default,
+    )
+    _register_autograd(fwd_name, kernels)
+    return kernels
+
+
+def _define_triton_ops() -> None:
+    """Opaque custom ops around the Triton launchers (schemas as in csrc/ops.cpp)."""
+
+    @torch.library.custom_op("ffops::triton_ff_linear_fwd", mutates_args=())
+    def fwd(
+        x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None, n_pos: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from ffops.kernels import ff_linear
+
+        return ff_linear.ff_linear_fwd(x, x_scale, weight, bias, n_pos)
+
+    @torch.library.custom_op("ffops::triton_ff_linear_bwd", mutates_args=())
+    def bwd(
+        x: torch.Tensor,
+        x_scale: torch.Tensor | None,
+        h: torch.Tensor,
+        grad_sumsq: torch.Tensor,
+        grad_pos_mean: torch.Tensor | None,
+        n_pos: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ffops.kernels import ff_linear
+
+        return ff_linear.ff_linear_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos)
+
+
+KERNELS: dict[str, FFLinearKernels] = {}
+if _backend.CPP_LOADED:
+    KERNELS["cpp"] = _wire("")
+if _backend.TRITON_OK:
+    _define_triton_ops()
+    KERNELS["triton"] = _wire("triton_")
