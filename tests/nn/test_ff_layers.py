@@ -1,0 +1,133 @@
+"""FFLinear / FFConv2d: the fused layer equals the eager composition (normalize -> linear -> ReLU
+-> FF loss) in loss and parameter gradients, and gradient never crosses layers."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ffops
+from ffops import reference
+from ffops.nn import FFConv2d, FFLinear
+
+
+def _normalize(x, norm, eps):
+    flat = x.flatten(1)
+    n = flat.norm(dim=1)
+    if norm == "rms":
+        n = n / math.sqrt(flat.shape[1])
+    return x / (n + eps).view(-1, *([1] * (x.dim() - 1)))
+
+
+def _eager_linear_loss(layer, x, n_pos):
+    h = torch.relu(F.linear(_normalize(x, layer.norm, layer.eps), layer.weight, layer.bias))
+    return reference.ff_loss(h[:n_pos], h[n_pos:], layer.threshold, goodness=layer.goodness_kind,
+                             loss=layer.loss_kind, alpha=layer.alpha, sign=layer.sign), h
+
+
+@pytest.mark.parametrize("goodness", ["mean", "sum"])
+@pytest.mark.parametrize("norm", ["l2", "rms"])
+@pytest.mark.parametrize("loss,sign", [("softplus", 1), ("softplus", -1), ("symba", 1)])
+def test_fflinear_equals_eager_composition(backend_device, goodness, norm, loss, sign):
+    _, device = backend_device
+    threshold = 2.0 if goodness == "mean" else 40.0
+    layer = FFLinear(30, 40, threshold=threshold, goodness=goodness, norm=norm, loss=loss, sign=sign).to(device)
+    x = torch.randn(16, 30, device=device).relu()
+    out = layer(x, 8)
+    out.loss.backward()
+    grads = [layer.weight.grad.clone(), layer.bias.grad.clone()]
+    layer.zero_grad()
+    expected, h = _eager_linear_loss(layer, x, 8)
+    expected.backward()
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.h, h.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.sumsq, h.detach().square().sum(1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], layer.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads[1], layer.bias.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fflinear_uses_previous_sumsq_for_normalization(backend_device):
+    _, device = backend_device
+    first = FFLinear(20, 24, threshold=2.0).to(device)
+    second = FFLinear(24, 12, threshold=2.0).to(device)
+    x = torch.randn(10, 20, device=device)
+    out1 = first(x, 5)
+    with_sumsq = second(out1.h, 5, x_sumsq=out1.sumsq)
+    without = second(out1.h, 5)
+    torch.testing.assert_close(with_sumsq.loss, without.loss)
+    torch.testing.assert_close(with_sumsq.h, without.h)
+
+
+def test_gradient_never_crosses_layers(backend_device):
+    _, device = backend_device
+    first = FFLinear(20, 24, threshold=2.0).to(device)
+    second = FFLinear(24, 12, threshold=2.0).to(device)
+    out1 = first(torch.randn(10, 20, device=device), 5)
+    assert not out1.h.requires_grad and not out1.sumsq.requires_grad
+    second(out1.h, 5, x_sumsq=out1.sumsq).loss.backward()
+    assert first.weight.grad is None and first.bias.grad is None
+    assert second.weight.grad is not None and second.weight.grad.abs().sum() > 0
+
+
+def test_collaborative_offset_shifts_the_logit(backend_device):
+    _, device = backend_device
+    layer = FFLinear(12, 16, threshold=2.0, loss="softplus").to(device)
+    x = torch.randn(8, 12, device=device)
+    offset = torch.randn(8, device=device)
+    shifted = layer(x, 4, goodness_offset=offset)
+    g = layer(x, None).goodness
+    logit = g + offset - 2.0
+    expected = torch.cat([F.softplus(-logit[:4]), F.softplus(logit[4:])]).mean()
+    torch.testing.assert_close(shifted.loss, expected)
+    torch.testing.assert_close(shifted.goodness, g + offset)
+
+
+def test_peer_normalization_updates_running_mean_and_adds_penalty():
+    layer = FFLinear(12, 16, threshold=2.0, peer_weight=0.03)
+    x = torch.randn(8, 12)
+    plain = FFLinear(12, 16, threshold=2.0)
+    plain.load_state_dict(layer.state_dict())
+    out = layer(x, 4)
+    base = plain(x, 4).loss
+    mu = 0.1 * out.h[:4].mean(0)
+    torch.testing.assert_close(layer.running_mean, mu)
+    torch.testing.assert_close(out.loss, base + 0.03 * (mu.mean() - mu).square().mean())
+
+
+def test_inference_call_has_no_loss():
+    layer = FFLinear(12, 16, threshold=2.0)
+    out = layer(torch.randn(5, 12))
+    assert out.loss is None and out.goodness.shape == (5,)
+
+
+def test_fflinear_bad_input():
+    layer = FFLinear(12, 16, threshold=2.0, loss="symba")
+    with pytest.raises(ValueError, match=r"x must be \[batch, 12\], got \(4, 13\)"):
+        layer(torch.randn(4, 13), 2)
+    with pytest.raises(ValueError, match="need a batch of 2 \\* n_pos rows, got 5 rows and n_pos=2"):
+        layer(torch.randn(5, 12), 2)
+    with pytest.raises(ValueError, match="goodness must be one of"):
+        FFLinear(12, 16, threshold=2.0, goodness="max")
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        FFLinear(12, 16, threshold=float("inf"))
+
+
+@pytest.mark.parametrize("goodness_over", ["sample", "channel"])
+def test_ffconv2d_equals_eager_composition(backend_device, goodness_over):
+    _, device = backend_device
+    layer = FFConv2d(3, 6, 3, padding=1, threshold=0.5, goodness_over=goodness_over).to(device)
+    x = torch.randn(6, 3, 8, 8, device=device)
+    out = layer(x, 3)
+    out.loss.backward()
+    grad = layer.weight.grad.clone()
+    layer.zero_grad()
+    h = torch.relu(layer.bias[:, None, None] + F.conv2d(_normalize(x, "l2", layer.eps), layer.weight, padding=1))
+    g = h.square().mean((1, 2, 3)) if goodness_over == "sample" else h.square().mean((2, 3))
+    logit = g - 0.5
+    expected = torch.cat([F.softplus(-logit[:3]).flatten(), F.softplus(logit[3:]).flatten()]).mean()
+    expected.backward()
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.goodness, g.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, layer.weight.grad, rtol=1e-4, atol=1e-6)
+    assert out.sumsq.shape == (6,)
