@@ -35,21 +35,28 @@ void check_layer_inputs(const at::Tensor& x, const std::optional<at::Tensor>& x_
 // Column sums of the per-thread partial rows [threads, n] -> [n], divided by `divisor`.
 at::Tensor reduce_partials(const at::Tensor& partials, double divisor) { return partials.sum(0).div_(divisor); }
 
-// One row of the forward epilogue, in place: h = relu(s * acc + b); returns sum h^2 and adds h
-// to col (when col != nullptr).
+// One row of the forward epilogue, in place: h = relu(s * acc + b); returns sum h^2 and, when
+// col != nullptr, adds h to col (both from the unrounded float value).
 template <typename T, typename A>
 inline A epilogue_row(T* h, int64_t n, A s, const T* bias, A* col) {
   A ss = 0;
-#pragma omp simd reduction(+ : ss)
-  for (int64_t j = 0; j < n; ++j) {
-    const A pre = s * static_cast<A>(h[j]) + (bias ? static_cast<A>(bias[j]) : A(0));
-    const A v = pre < A(0) ? A(0) : pre;  // relu that keeps NaN, as torch.relu
-    h[j] = static_cast<T>(v);
-    ss += v * v;
-  }
   if (col) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) col[j] += static_cast<A>(h[j]);
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < n; ++j) {
+      const A pre = s * static_cast<A>(h[j]) + (bias ? static_cast<A>(bias[j]) : A(0));
+      const A v = pre < A(0) ? A(0) : pre;  // relu that keeps NaN, as torch.relu
+      h[j] = static_cast<T>(v);
+      ss += v * v;
+      col[j] += v;
+    }
+  } else {
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < n; ++j) {
+      const A pre = s * static_cast<A>(h[j]) + (bias ? static_cast<A>(bias[j]) : A(0));
+      const A v = pre < A(0) ? A(0) : pre;
+      h[j] = static_cast<T>(v);
+      ss += v * v;
+    }
   }
   return ss;
 }

@@ -1,0 +1,56 @@
+// Launchers of the fused Forward-Forward linear layer's CUDA epilogues (csrc/cuda/ff_linear.cu).
+// Plain C++: raw pointers, int64_t sizes, no torch headers. The GEMMs themselves run in cuBLAS
+// (at::mm) on the torch-facing side, csrc/cuda/ff_linear_cuda.cpp; the math is in the schema
+// comments of ff_linear_fwd / ff_linear_bwd in csrc/ops.cpp.
+//
+// Common contract:
+//  * Dense [rows, out] matrices (h, u) are contiguous (row stride out) and of the data dtype;
+//    16-byte accesses are used only when out is a multiple of 16 / sizeof(dtype) and the dense
+//    pointers (and bias) are 16-byte aligned (checked at run time), else element by element.
+//  * Vectors of "opmath" type (x_scale, sumsq, pos_mean, grad_sumsq, grad_pos_mean,
+//    grad_bias_acc) are contiguous: float for f32/f16/bf16 data, double for f64 data.
+//  * 0 <= n_pos <= rows (else cudaErrorInvalidValue). Rows r < n_pos are the positive rows.
+//  * Output vectors need no initialization: the launchers zero what they accumulate into
+//    (cudaMemsetAsync on `stream`). Column sums use atomics, so they are not bitwise
+//    deterministic; sumsq is, except for very wide rows (out > 16384 for vectorized f32/f16/bf16,
+//    out > 8192 otherwise), where a row is split over several blocks and atomically summed.
+//  * All work is enqueued on `stream` (the current device must be the data's device); empty
+//    grids are never launched. The return value is the first CUDA error met (cudaSuccess if none).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/ff.h"  // FFDtype
+
+namespace ffops::gpu {
+
+// Forward epilogue, in place over h = acc = x @ weight^T ([rows, out], data dtype):
+//   pre = (x_scale ? x_scale[r] : 1) * acc[r, j] + (bias ? bias[j] : 0)
+//   h[r, j] = relu(pre)                       (NaN propagates; stored rounded to the data dtype)
+//   sumsq[r] = sum_j relu(pre)^2              (opmath accumulation of the unrounded value)
+//   pos_mean[j] = (sum_{r < n_pos} relu(pre)[r, j]) / n_pos  (unrounded, as csrc/cpu/ff_linear.cpp;
+//                                                             0 / 0 = NaN when n_pos == 0)
+// x_scale: rows opmath values or nullptr. bias: out values of the data dtype or nullptr.
+// sumsq: rows opmath values. pos_mean: out opmath values.
+cudaError_t launch_ff_linear_fwd_epilogue(FFDtype dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
+                                          const void* bias, int64_t n_pos, void* sumsq, void* pos_mean,
+                                          cudaStream_t stream);
+
+// Backward epilogue:
+//   dpre[r, j] = 2 grad_sumsq[r] h[r, j]
+//              + (grad_pos_mean && r < n_pos && h[r, j] > 0 ? grad_pos_mean[j] / n_pos : 0)
+//   u[r, j] = (x_scale ? x_scale[r] : 1) * dpre[r, j]   (stored rounded to the data dtype)
+//   grad_bias_acc[j] = sum_r dpre[r, j]                 (opmath)
+// h: [rows, out] data dtype. x_scale: rows opmath values or nullptr. grad_sumsq: rows opmath
+// values. grad_pos_mean: out opmath values or nullptr. u: [rows, out] data dtype (output).
+// grad_bias_acc: out opmath values (output; the caller converts it to the data dtype).
+// pos_coef: workspace of out opmath values (receives grad_pos_mean / n_pos); used only when
+// grad_pos_mean != nullptr, may be nullptr otherwise.
+cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t rows, int64_t out,
+                                          const void* x_scale, const void* grad_sumsq, const void* grad_pos_mean,
+                                          int64_t n_pos, void* u, void* grad_bias_acc, void* pos_coef,
+                                          cudaStream_t stream);
+
+}  // namespace ffops::gpu

@@ -1,0 +1,139 @@
+// Fused Forward-Forward linear layer on CUDA: the torch-facing side of csrc/cuda/ff_linear.cu.
+// The GEMMs run in cuBLAS through at::mm; the epilogues (bias, scale, relu and the statistics in
+// the forward, the dpre matrix and bias gradient in the backward) are one CUDA kernel each, see
+// cuda/ff_linear.h. Validates the raw-pointer contract (the kernels index x_scale, bias, ... by
+// the shapes of x and h), allocates the outputs and launches on the current stream of x's device.
+// Schemas and math: csrc/ops.cpp.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_runtime_api.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cuda/ff_linear.h"
+#include "ff_checks.h"
+
+namespace ffops::gpu {
+namespace {
+
+FFDtype linear_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return FFDtype::f32;
+    case at::kDouble: return FFDtype::f64;
+    case at::kHalf: return FFDtype::f16;
+    case at::kBFloat16: return FFDtype::bf16;
+    default: break;
+  }
+  TORCH_CHECK(false, "ffops: unsupported dtype ", t, " (float, double, half, bfloat16)");
+  return FFDtype::f32;  // unreachable
+}
+
+void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, "ffops: ", op, " CUDA kernel failed: ", cudaGetErrorString(err));
+}
+
+// A contiguous 2-D CUDA matrix of a supported dtype.
+void check_matrix(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(t.dim() == 2, "ffops: ", name, " must be 2-D, got ", t.dim(), "-D");
+  TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous, got strides ", t.strides());
+  linear_dtype(t.scalar_type());
+}
+
+// Same device and dtype as x.
+void check_like_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  TORCH_CHECK(t.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", t.device());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "ffops: ", name, " must be ", x.scalar_type(), ", got ",
+              t.scalar_type());
+}
+
+// A contiguous vector of n values on x's device with the given dtype.
+void check_vector(const at::Tensor& v, const at::Tensor& x, int64_t n, at::ScalarType dtype, const char* name) {
+  TORCH_CHECK(v.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", v.device());
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == n && v.is_contiguous(), "ffops: ", name,
+              " must be a contiguous vector of ", n, " values, got ", v.sizes());
+  TORCH_CHECK(v.scalar_type() == dtype, "ffops: ", name, " must be ", dtype, ", got ", v.scalar_type());
+}
+
+void check_n_pos(int64_t n_pos, int64_t rows) {
+  TORCH_CHECK(n_pos >= 0 && n_pos <= rows, "ffops: n_pos must be in [0, ", rows, "], got ", n_pos);
+}
+
+const void* opt_ptr(const std::optional<at::Tensor>& t) { return t.has_value() ? t->const_data_ptr() : nullptr; }
+
+// (h, sumsq, pos_mean); see ff_linear_fwd in csrc/ops.cpp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x,
+                                                             const std::optional<at::Tensor>& x_scale,
+                                                             const at::Tensor& weight,
+                                                             const std::optional<at::Tensor>& bias, int64_t n_pos) {
+  check_matrix(x, "x");
+  check_matrix(weight, "weight");
+  check_like_x(weight, x, "weight");
+  TORCH_CHECK(weight.size(1) == x.size(1), "ffops: weight must be [out, ", x.size(1), "], got ", weight.sizes());
+  const int64_t rows = x.size(0);
+  const int64_t out = weight.size(0);
+  const at::ScalarType st = stat_type(x.scalar_type());
+  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
+  if (bias.has_value()) check_vector(*bias, x, out, x.scalar_type(), "bias");
+  check_n_pos(n_pos, rows);
+
+  const c10::cuda::CUDAGuard guard(x.device());
+  // acc = x @ weight^T in cuBLAS; the epilogue turns it into h in place.
+  at::Tensor h = at::mm(x, weight.t());
+  if (!h.is_contiguous()) h = h.contiguous();
+  at::Tensor sumsq = empty_stat(x);
+  at::Tensor pos_mean = at::empty({out}, x.options().dtype(st));
+  check_launch(launch_ff_linear_fwd_epilogue(linear_dtype(x.scalar_type()), h.mutable_data_ptr(), rows, out,
+                                             opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
+                                             pos_mean.mutable_data_ptr(),
+                                             c10::cuda::getCurrentCUDAStream().stream()),
+               "ff_linear_fwd");
+  return {h, sumsq, pos_mean};
+}
+
+// (grad_weight, grad_bias); see ff_linear_bwd in csrc/ops.cpp.
+std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std::optional<at::Tensor>& x_scale,
+                                                 const at::Tensor& h, const at::Tensor& grad_sumsq,
+                                                 const std::optional<at::Tensor>& grad_pos_mean, int64_t n_pos) {
+  check_matrix(x, "x");
+  check_matrix(h, "h");
+  check_like_x(h, x, "h");
+  const int64_t rows = x.size(0);
+  TORCH_CHECK(h.size(0) == rows, "ffops: h must have ", rows, " rows like x, got ", h.sizes());
+  const int64_t out = h.size(1);
+  const at::ScalarType st = stat_type(x.scalar_type());
+  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
+  check_stat(grad_sumsq, x, "grad_sumsq");
+  if (grad_pos_mean.has_value()) check_vector(*grad_pos_mean, x, out, st, "grad_pos_mean");
+  check_n_pos(n_pos, rows);
+
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor u = at::empty({rows, out}, x.options());
+  at::Tensor grad_bias_acc = at::empty({out}, x.options().dtype(st));
+  at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
+  if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, x.options().dtype(st));
+  check_launch(launch_ff_linear_bwd_epilogue(
+                   linear_dtype(x.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                   grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
+                   grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
+                   c10::cuda::getCurrentCUDAStream().stream()),
+               "ff_linear_bwd");
+  // grad_weight = u^T @ x in cuBLAS (zeros when rows == 0); grad_bias rounded to x's dtype.
+  at::Tensor grad_weight = at::mm(u.t(), x);
+  at::Tensor grad_bias = grad_bias_acc.to(x.scalar_type());
+  return {grad_weight, grad_bias};
+}
+
+}  // namespace
+}  // namespace ffops::gpu
+
+TORCH_LIBRARY_IMPL(ffops, CUDA, m) {
+  m.impl("ff_linear_fwd", &ffops::gpu::ff_linear_fwd);
+  m.impl("ff_linear_bwd", &ffops::gpu::ff_linear_bwd);
+}

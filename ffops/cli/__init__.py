@@ -1,0 +1,1 @@
+"""The ``python -m ffops`` subcommands (one module each) and what they share."""
