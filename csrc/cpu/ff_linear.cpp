@@ -35,53 +35,6 @@ void check_layer_inputs(const at::Tensor& x, const std::optional<at::Tensor>& x_
 // Column sums of the per-thread partial rows [threads, n] -> [n], divided by `divisor`.
 at::Tensor reduce_partials(const at::Tensor& partials, double divisor) { return partials.sum(0).div_(divisor); }
 
-// One row of the forward epilogue, in place: h = relu(s * acc + b); returns sum h^2 and, when
-// col != nullptr, adds h to col (both from the unrounded float value).
-template <typename T, typename A>
-inline A epilogue_row(T* h, int64_t n, A s, const T* bias, A* col) {
-  A ss = 0;
-  if (col) {
-#pragma omp simd reduction(+ : ss)
-    for (int64_t j = 0; j < n; ++j) {
-      const A pre = s * static_cast<A>(h[j]) + (bias ? static_cast<A>(bias[j]) : A(0));
-      const A v = pre < A(0) ? A(0) : pre;  // relu that keeps NaN, as torch.relu
-      h[j] = static_cast<T>(v);
-      ss += v * v;
-      col[j] += v;
-    }
-  } else {
-#pragma omp simd reduction(+ : ss)
-    for (int64_t j = 0; j < n; ++j) {
-      const A pre = s * static_cast<A>(h[j]) + (bias ? static_cast<A>(bias[j]) : A(0));
-      const A v = pre < A(0) ? A(0) : pre;
-      h[j] = static_cast<T>(v);
-      ss += v * v;
-    }
-  }
-  return ss;
-}
-
-// One row of the backward prologue: d = q h + [pos][h > 0] v; u = s d; db += d.
-template <typename T, typename A>
-inline void dpre_row(const T* h, int64_t n, A q, A s, const A* v, T* u, A* db) {
-  if (v) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const A hv = static_cast<A>(h[j]);
-      const A d = q * hv + (hv > A(0) ? v[j] : A(0));
-      u[j] = static_cast<T>(s * d);
-      db[j] += d;
-    }
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const A d = q * static_cast<A>(h[j]);
-      u[j] = static_cast<T>(s * d);
-      db[j] += d;
-    }
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x,
                                                              const std::optional<at::Tensor>& x_scale,
                                                              const at::Tensor& weight,
@@ -113,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
     at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out)), [&](int64_t begin, int64_t end) {
       A* my_col = colp + at::get_thread_num() * out;
       for (int64_t r = begin; r < end; ++r) {
-        ssp[r] = epilogue_row<scalar_t, A>(hp + r * out, out, sp ? sp[r] : A(1), bp, r < n_pos ? my_col : nullptr);
+        ssp[r] = bias_relu_sumsq(hp + r * out, bp, sp ? sp[r] : A(1), r < n_pos ? my_col : nullptr, out);
       }
     });
   });
@@ -152,8 +105,7 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
     at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out)), [&](int64_t begin, int64_t end) {
       A* my_db = dbp + at::get_thread_num() * out;
       for (int64_t r = begin; r < end; ++r) {
-        dpre_row<scalar_t, A>(hp + r * out, out, A(2) * gp[r], sp ? sp[r] : A(1), r < n_pos ? vp : nullptr,
-                              up + r * out, my_db);
+        dpre(hp + r * out, A(2) * gp[r], sp ? sp[r] : A(1), r < n_pos ? vp : nullptr, up + r * out, my_db, out);
       }
     });
   });

@@ -71,6 +71,55 @@ inline void axpby_impl(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, T* 
   }
 }
 
+// In place h[i] = relu(s * h[i] + b[i]) (b may be nullptr; relu keeps NaN, as torch.relu) and
+// returns sum_i h[i]^2; with col != nullptr also col[i] += h[i] (both from the unrounded value).
+template <typename T, bool kBias, bool kCol>
+inline opmath_t<T> bias_relu_sumsq_loop(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
+  using A = opmath_t<T>;
+  A acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) {
+    A pre = s * static_cast<A>(h[i]);
+    if constexpr (kBias) pre += static_cast<A>(b[i]);
+    const A v = pre < A(0) ? A(0) : pre;
+    h[i] = static_cast<T>(v);
+    acc += v * v;
+    if constexpr (kCol) col[i] += v;
+  }
+  return acc;
+}
+
+template <typename T>
+inline opmath_t<T> bias_relu_sumsq_impl(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
+  if (b) return col ? bias_relu_sumsq_loop<T, true, true>(h, b, s, col, n) : bias_relu_sumsq_loop<T, true, false>(h, b, s, col, n);
+  return col ? bias_relu_sumsq_loop<T, false, true>(h, b, s, col, n) : bias_relu_sumsq_loop<T, false, false>(h, b, s, col, n);
+}
+
+// u[i] = s * d[i], db[i] += d[i], with d[i] = q * h[i] + (v && h[i] > 0 ? v[i] : 0)  (v may be nullptr).
+template <typename T, bool kPeer>
+inline void dpre_loop(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
+                      int64_t n) {
+  using A = opmath_t<T>;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const A hv = static_cast<A>(h[i]);
+    A d = q * hv;
+    if constexpr (kPeer) d += hv > A(0) ? v[i] : A(0);
+    u[i] = static_cast<T>(s * d);
+    db[i] += d;
+  }
+}
+
+template <typename T>
+inline void dpre_impl(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
+                      int64_t n) {
+  if (v) {
+    dpre_loop<T, true>(h, q, s, v, u, db, n);
+  } else {
+    dpre_loop<T, false>(h, q, s, v, u, db, n);
+  }
+}
+
 // One multiversioned overload per storage type.
 #define FFOPS_ROW_MATH_FOR(T)                                                                 \
   FFOPS_MULTIVERSION inline opmath_t<T> sumsq(const T* x, int64_t n) { return sumsq_impl(x, n); } \
@@ -83,6 +132,14 @@ inline void axpby_impl(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, T* 
   FFOPS_MULTIVERSION inline void axpby(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, \
                                        T* out, int64_t n) {                                    \
     axpby_impl(a, x, b, y, out, n);                                                            \
+  }                                                                                            \
+  FFOPS_MULTIVERSION inline opmath_t<T> bias_relu_sumsq(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, \
+                                                      int64_t n) {                             \
+    return bias_relu_sumsq_impl(h, b, s, col, n);                                              \
+  }                                                                                            \
+  FFOPS_MULTIVERSION inline void dpre(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, \
+                                      opmath_t<T>* db, int64_t n) {                            \
+    dpre_impl(h, q, s, v, u, db, n);                                                           \
   }
 
 FFOPS_ROW_MATH_FOR(float)
