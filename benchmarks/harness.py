@@ -378,6 +378,48 @@ def compare(
     }
 
 
+def time_callables(name: str, fns: dict[str, Callable[[], Any]], device: torch.device, *, metric: str = "call",
+                   info: dict | None = None, budget_s: float = 10.0, min_repeats: int = 5, max_repeats: int = 200,
+                   warmup: int = 1) -> dict[str, Any]:
+    """Time zero-argument callables side by side, for what does not fit :func:`compare`'s
+    fwd / bwd mold (e.g. a whole training step with its optimizer update).
+
+    Same methodology as :func:`compare`: ``warmup`` untimed calls each (the first one's duration is
+    ``first_call_s``), then interleaved rounds rotated by one each round, gc disabled, the same
+    clock. The result has :func:`compare`'s layout with the single phase ``metric``, so
+    ``median(result, name, metric)`` works; ``cpu_per_wall`` is this process' CPU time over the
+    wall time of the timed rounds (near the thread count on an idle CPU machine; less when other
+    processes take the cores).
+    """
+    load_before, results = load_average(), {}
+    for c, fn in fns.items():
+        start = time.perf_counter()
+        for _ in range(max(warmup, 1)):
+            fn()
+            _sync(device)
+            results.setdefault(c, {"name": c, "first_call_s": time.perf_counter() - start})
+    clock, samples, items = _Clock(device), {c: [] for c in fns}, list(fns.items())
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start, cpu_start, rounds = time.perf_counter(), time.process_time(), 0
+        while rounds < max_repeats and (rounds < min_repeats or time.perf_counter() - start < budget_s):
+            shift = rounds % len(items)
+            for c, fn in items[shift:] + items[:shift]:
+                samples[c].append(clock.time(fn)[0])
+            rounds += 1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    timed_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    for c, res in results.items():
+        res["phases"] = {metric: summarize(samples[c])}
+    return {"case": name, "info": info or {}, "metric": metric, "rounds": rounds, "timed_s": timed_s,
+            "cpu_per_wall": cpu_s / timed_s, "loadavg_before": load_before, "loadavg_after": load_average(),
+            "contenders": list(results.values())}
+
+
 # ---- reporting ---------------------------------------------------------------------------------
 
 

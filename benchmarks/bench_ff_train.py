@@ -1,0 +1,452 @@
+"""Benchmark of a whole Forward-Forward training step: ffops' FFLinear vs eager and torch.compile.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_ff_train                       # CPU (2 threads) or CUDA if available
+    python -m benchmarks.bench_ff_train --device cpu --quick  # tiny smoke configuration
+
+Network 784-2000-2000 (two FF layers), batch 1000 positive + 1000 negative rows, float32, one
+Adam (lr 0.03) per layer; random data in [0, 1) shaped like MNIST (fixed seeds; values do not
+matter for speed). Contenders, all from identical initial weights, in one process:
+
+  eager-port     benchmarks.baselines.ff_eager.eager_ff_step (mohammadpz/pytorch_forward_forward's
+                 step: the next layer's input recomputed after the optimizer step);
+  eager-fair     eager_ff_step_fair (pre-step activities handed on: one forward per layer);
+  compile-fair   eager_ff_step_fair with torch.compile'd per-layer loss (optimizer step eager);
+  ffops          FFLinear: one call per layer on cat([x_pos, x_neg]), per-layer loss.backward(),
+                 Adam step, x_sumsq handed to the next layer.
+
+Metric: seconds per training step (harness.time_callables: warm-up, interleaved rounds, median
+and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels as one batched
+pass of B*C rows vs a Python loop of C passes (ffops layers; the eager port's loop for context);
+(b) bytes saved for backward, live at the peak of a training step with per-layer backward
+(saved_tensors_hooks, deduplicated by storage), for depths 2, 4, 8. If ffops misses its target
+over torch.compile, a torch.profiler breakdown of ffops' step is printed (and of compile's).
+Results: ``benchmarks/results/bench_ff_train_<device>[_t<threads>][_quick].json`` (``_t``: a
+``--threads`` other than the default 2).
+"""
+
+import argparse
+import copy
+import sys
+import time
+
+import torch
+
+from benchmarks import harness
+from benchmarks.baselines import ff_eager
+from benchmarks.harness import MIB, Target
+from ffops.nn import FFLinear
+
+SCRIPT = "bench_ff_train"
+BASELINE = "ffops"
+C = 10  # labels
+
+
+# ---- networks and steps ------------------------------------------------------------------------
+
+
+def make_data(rows: int, features: int, device, seed: int) -> torch.Tensor:
+    """Fixed-seed uniform [0, 1) data ``[rows, features]`` (MNIST-like pixel range)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.rand(rows, features, generator=gen).to(device)
+
+
+def make_networks(sizes, device, seed: int = 0):
+    """``(eager layers, ffops layers)`` with identical weights (the eager ones' fixed-seed init)."""
+    torch.manual_seed(seed)
+    eager = ff_eager.make_layers(sizes, device=device)
+    ffops_layers = [FFLinear(e.in_features, e.out_features, threshold=e.threshold, eps=e.eps, device=device)
+                    for e in eager]
+    with torch.no_grad():
+        for src, dst in zip(eager, ffops_layers):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+    return eager, ffops_layers
+
+
+def ffops_step(layers, optimizers, x: torch.Tensor, n_pos: int) -> list[torch.Tensor]:
+    """One ffops training step: per layer one fused call on the whole batch, backward, Adam step."""
+    losses, sumsq = [], None
+    for layer, opt in zip(layers, optimizers):
+        out = layer(x, n_pos, x_sumsq=sumsq)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.detach())
+        x, sumsq = out.h, out.sumsq
+    return losses
+
+
+def build_steps(sizes, x: torch.Tensor, n_pos: int, device, compile_: bool) -> dict:
+    """Zero-argument training-step callables, each on its own copy of the same initial weights."""
+    eager, ffops_layers = make_networks(sizes, device)
+    x_pos, x_neg = x[:n_pos], x[n_pos:]
+    nets = {"eager-port": eager, "eager-fair": copy.deepcopy(eager)}
+    if compile_:
+        nets["compile-fair"] = copy.deepcopy(eager)
+    opts = {name: ff_eager.make_optimizers(layers) for name, layers in nets.items()}
+    ffops_opts = ff_eager.make_optimizers(ffops_layers)
+    steps = {
+        BASELINE: lambda: ffops_step(ffops_layers, ffops_opts, x, n_pos),
+        "eager-fair": lambda: ff_eager.eager_ff_step_fair(nets["eager-fair"], opts["eager-fair"], x_pos, x_neg),
+        "eager-port": lambda: ff_eager.eager_ff_step(nets["eager-port"], opts["eager-port"], x_pos, x_neg),
+    }
+    if compile_:
+        layer_loss = ff_eager.compiled_layer_loss()
+        steps["compile-fair"] = lambda: ff_eager.eager_ff_step_fair(
+            nets["compile-fair"], opts["compile-fair"], x_pos, x_neg, layer_loss=layer_loss)
+    return steps
+
+
+def first_step_check(steps: dict, device) -> tuple[dict, dict, list[str]]:
+    """Run every contender's first step (from identical weights); per-layer losses, the duration of
+    that first call (compilation included) and the mismatches against ffops' losses."""
+    losses, first_s = {}, {}
+    for name, step in steps.items():
+        start = time.perf_counter()
+        losses[name] = [float(v) for v in step()]
+        harness._sync(device)
+        first_s[name] = time.perf_counter() - start
+    ref, bad = losses[BASELINE], []
+    for name, ls in losses.items():
+        # the port's later layers see inputs recomputed after the step: only layer 1 must agree
+        check = ls[:1] if name == "eager-port" else ls
+        for i, (a, b) in enumerate(zip(check, ref)):
+            if abs(a - b) > 1e-4 * max(1.0, abs(b)):
+                bad.append(f"{name} layer {i + 1}: {a:.7f} vs ffops {b:.7f}")
+    return losses, first_s, bad
+
+
+# ---- (a) all-label prediction ------------------------------------------------------------------
+
+
+def overlay(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The port's ``overlay_y_on_x``: zero the first C features, put ``x.max()`` at the label's."""
+    x = x.clone()
+    x[:, :C] = 0.0
+    x[torch.arange(x.shape[0], device=x.device), labels] = x.max()
+    return x
+
+
+def ffops_goodness(layers, x: torch.Tensor) -> torch.Tensor:
+    """Goodness summed over layers, one inference chain (``layer(x, None)``) over the rows of x."""
+    total, sumsq = 0, None
+    for layer in layers:
+        out = layer(x, None, x_sumsq=sumsq)
+        total, x, sumsq = total + out.goodness, out.h, out.sumsq
+    return total
+
+
+def predict_batched(layers, x):
+    """All C labels in one pass of B*C rows; ``[B, C]`` goodness."""
+    b = x.shape[0]
+    labels = torch.arange(C, device=x.device).repeat(b)
+    return ffops_goodness(layers, overlay(x.repeat_interleave(C, 0), labels)).view(b, C)
+
+
+def predict_loop(layers, x):
+    """C separate passes, a Python loop over labels; ``[B, C]`` goodness."""
+    return torch.stack([ffops_goodness(layers, overlay(x, torch.full((x.shape[0],), c, device=x.device)))
+                        for c in range(C)], 1)
+
+
+def predict_eager_port(layers, x):
+    """The port's ``predict`` loop (eager layers), returning the ``[B, C]`` goodness."""
+    per_label = []
+    for c in range(C):
+        h, g = overlay(x, torch.full((x.shape[0],), c, device=x.device)), 0
+        for layer in layers:
+            h = layer(h)
+            g = g + h.pow(2).mean(1)
+        per_label.append(g)
+    return torch.stack(per_label, 1)
+
+
+def bench_prediction(sizes, batch, device, budget, min_repeats) -> tuple[dict, float]:
+    """Time the batched / looped / eager-port all-label goodness (no_grad); max |diff| too."""
+    eager, ffops_layers = make_networks(sizes, device, seed=1)
+    x = make_data(batch, sizes[0], device, seed=7)
+    fns = {"batched": lambda: predict_batched(ffops_layers, x), "loop": lambda: predict_loop(ffops_layers, x),
+           "eager-port-loop": lambda: predict_eager_port(eager, x)}
+    with torch.no_grad():
+        ref = fns["loop"]()
+        diff = max(float((fns[k]() - ref).abs().max() / ref.abs().max()) for k in ("batched", "eager-port-loop"))
+        r = harness.time_callables("all-label prediction", fns, device, metric="predict",
+                                   info={"B": batch, "C": C, "sizes": list(sizes)}, budget_s=budget,
+                                   min_repeats=min_repeats)
+    return r, diff
+
+
+# ---- (b) saved-for-backward bytes --------------------------------------------------------------
+
+
+class SavedTracker(torch.autograd.graph.saved_tensors_hooks):
+    """Context manager: bytes of the tensors saved for backward, deduplicated by storage (a saved
+    view counts its whole storage): ``peak`` alive at once (a saved tensor dies when autograd frees
+    its graph, here at each layer's backward) and ``total`` saved over the region (what one backward
+    of the whole network would keep alive at once)."""
+
+    def __init__(self):
+        super().__init__(self._pack, lambda saved: saved.t)
+        self.refs, self.live, self.peak, self.total = {}, 0, 0, 0
+
+    def _pack(self, t):
+        s = t.untyped_storage()
+        key = (str(t.device), s.data_ptr())
+        nbytes, count = self.refs.get(key, (s.nbytes(), 0))
+        self.refs[key] = (nbytes, count + 1)
+        if count == 0:
+            self.live, self.total = self.live + nbytes, self.total + nbytes
+            self.peak = max(self.peak, self.live)
+        return _Saved(t, self, key)
+
+    def __enter__(self):
+        super().__enter__()
+        return self
+
+    def release(self, key):
+        nbytes, count = self.refs[key]
+        self.refs[key] = (nbytes, count - 1)
+        if count == 1:
+            self.live -= nbytes
+
+
+class _Saved:
+    """What autograd holds instead of a saved tensor: the tensor, reporting its own death."""
+
+    __slots__ = ("key", "t", "tracker")
+
+    def __init__(self, t, tracker, key):
+        self.t, self.tracker, self.key = t, tracker, key
+
+    def __del__(self):
+        self.tracker.release(self.key)
+
+
+def bench_saved(width, in_features, batch, depths, device) -> list[dict]:
+    """Saved-for-backward bytes of one training step (per-layer backward), ffops vs eager-fair,
+    per depth: ``<name>_peak`` and ``<name>_total`` (see :class:`SavedTracker`)."""
+    rows = []
+    for depth in depths:
+        sizes = [in_features] + [width] * depth
+        eager, ffops_layers = make_networks(sizes, device, seed=2)
+        x = make_data(2 * batch, in_features, device, seed=3)
+        row = {"depth": depth, "sizes": sizes}
+        with SavedTracker() as ours:
+            ffops_step(ffops_layers, ff_eager.make_optimizers(ffops_layers), x, batch)
+        with SavedTracker() as theirs:
+            ff_eager.eager_ff_step_fair(eager, ff_eager.make_optimizers(eager), x[:batch], x[batch:])
+        for name, tr in ((BASELINE, ours), ("eager-fair", theirs)):
+            row[name + "_peak"], row[name + "_total"] = tr.peak, tr.total
+        rows.append(row)
+    return rows
+
+
+# ---- profile -----------------------------------------------------------------------------------
+
+
+def profile_breakdown(step, steps: int = 2, repeats: int = 3) -> dict:
+    """torch.profiler over ``steps`` calls of ``step``, in ms per step: GEMMs (aten::mm / addmm self
+    time, also inside ffops' ops), the fused elementwise work (self time of ffops::* ops and of the
+    non-GEMM aten ops they call; of inductor's compiled graphs, whose C++ kernels are not profiled
+    events), other aten ops (loss math, ...), the optimizer (Adam step and zero_grad, all under
+    them), and the rest of the wall time (Python, dispatcher, autograd engine, profiler). Of
+    ``repeats`` profiles, the one with the least wall time (the least disturbed) is kept."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    best = None
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            wall = time.perf_counter() - start
+        if best is None or wall < best[1]:
+            best = (prof, wall)
+    prof, wall = best
+    # ffops' custom ops (their autograd wrapper's event holds the forward epilogue), inductor graphs
+    fused = ("ffops::", "GeneratedBackwardFor_ffops", "## Call CompiledFxGraph")
+    cats = dict.fromkeys(("GEMM", "fused (ffops / inductor)", "other ops", "optimizer"), 0.0)
+    for e in prof.events():
+        chain, p = [], e.cpu_parent
+        while p is not None:
+            chain.append(p.name)
+            p = p.cpu_parent
+        if any(n.startswith("Optimizer.") for n in chain):
+            continue
+        if e.name.startswith("Optimizer."):
+            cats["optimizer"] += e.cpu_time_total
+        elif e.name in ("aten::mm", "aten::addmm", "aten::bmm"):
+            cats["GEMM"] += e.self_cpu_time_total
+        elif e.name.startswith(fused) or any(n.startswith(fused) for n in chain):
+            cats["fused (ffops / inductor)"] += e.self_cpu_time_total
+        elif e.name.startswith("aten::"):
+            cats["other ops"] += e.self_cpu_time_total
+    out = {k: v / 1e3 / steps for k, v in cats.items()}  # us -> ms per step
+    out["python/dispatch/autograd (rest)"] = wall * 1e3 / steps - sum(out.values())
+    out["wall (profiled)"] = wall * 1e3 / steps
+    return out
+
+
+# ---- reporting ---------------------------------------------------------------------------------
+
+
+def format_times(result: dict, baseline: str) -> str:
+    """Table of a :func:`harness.time_callables` result; ``x base`` = contender / baseline median
+    (the min is shown too: on a shared machine it is the least disturbed sample)."""
+    metric = result["metric"]
+    base = harness.median(result, baseline, metric)
+    header = ["contender", f"{metric} ms median [p20-p80]", "min ms", "first call s", f"x {baseline}"]
+    rows = [[c["name"], harness._fmt_time(c["phases"][metric]), f"{c['phases'][metric]['min_s'] * 1e3:.3g}",
+             f"{c.get('first_step_s', c['first_call_s']):.2f}",
+             f"{c['phases'][metric]['median_s'] / base:.2f}"] for c in result["contenders"]]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    info = ", ".join(f"{k}={v}" for k, v in result["info"].items())
+    title = f"== {result['case']} ({info}), {result['rounds']} rounds, process CPU/wall {result['cpu_per_wall']:.2f}"
+    return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def speedup(result: dict, other: str, name: str, stat: str = "median_s") -> float:
+    """How many times faster ``name`` is than ``other`` (``stat``: ``median_s`` or ``min_s``)."""
+    phase = result["metric"]
+    return (harness.contender(result, other)["phases"][phase][stat]
+            / harness.contender(result, name)["phases"][phase][stat])
+
+
+def check_targets(step_r, pred_r, saved, compiled: bool) -> list[Target]:
+    """The targets, on medians; the ratio of the minima (least disturbed samples) alongside."""
+
+    def target(text, r, other, name, goal):
+        s = speedup(r, other, name)
+        return Target(text, s >= goal, f"{s:.2f}x (ratio of the minima {speedup(r, other, name, 'min_s'):.2f}x)")
+
+    targets = [target("ffops training step >= 2x faster than the eager (fair) step", step_r, "eager-fair", BASELINE, 2),
+               target("(context) ffops vs the port-faithful eager step", step_r, "eager-port", BASELINE, 2)]
+    if compiled:
+        targets.append(target("ffops training step >= 1.3x faster than torch.compile (fair step)", step_r,
+                              "compile-fair", BASELINE, 1.3))
+    targets += [target("all-label prediction: batched pass >= 2x faster than the ffops loop over labels", pred_r,
+                       "loop", "batched", 2),
+                target("(context) batched pass vs the eager port's loop", pred_r, "eager-port-loop", "batched", 2)]
+    peaks = [r["ffops_peak"] for r in saved]
+    targets.append(Target("ffops peak saved-for-backward bytes do not grow with depth (2, 4, 8)",
+                          max(peaks) <= min(peaks), " / ".join(f"{p / MIB:.1f}" for p in peaks) + " MiB"))
+    return targets
+
+
+def report_profiles(steps: dict, n: int) -> dict:
+    """Profile ffops, compile-fair and eager-fair steps; print the breakdowns and the Amdahl bound:
+    the contender's step over ffops' GEMM + optimizer time (ffops' speedup if all its other work
+    were free, the GEMMs and the optimizer being the same work in every contender)."""
+    profiles = {name: profile_breakdown(steps[name], n) for name in (BASELINE, "compile-fair", "eager-fair")}
+    floor = profiles[BASELINE]["GEMM"] + profiles[BASELINE]["optimizer"]
+    for name, prof in profiles.items():
+        bound = "" if name == BASELINE else f"  => ffops at most {prof['wall (profiled)'] / floor:.2f}x faster"
+        print(f"  {name:13s} " + ", ".join(f"{k} {v:.1f}" for k, v in prof.items()) + bound)
+    return profiles
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{SCRIPT}", description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="tiny network and budgets: a smoke test in seconds")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: 2 on CPU)")
+    p.add_argument("--budget", type=float, default=None, help="seconds of timed rounds (default 60, quick 0.5)")
+    p.add_argument("--min-repeats", type=int, default=None, help="rounds at least (default 7, quick 3)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
+    p.add_argument("--no-json", action="store_true", help="print only, write no results file")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    t_start = time.perf_counter()
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here")
+    threads = args.threads if args.threads is not None else (2 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    budget = args.budget if args.budget is not None else (0.5 if args.quick else 60.0)
+    min_repeats = args.min_repeats if args.min_repeats is not None else (3 if args.quick else 7)
+    in_f, width, batch = (784, 64, 32) if args.quick else (784, 2000, 1000)
+    sizes = [in_f, width, width]
+
+    meta = harness.metadata(device)
+    print(f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']}, "
+          f"{meta['torch_threads']} threads" + (", quick" if args.quick else ""))
+    load = meta["loadavg_at_start"]
+    if device.type == "cpu" and load and load[0] > 0.5:
+        print(f"WARNING: load average {load} before the run: other processes compete for the CPU")
+    print(f"network {'-'.join(map(str, sizes))}, batch {batch}+{batch}, Adam lr {ff_eager.LR}; "
+          "times: median [p20-p80] ms; 'x ffops' = contender / ffops (>1: ffops faster)\n")
+
+    x = make_data(2 * batch, in_f, device, seed=0)
+    steps = build_steps(sizes, x, batch, device, not args.no_compile)
+    losses, first_s, bad = first_step_check(steps, device)
+    print("first-step loss per layer (identical initial weights):")
+    for name, ls in losses.items():
+        note = "  (layers > 1 differ by design: inputs recomputed after the step)" if name == "eager-port" else ""
+        print(f"  {name:13s} " + "  ".join(f"{v:.7f}" for v in ls) + note)
+    print("  sanity: " + ("all agree with ffops (rel 1e-4)" if not bad else "MISMATCH: " + "; ".join(bad)) + "\n")
+
+    step_r = harness.time_callables("training step", steps, device, metric="step", budget_s=budget,
+                                    min_repeats=min_repeats, info={"sizes": sizes, "batch": f"{batch}+{batch}"})
+    for c in step_r["contenders"]:
+        c["first_step_s"], c["first_step_losses"] = first_s[c["name"]], losses[c["name"]]
+    print(format_times(step_r, BASELINE) + "\n", flush=True)
+
+    pred_r, pred_diff = bench_prediction(sizes, batch, device, budget / 3, min_repeats)
+    print(format_times(pred_r, "batched"))
+    print(f"  max rel diff of the [B, C] goodness vs the ffops loop: {pred_diff:.1e}\n", flush=True)
+
+    saved = bench_saved(width, in_f, batch, (2, 4, 8), device)
+    print(f"== saved for backward per training step (MiB; width {width}, batch {batch}+{batch}): peak alive "
+          "with per-layer backward; total = all layers' (what one whole-network backward would hold)")
+    print("  depth  ffops peak  ffops total  eager-fair peak  eager-fair total")
+    for r in saved:
+        print(f"  {r['depth']:5d} {r['ffops_peak'] / MIB:11.1f} {r['ffops_total'] / MIB:12.1f} "
+              f"{r['eager-fair_peak'] / MIB:16.1f} {r['eager-fair_total'] / MIB:17.1f}")
+    print(flush=True)
+
+    targets = check_targets(step_r, pred_r, saved, not args.no_compile)
+    print("targets (medians)" + (" (quick configuration: not meaningful)" if args.quick else "") + ":")
+    for t in targets:
+        print("  " + t.line())
+    if threads and step_r["cpu_per_wall"] < 0.75 * threads:
+        print(f"  WARNING: this process got {step_r['cpu_per_wall']:.2f} CPUs of {threads} while timing the steps: "
+              "other processes took the cores; medians are inflated and their ratios distorted (the minima are "
+              "the least disturbed samples)")
+
+    profiles = {}
+    if not args.no_compile and speedup(step_r, "compile-fair", BASELINE) < 1.3:
+        print("\nffops < 1.3x torch.compile: where the time goes (torch.profiler, ms per step; the wall time "
+              "includes the profiler's overhead):")
+        profiles = report_profiles(steps, 1 if args.quick else 2)
+
+    elapsed = time.perf_counter() - t_start
+    print(f"\ntotal run time: {elapsed:.0f} s")
+    if not args.no_json:
+        payload = {
+            "script": SCRIPT, "metadata": meta,
+            "config": {**vars(args), "threads": threads, "budget_s": budget, "min_repeats": min_repeats,
+                       "sizes": sizes, "batch": batch, "labels": C, "lr": ff_eager.LR, "eps": ff_eager.EPS,
+                       "threshold": ff_eager.THRESHOLD, "spread": "p20-p80"},
+            "first_step_check": {"losses": losses, "mismatches": bad},
+            "results": [step_r, pred_r], "prediction_max_rel_diff": pred_diff, "saved_bytes": saved,
+            "profile_ms_per_step": profiles, "targets": [t.__dict__ for t in targets], "run_time_s": elapsed,
+        }
+        suffix = ("" if args.threads in (None, 2) else f"_t{threads}") + ("_quick" if args.quick else "")
+        path = harness.write_json(harness.results_path(SCRIPT, device, suffix), payload)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
