@@ -13,6 +13,7 @@ install:
 
 demo: install
 	$(PYTHON) -m ffops info
+	$(PYTHON) -m ffops train-ff --dataset mnist --layers 784,500,500 --epochs 3 --device cpu --out runs/demo-ff
 	$(PYTHON) -m benchmarks.bench_ff_ops
 
 test: install test-cpu test-triton

@@ -1,4 +1,4 @@
-"""The ffops command line: ``python -m ffops info``."""
+"""The ffops command line: ``python -m ffops info | train-ff``."""
 
 import argparse
 import sys
@@ -8,12 +8,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ffops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, and which backends are built and usable")
+    from ffops.cli import train_ff
+
+    train_ff.add_arguments(sub.add_parser("train-ff", help="Forward-Forward training on MNIST / Fashion-MNIST",
+                                          description=train_ff.__doc__))
     args = parser.parse_args(argv)
     if args.command == "info":
         from ffops._info import report
 
         print(report())
-    return 0
+        return 0
+    return train_ff.run(args)
 
 
 if __name__ == "__main__":

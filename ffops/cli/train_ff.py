@@ -1,0 +1,107 @@
+"""``python -m ffops train-ff``: Forward-Forward training on a real dataset with ffops' fused layers.
+
+Shows a progress bar, prints one line per epoch (loss per layer, train / test error, samples/s),
+and writes ``log.json`` (config + per-epoch history), ``checkpoint.pt`` and ``curves.png`` (error
+curves and goodness histograms per layer) into ``--out``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ffops import ff
+from ffops.cli.progress import Progress
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
+    p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
+    p.add_argument("--layers", default="784,500,500", help="input size and layer widths, e.g. 784,2000,2000")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=100, help="positive samples per step (as many negatives)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--mode", default="all", help="all | greedy | collaborative")
+    p.add_argument("--loss", default="softplus", help="softplus | symba")
+    p.add_argument("--goodness", default="mean", help="mean | sum")
+    p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
+    p.add_argument("--threshold", type=float, default=None, help="default: 2.0 (mean) or the width (sum)")
+    p.add_argument("--negatives", default="hard", help="random | hard | hybrid (unsupervised)")
+    p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output directory (default: runs/train-ff-<time>)")
+
+
+class _ConsoleCallback(ff.Callback):
+    """Progress bar per epoch and one summary line per epoch."""
+
+    bar = None
+
+    def on_fit_start(self, trainer, info):
+        self.steps = info["steps_per_epoch"]
+        self.epochs = info["epochs"]
+
+    def on_epoch_start(self, trainer, info):
+        phase = "" if info["phase"] is None else f"layer {info['phase'] + 1} "
+        self.bar = Progress(self.steps, f"{phase}epoch {info['epoch']}/{info['epochs']}")
+
+    def on_batch_end(self, trainer, info):
+        if info["step"] % 10 == 0 or info["step"] == info["steps"]:
+            losses = {f"L{i + 1}": float(v) for i, v in info["losses"].items()}
+            self.bar.update(10 if info["step"] % 10 == 0 else info["step"] % 10, **losses)
+
+    def on_epoch_end(self, trainer, record):
+        self.bar.close()
+        losses = " ".join("-" if v is None else f"{v:.4f}" for v in record["loss"])
+        parts = [("" if record["phase"] is None else f"layer {record['phase'] + 1} ")
+                 + f"epoch {record['epoch']:>3}/{self.epochs}", f"loss [{losses}]"]
+        for split in ("train", "test"):
+            errs = [f"{m} {100 * record[k]:.2f}%" for m in ("goodness", "head")
+                    if (k := f"{split}_error_{m}") in record and record[k] is not None]
+            if errs:
+                parts.append(f"{split} err " + ", ".join(errs))
+        parts.append(f"{record['samples_per_s']:,.0f} samples/s")
+        print("  ".join(parts), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ffops import data
+    from ffops.cli.plots import plot_ff_history
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.layers.split(",") if s.strip()]
+    out = Path(args.out or f"runs/train-ff-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    train_set = data.load_dataset(args.dataset, args.data_root, split="train" if args.data_root else "train+valid")
+    test_set = data.load_dataset(args.dataset, args.data_root, split="test")
+    train_x, train_y = train_set.images, train_set.labels
+    if args.train_subset:
+        train_x, train_y = train_x[: args.train_subset], train_y[: args.train_subset]
+    print(f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
+          f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}", flush=True)
+    torch.manual_seed(args.seed)
+    model = ff.FFNet(sizes, num_classes=train_set.num_classes, threshold=args.threshold, goodness=args.goodness,
+                     norm=args.norm, loss=args.loss, peer_weight=args.peer_weight, device=args.device)
+    trainer = ff.FFTrainer(model, mode=args.mode, negatives=args.negatives, optimizer=args.optimizer, lr=args.lr,
+                           seed=args.seed, callbacks=[_ConsoleCallback()])
+    t0 = time.perf_counter()
+    history = trainer.fit(train_x, train_y, test_images=test_set.images, test_labels=test_set.labels,
+                          epochs=args.epochs, batch_size=args.batch_size)
+    wall = time.perf_counter() - t0
+    log = {"args": vars(args), "model": model.config, "trainer": trainer.config, "wall_time_s": wall,
+           "history": history}
+    (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
+    ff.save_checkpoint(out / "checkpoint.pt", trainer)
+    plot_ff_history(history, out / "curves.png", title=f"FF {args.dataset} {sizes}")
+    last = history[-1]
+    best = {k: last[k] for k in last if k.startswith("test_error")}
+    print(f"done in {wall:.0f} s; final " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in best.items())
+          + f"; wrote {out}/log.json, checkpoint.pt, curves.png")
+    return 0

@@ -1,0 +1,51 @@
+"""Forward-Forward training on ffops' fused layers.
+
+* ``FFNet(sizes, ...)``: a stack of ffops.nn.FFLinear layers, e.g. ``FFNet([784, 500, 500])``.
+* ``FFTrainer(model, mode=..., negatives=...)`` with ``fit(...)`` / ``evaluate`` / ``predict`` and
+  ``Callback`` hooks; ``train(sizes_or_model, images, labels, ...)`` builds and fits one.
+* Labels and negatives: ``overlay_labels``, ``neutral_overlay``, ``random_wrong_labels``,
+  ``hard_wrong_labels``, ``hybrid_images``.
+* Prediction: ``goodness_per_label`` / ``predict`` (goodness over all labels in one batched pass, or
+  a ``LinearHead`` on neutral-label activities).
+* ``saved_bytes_per_step``: the peak memory saved for backward in one step (flat in depth).
+* ``save_checkpoint`` / ``load_checkpoint``; DDP helpers in ``ffops.ff.distributed``.
+"""
+
+from ffops.ff.checkpoint import load_checkpoint, save_checkpoint
+from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels
+from ffops.ff.memory import saved_bytes_per_step
+from ffops.ff.model import FFNet, default_threshold
+from ffops.ff.negatives import (
+    gumbel_noise,
+    hard_wrong_labels,
+    hybrid_images,
+    hybrid_mask,
+    random_wrong_labels,
+)
+from ffops.ff.predict import LinearHead, goodness_per_label, head_features, predict
+from ffops.ff.step import layer_losses
+from ffops.ff.train import Callback, FFTrainer, train
+
+__all__ = [
+    "Callback",
+    "FFNet",
+    "FFTrainer",
+    "LinearHead",
+    "default_threshold",
+    "goodness_per_label",
+    "gumbel_noise",
+    "hard_wrong_labels",
+    "head_features",
+    "hybrid_images",
+    "hybrid_mask",
+    "layer_losses",
+    "load_checkpoint",
+    "neutral_overlay",
+    "overlay_all_labels",
+    "overlay_labels",
+    "predict",
+    "random_wrong_labels",
+    "save_checkpoint",
+    "saved_bytes_per_step",
+    "train",
+]

@@ -1,0 +1,81 @@
+"""One Forward-Forward training step's forward/backward over the layers (no optimizer, no data).
+
+``layer_losses`` runs the concatenated positive + negative batch up the layer chain. Each layer gets
+the detached activity of the layer below with its ``sumsq`` (so its input normalization needs no
+extra pass), computes its local loss, and, with ``backward="per_layer"``, calls ``loss.backward()``
+at once: the tensors it saved for backward are freed before the next layer runs, so the memory
+saved for backward is that of one layer, whatever the depth. ``backward="joint"`` sums the losses
+and calls backward once (same gradients, since none crosses layers; memory grows with depth).
+
+Modes:
+* ``"all"``: every layer learns from every step.
+* ``"greedy"``: only ``train_layers`` (one layer at a time) learns; layers below run without autograd,
+  layers above do not run.
+* ``"collaborative"`` (Lorberbom et al.): layer ``i``'s logit is ``sign * (G_i + gamma_i - theta_i)``
+  with ``gamma_i = sum_{t != i} stopgrad(G_t - theta_t)`` (``collab_layers="others"``) or over
+  ``t < i`` only (``"past"``). This is the paper's ``G_i + sum_{t != i} G_t - theta`` with
+  ``theta = sum_t theta_t``: every layer's logit is the whole net's summed log-odds, with gradient
+  through its own goodness only. ``"others"`` needs the upper layers' goodness before the lower
+  layers learn: it first runs the whole net once without autograd, which costs one extra forward
+  pass per step (about a third more compute); ``"past"`` needs nothing extra (single pass).
+"""
+
+import torch
+
+MODES = ("all", "greedy", "collaborative")
+COLLAB_LAYERS = ("others", "past")
+BACKWARDS = ("per_layer", "joint")
+
+
+def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", collab_layers: str = "others",
+                 train_layers=None, backward: str = "per_layer", modules=None):
+    """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows.
+
+    Args:
+        model: an ffops.ff.FFNet.
+        mode, collab_layers, backward: see the module docstring.
+        train_layers: indices of the layers that learn (default all; greedy: one).
+        modules: callables to run in place of ``model.layers[i]`` for the learning layers (e.g. each
+            layer wrapped in its own DistributedDataParallel); default the layers themselves.
+
+    Returns:
+        ``(losses, goodness)``: ``losses`` a dict ``{layer index: detached loss}`` of the learning
+        layers; ``goodness`` a list ``[B]`` per run layer of its own (offset-free) goodness.
+        Gradients are accumulated into the learning layers' ``.grad`` (backward already done).
+    """
+    n_layers = len(model.layers)
+    train_layers = sorted(set(range(n_layers) if train_layers is None else train_layers))
+    top = train_layers[-1] if mode == "greedy" else n_layers - 1
+    modules = modules if modules is not None else model.layers
+    offsets = None
+    if mode == "collaborative" and collab_layers == "others":
+        with torch.no_grad():  # the extra pass: every layer's goodness with the current parameters
+            centered = [model.layer_goodness(i, out) - model.layers[i].threshold for i, out in enumerate(model(x))]
+        total = torch.stack(centered).sum(0)
+        offsets = [total - c for c in centered]
+    losses, goodness, joint = {}, [], []
+    past = torch.zeros(x.shape[0], device=x.device)
+    h, sumsq = x, None
+    for i in range(top + 1):
+        layer = model.layers[i]
+        if i in train_layers:
+            offset = None
+            if mode == "collaborative":
+                offset = offsets[i] if offsets is not None else (past if i > 0 else None)
+            out = modules[i](h, n_pos, x_sumsq=sumsq, goodness_offset=offset)
+            if backward == "per_layer":
+                out.loss.backward()
+            else:
+                joint.append(out.loss)
+            losses[i] = out.loss.detach()
+        else:
+            with torch.no_grad():
+                out = layer(h, None, x_sumsq=sumsq)
+        g = model.layer_goodness(i, out)
+        goodness.append(g)
+        if mode == "collaborative" and offsets is None:
+            past = past + (g - layer.threshold)
+        h, sumsq = out.h, out.sumsq
+    if joint:
+        torch.stack(joint).sum().backward()
+    return losses, goodness
