@@ -18,6 +18,8 @@ These are pure launchers (asserts of the contract only). They run on CUDA tensor
 tensors under the Triton interpreter (TRITON_INTERPRET=1).
 """
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -27,6 +29,9 @@ from ffops.kernels.ff import _cols, _config, _div, _rows, _scalar, _sqrt, _stat_
 ACT_BLOCK = 1024  # elements per program of the packed activations (a multiple of 8)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _TABLES: dict = {}
+# The interpreter rounds float32 -> bfloat16 toward zero; GPUs round to nearest even. Under the
+# interpreter the kernels round by hand, so CI checks the results a GPU gives.
+_RNE_BY_HAND = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -35,9 +40,35 @@ _TABLES: dict = {}
 
 
 @triton.jit
+def _cast(x, dtype: tl.constexpr, RNE: tl.constexpr):
+    """x (float32 / float64) in the storage dtype, rounded to nearest even (by hand for bfloat16
+    when RNE: the interpreter's own cast truncates)."""
+    if RNE and dtype == tl.bfloat16:
+        u = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        r = tl.where(x != x, (u >> 16) | 0x40, r)
+        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(dtype)
+
+
+@triton.jit
 def _expm1(x):
-    """e^x - 1, accurate relative to the result near 0 (Taylor for |x| < 0.35)."""
-    p = x * (1.0 / 362880.0) + 1.0 / 40320.0
+    """e^x - 1, accurate relative to the result near 0 (Taylor for |x| < 0.35: to x^9 in float32,
+    to x^17 in float64)."""
+    if x.dtype.is_fp64():
+        p = x * (1.0 / 6402373705728000.0) + 1.0 / 355687428096000.0
+        p = p * x + 1.0 / 20922789888000.0
+        p = p * x + 1.0 / 1307674368000.0
+        p = p * x + 1.0 / 87178291200.0
+        p = p * x + 1.0 / 6227020800.0
+        p = p * x + 1.0 / 479001600.0
+        p = p * x + 1.0 / 39916800.0
+        p = p * x + 1.0 / 3628800.0
+        p = p * x + 1.0 / 362880.0
+    else:
+        p = x * 0.0 + 1.0 / 362880.0
+    p = p * x + 1.0 / 40320.0
     p = p * x + 1.0 / 5040.0
     p = p * x + 1.0 / 720.0
     p = p * x + 1.0 / 120.0
@@ -104,7 +135,8 @@ def _activation(x, FN: tl.constexpr):
 
 @triton.jit
 def _packed_act_fwd_kernel(x_ptr, y_ptr, codes_ptr, borders_ptr, N, NBYTES, FN: tl.constexpr,
-                           BITS: tl.constexpr, NB: tl.constexpr, BLOCK: tl.constexpr):
+                           BITS: tl.constexpr, NB: tl.constexpr, BLOCK: tl.constexpr,
+                           RNE: tl.constexpr):
     """y = f(x); codes = sum_j [x > borders[j]] packed BITS bits per element.
 
     x_ptr:       [N] contiguous; float32/16, bfloat16 or float64.
@@ -118,7 +150,7 @@ def _packed_act_fwd_kernel(x_ptr, y_ptr, codes_ptr, borders_ptr, N, NBYTES, FN: 
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     inb = offs < N
     x = tl.load(x_ptr + offs, mask=inb, other=0).to(acc_ty)
-    tl.store(y_ptr + offs, _activation(x, FN).to(y_ptr.dtype.element_ty), mask=inb)
+    tl.store(y_ptr + offs, _cast(_activation(x, FN), y_ptr.dtype.element_ty, RNE), mask=inb)
     code = tl.zeros([BLOCK], tl.int64)
     for j in tl.static_range(NB):
         code += (x > tl.load(borders_ptr + j)).to(tl.int64)
@@ -134,7 +166,7 @@ def _packed_act_fwd_kernel(x_ptr, y_ptr, codes_ptr, borders_ptr, N, NBYTES, FN: 
 
 @triton.jit
 def _packed_act_bwd_kernel(g_ptr, codes_ptr, levels_ptr, dx_ptr, N, NBYTES, BITS: tl.constexpr,
-                           BLOCK: tl.constexpr):
+                           BLOCK: tl.constexpr, RNE: tl.constexpr):
     """dx = g * levels[code], the code of element i at bits BITS*i .. of the packed stream.
 
     g_ptr:      [N] contiguous; float32/16, bfloat16 or float64.
@@ -153,12 +185,12 @@ def _packed_act_bwd_kernel(g_ptr, codes_ptr, levels_ptr, dx_ptr, N, NBYTES, BITS
     code = (v >> (bit & 7).to(tl.int32)) & ((1 << BITS) - 1)
     lv = tl.load(levels_ptr + code, mask=inb, other=0)
     g = tl.load(g_ptr + offs, mask=inb, other=0).to(acc_ty)
-    tl.store(dx_ptr + offs, (g * lv).to(dx_ptr.dtype.element_ty), mask=inb)
+    tl.store(dx_ptr + offs, _cast(g * lv, dx_ptr.dtype.element_ty, RNE), mask=inb)
 
 
 @triton.jit
 def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CENTER: tl.constexpr,
-                        ROWS: tl.constexpr, BLOCK: tl.constexpr, ONE_PASS: tl.constexpr):
+                        ROWS: tl.constexpr, BLOCK: tl.constexpr, ONE_PASS: tl.constexpr, RNE: tl.constexpr):
     """mean = CENTER ? sum_k x / K : 0;  rstd = 1 / sqrt(sum_k (x - mean)^2 / K + eps);
     y = (x - mean) * rstd.
 
@@ -182,7 +214,7 @@ def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CEN
             mean = tl.zeros([ROWS], acc_ty)
         d = tl.where(mask, x - mean[:, None], 0)
         rstd = _div(1.0, _sqrt(tl.sum(d * d, axis=1) * inv_k + _scalar(eps, acc_ty)))
-        tl.store(y_base + cols, (d * rstd[:, None]).to(out_ty), mask=mask)
+        tl.store(y_base + cols, _cast(d * rstd[:, None], out_ty, RNE), mask=mask)
     else:
         mean = tl.zeros([ROWS], acc_ty)
         if CENTER:
@@ -200,13 +232,13 @@ def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CEN
         for k0 in range(0, K, BLOCK):
             cols, mask = _cols(k0, K, rmask, BLOCK)
             x = tl.load(x_base + cols, mask=mask, other=0).to(acc_ty)
-            tl.store(y_base + cols, ((x - mean[:, None]) * rstd[:, None]).to(out_ty), mask=mask)
+            tl.store(y_base + cols, _cast((x - mean[:, None]) * rstd[:, None], out_ty, RNE), mask=mask)
     tl.store(rstd_ptr + rows, rstd, mask=rmask)
 
 
 @triton.jit
 def _ms_norm_bwd_kernel(g_ptr, y_ptr, rstd_ptr, dx_ptr, R, K, ld_g, CENTER: tl.constexpr, ROWS: tl.constexpr,
-                        BLOCK: tl.constexpr, ONE_PASS: tl.constexpr):
+                        BLOCK: tl.constexpr, ONE_PASS: tl.constexpr, RNE: tl.constexpr):
     """dx = rstd * (g - a - y * b), a = CENTER ? mean(g) : 0, b = mean(g * y) per row.
 
     g_ptr:    [R, K], row stride ld_g, unit column stride; dtype of y.
@@ -245,13 +277,13 @@ def _ms_norm_bwd_kernel(g_ptr, y_ptr, rstd_ptr, dx_ptr, R, K, ld_g, CENTER: tl.c
     b = (sgy * inv_k)[:, None]
     r = tl.load(rstd_ptr + rows, mask=rmask, other=0)[:, None]
     if ONE_PASS:
-        tl.store(dx_base + cols, (r * (g - a - y * b)).to(out_ty), mask=mask)
+        tl.store(dx_base + cols, _cast(r * (g - a - y * b), out_ty, RNE), mask=mask)
     else:
         for k0 in range(0, K, BLOCK):
             cols, mask = _cols(k0, K, rmask, BLOCK)
             g = tl.load(g_base + cols, mask=mask, other=0).to(acc_ty)
             y = tl.load(y_base + cols, mask=mask, other=0).to(acc_ty)
-            tl.store(dx_base + cols, (r * (g - a - y * b)).to(out_ty), mask=mask)
+            tl.store(dx_base + cols, _cast(r * (g - a - y * b), out_ty, RNE), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +320,7 @@ def packed_act_fwd(x, fn, borders, levels, bits):
     b = _table(borders, _acc(x.dtype), x.device)
     grid = (triton.cdiv(n, ACT_BLOCK),)
     _packed_act_fwd_kernel[grid](x, y, codes, b, n, codes.numel(), FN=fn, BITS=bits, NB=len(borders),
-                                 BLOCK=ACT_BLOCK, num_warps=4)
+                                 BLOCK=ACT_BLOCK, RNE=_RNE_BY_HAND, num_warps=4)
     return y, codes
 
 
@@ -303,7 +335,7 @@ def packed_act_bwd(grad_y, codes, levels, bits):
         return dx
     lv = _table(levels, _acc(grad_y.dtype), grad_y.device)
     _packed_act_bwd_kernel[(triton.cdiv(n, ACT_BLOCK),)](grad_y, codes, lv, dx, n, codes.numel(), BITS=bits,
-                                                         BLOCK=ACT_BLOCK, num_warps=4)
+                                                         BLOCK=ACT_BLOCK, RNE=_RNE_BY_HAND, num_warps=4)
     return dx
 
 
@@ -324,7 +356,7 @@ def ms_norm_fwd(x, eps, center, out_dtype=None):
         return y, rstd
     grid, rows, block, one_pass, num_warps = _config(R, K, x.dtype)
     _ms_norm_fwd_kernel[grid](x, y, rstd, R, K, x.stride(0), float(eps), CENTER=center, ROWS=rows, BLOCK=block,
-                              ONE_PASS=one_pass, num_warps=num_warps)
+                              ONE_PASS=one_pass, RNE=_RNE_BY_HAND, num_warps=num_warps)
     return y, rstd
 
 
@@ -340,5 +372,5 @@ def ms_norm_bwd(grad_y, y, rstd, center, dx_dtype):
         return dx
     grid, rows, block, one_pass, num_warps = _config(R, K, y.dtype)
     _ms_norm_bwd_kernel[grid](grad_y, y, rstd, dx, R, K, grad_y.stride(0), CENTER=center, ROWS=rows, BLOCK=block,
-                              ONE_PASS=one_pass, num_warps=num_warps)
+                              ONE_PASS=one_pass, RNE=_RNE_BY_HAND, num_warps=num_warps)
     return dx

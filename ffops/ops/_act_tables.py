@@ -111,9 +111,16 @@ def solve(fn: str, bits: int, lo: float = GRID["lo"], hi: float = GRID["hi"], ce
     return borders, levels, math.sqrt(err / float(np.dot(w, v * v)))
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result
 def table(fn: str, bits: int):
-    """``(borders, levels)`` of Few-Bit ``fn`` at ``bits`` bits (shipped table, else computed once)."""
+    """``(borders, levels)`` of Few-Bit ``fn`` at ``bits`` bits (shipped table, else computed once).
+
+    A constant for torch.compile: evaluated once while tracing, never traced into."""
+    return _table(fn, bits)
+
+
+@functools.lru_cache(maxsize=None)
+def _table(fn: str, bits: int):
     from ffops.ops._act_tables_data import TABLES
 
     if (fn, bits) in TABLES:

@@ -83,6 +83,8 @@ def _register_autograd(names: dict[str, str], kernels: MemoryKernels) -> None:
 
     def backward_norm(ctx, grad_y, grad_rstd):
         y, rstd = ctx.saved_tensors
+        if y.numel() == 0:  # an empty gradient may carry any strides
+            return y.new_empty(y.shape, dtype=ctx.x_dtype), None, None, None
         dx = kernels.ms_norm_bwd(rows_last_contiguous(grad_y), y, rstd, ctx.center, ctx.x_dtype)
         return dx, None, None, None
 
