@@ -84,6 +84,12 @@ def _parse_activations(activations):
     raise ValueError(f"ffops.memory.patch: activations must be None, 'regelu2' or 'fewbit:<1..4>', got {activations!r}")
 
 
+def _new_activation(kind: str, mode) -> nn.Module:
+    if mode[0] == "fewbit":
+        return FewBitAct(kind, mode[1])
+    return ReSiLU2() if kind == "silu" else ReGELU2("none" if kind == "gelu" else "tanh")
+
+
 # ---- candidates -------------------------------------------------------------------------------
 
 
@@ -114,13 +120,13 @@ def _activation_kind(m: nn.Module) -> str | None:
 def _norm_spec(m: nn.Module):
     """``(center, eps, gamma, beta, features)`` of a norm over the last dimension, or a skip reason (str)."""
     name = type(m).__name__
+    if isinstance(m, (MSLayerNorm, MSRMSNorm)):  # patched already
+        return None
     if isinstance(m, nn.LayerNorm) or isinstance(m, nn.RMSNorm):
         if len(m.normalized_shape) != 1:
             return f"normalizes over {tuple(m.normalized_shape)}, more than the last dimension"
         center = isinstance(m, nn.LayerNorm)
         eps, k = m.eps, m.normalized_shape[0]
-        if center and eps is None:
-            return "eps is None"
         candidates = [(m.weight, getattr(m, "bias", None))]
     elif name.endswith("RMSNorm") or name.endswith("LayerNorm"):
         center = name.endswith("LayerNorm")
@@ -301,8 +307,7 @@ def patch(model: nn.Module, activations: str | None = "regelu2", norms: bool = T
 
     undo_modules, undo_linears = [], []
     for name, (m, kind) in acts.items():
-        new = ReGELU2("none" if kind == "gelu" else "tanh") if mode[0] == "approx" and kind != "silu" else (
-            ReSiLU2() if mode[0] == "approx" else FewBitAct(kind, mode[1]))
+        new = _new_activation(kind, mode)
         _set_module(model, m, new)
         undo_modules.append((m, new))
         report.replaced.append((name, type(m).__name__, repr(new)))

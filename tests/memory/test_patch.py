@@ -278,6 +278,13 @@ def test_verification_catches_an_unseen_use_and_restores_the_model():
         assert torch.equal(a, b)
 
 
+def test_patching_twice_changes_nothing_more():
+    model = nn.Sequential(Block(), Block())
+    patch(model)
+    again = patch(model)
+    assert not again.replaced and not again.folded and not again.skipped
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="activations must be None, 'regelu2' or 'fewbit:<1..4>', got 'fewbit:5'"):
         patch(nn.Linear(2, 2), activations="fewbit:5")
@@ -289,3 +296,18 @@ def test_activations_only_and_tanh_gelu():
     assert isinstance(model[1], ffops.nn.ReGELU2) and model[1].approximate == "tanh"
     assert isinstance(model[3], ffops.nn.ReSiLU2) and isinstance(model[4], nn.LayerNorm)
     assert len(report.replaced) == 2
+
+
+def test_patched_model_compiles_fullgraph():
+    torch.manual_seed(0)
+    model = nn.Sequential(Block(), Block())
+    _randomize_affine(model)
+    patch(model)
+    x = torch.randn(3, 5, 32, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    out_c, out_e = compiled(x), model(x)
+    torch.testing.assert_close(out_c, out_e)
+    (gc,) = torch.autograd.grad(out_c.sum(), x)
+    (ge,) = torch.autograd.grad(out_e.sum(), x)
+    torch.testing.assert_close(gc, ge)
