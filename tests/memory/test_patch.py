@@ -13,10 +13,12 @@ from torch import nn
 import ffops
 from ffops.memory import patch, saved_bytes
 
-transformers = pytest.importorskip("transformers")
+def _tf():
+    return pytest.importorskip("transformers")  # the Hugging Face models; the torch ones run without it
 
 
 def _llama(tie=False):
+    transformers = _tf()
     cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                    tie_word_embeddings=tie)
@@ -24,12 +26,14 @@ def _llama(tie=False):
 
 
 def _bert():
+    transformers = _tf()
     cfg = transformers.BertConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                   num_attention_heads=4, max_position_embeddings=64)
     return transformers.BertModel(cfg)
 
 
 def _vit():
+    transformers = _tf()
     cfg = transformers.ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=64, intermediate_size=128,
                                  num_hidden_layers=2, num_attention_heads=4, num_labels=10)
     return transformers.ViTForImageClassification(cfg)
