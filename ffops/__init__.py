@@ -16,6 +16,7 @@ from ffops._backend import (  # noqa: E402
 )
 from ffops.ops.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
 from ffops.ops.ff_linear import ff_linear  # noqa: E402
+from ffops.ops.memory import fewbit, ms_layernorm, ms_rmsnorm, regelu2, resilu2  # noqa: E402
 
 __all__ = [
     "BACKENDS",
@@ -24,9 +25,16 @@ __all__ = [
     "ff_linear",
     "ff_loss",
     "ff_normalize",
+    "fewbit",
     "get_backend",
     "goodness",
     "goodness_and_normalize",
+    "ms_layernorm",
+    "ms_rmsnorm",
+    "regelu2",
+    "resilu2",
     "set_backend",
     "use_backend",
 ]
+
+from ffops import memory, nn  # noqa: E402  (ffops.memory.patch, ffops.nn.ReGELU2, ...)

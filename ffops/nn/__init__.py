@@ -1,5 +1,15 @@
 """nn.Module layers built on ffops' fused ops."""
 
 from ffops.nn.ff import FFConv2d, FFLayerOutput, FFLinear
+from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
 
-__all__ = ["FFConv2d", "FFLayerOutput", "FFLinear"]
+__all__ = [
+    "FFConv2d",
+    "FFLayerOutput",
+    "FFLinear",
+    "FewBitAct",
+    "MSLayerNorm",
+    "MSRMSNorm",
+    "ReGELU2",
+    "ReSiLU2",
+]

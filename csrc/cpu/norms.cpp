@@ -1,0 +1,180 @@
+// MS-LayerNorm / MS-RMSNorm on CPU: normalization without affine whose backward needs only the
+// output y and rstd. Schemas and the math: csrc/ops.cpp. Parallel over rows; each row is a few
+// vectorized passes (the row stays in L1/L2 between them). The output may have another dtype than
+// the input (the autocast dtype), so the row primitives take two storage types.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <tuple>
+
+#include "cpu/alloc.h"
+#include "cpu/convert.h"
+#include "cpu/row_math.h"  // opmath_t, FFOPS_MULTIVERSION
+#include "memory_checks.h"
+
+namespace ffops::cpu {
+namespace {
+
+int64_t grain_rows(int64_t features) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, features)); }
+
+// sum_i x[i]
+template <typename T>
+inline opmath_t<T> row_sum_impl(const T* x, int64_t n) {
+  opmath_t<T> acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += cvt::ld(x, i);
+  return acc;
+}
+
+// sum_i (x[i] - m)^2
+template <typename T>
+inline opmath_t<T> row_sqdev_impl(const T* x, opmath_t<T> m, int64_t n) {
+  opmath_t<T> acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t<T> d = cvt::ld(x, i) - m;
+    acc += d * d;
+  }
+  return acc;
+}
+
+// sum_i a[i] * b[i]
+template <typename T>
+inline opmath_t<T> row_dot_impl(const T* a, const T* b, int64_t n) {
+  opmath_t<T> acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += cvt::ld(a, i) * cvt::ld(b, i);
+  return acc;
+}
+
+// y[i] = (x[i] - m) * r
+template <typename T, typename O>
+inline void row_normalize_impl(const T* x, opmath_t<T> m, opmath_t<T> r, O* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) cvt::st(y, i, (cvt::ld(x, i) - m) * r);
+}
+
+// dx[i] = r * (g[i] - a - y[i] * b)
+template <typename O, typename D>
+inline void row_backward_impl(const O* g, const O* y, opmath_t<O> r, opmath_t<O> a, opmath_t<O> b, D* dx, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    cvt::st(dx, i, r * (cvt::ld(g, i) - a - cvt::ld(y, i) * b));
+  }
+}
+
+#define FFOPS_NORM_ROW_FOR(T)                                                                                 \
+  FFOPS_MULTIVERSION inline opmath_t<T> row_sum(const T* x, int64_t n) { return row_sum_impl(x, n); }         \
+  FFOPS_MULTIVERSION inline opmath_t<T> row_sqdev(const T* x, opmath_t<T> m, int64_t n) {                     \
+    return row_sqdev_impl(x, m, n);                                                                            \
+  }                                                                                                            \
+  FFOPS_MULTIVERSION inline opmath_t<T> row_dot(const T* a, const T* b, int64_t n) { return row_dot_impl(a, b, n); }
+#define FFOPS_NORM_PAIR_FOR(T, O)                                                                             \
+  FFOPS_MULTIVERSION inline void row_normalize(const T* x, opmath_t<T> m, opmath_t<T> r, O* y, int64_t n) {   \
+    row_normalize_impl(x, m, r, y, n);                                                                         \
+  }                                                                                                            \
+  FFOPS_MULTIVERSION inline void row_backward(const T* g, const T* y, opmath_t<T> r, opmath_t<T> a,          \
+                                              opmath_t<T> b, O* dx, int64_t n) {                              \
+    row_backward_impl(g, y, r, a, b, dx, n);                                                                   \
+  }
+
+FFOPS_NORM_ROW_FOR(float)
+FFOPS_NORM_ROW_FOR(double)
+FFOPS_NORM_ROW_FOR(c10::Half)
+FFOPS_NORM_ROW_FOR(c10::BFloat16)
+FFOPS_NORM_PAIR_FOR(double, double)
+FFOPS_NORM_PAIR_FOR(float, float)
+FFOPS_NORM_PAIR_FOR(float, c10::Half)
+FFOPS_NORM_PAIR_FOR(float, c10::BFloat16)
+FFOPS_NORM_PAIR_FOR(c10::Half, float)
+FFOPS_NORM_PAIR_FOR(c10::Half, c10::Half)
+FFOPS_NORM_PAIR_FOR(c10::Half, c10::BFloat16)
+FFOPS_NORM_PAIR_FOR(c10::BFloat16, float)
+FFOPS_NORM_PAIR_FOR(c10::BFloat16, c10::Half)
+FFOPS_NORM_PAIR_FOR(c10::BFloat16, c10::BFloat16)
+#undef FFOPS_NORM_ROW_FOR
+#undef FFOPS_NORM_PAIR_FOR
+
+// Calls f(O{}) with O the C++ type of `t` (float / half / bfloat16; double only for double).
+template <typename T, typename F>
+void dispatch_second(at::ScalarType t, F&& f) {
+  if constexpr (std::is_same_v<T, double>) {
+    f(double{});
+  } else {
+    switch (t) {
+      case at::kHalf: f(c10::Half{}); break;
+      case at::kBFloat16: f(c10::BFloat16{}); break;
+      default: f(float{}); break;
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, bool center,
+                                               std::optional<at::ScalarType> out_dtype) {
+  check_rows(x, "x");
+  const at::ScalarType ot = ms_out_type(x, out_dtype);
+  at::Tensor y = empty_large(x.sizes(), x.options().dtype(ot));
+  at::Tensor rstd = empty_stat(x);
+  const int64_t rows = x.size(0), k = x.size(1), ld = x.stride(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffops_ms_norm_fwd", [&] {
+    using A = opmath_t<scalar_t>;
+    dispatch_second<scalar_t>(ot, [&](auto o) {
+      using O = decltype(o);
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      O* yp = y.mutable_data_ptr<O>();
+      A* rp = rstd.mutable_data_ptr<A>();
+      const A inv_k = k > 0 ? A(1) / static_cast<A>(k) : A(0), e = static_cast<A>(eps);
+      at::parallel_for(0, rows, grain_rows(k), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const scalar_t* xr = xp + r * ld;
+          const A mean = center ? row_sum(xr, k) * inv_k : A(0);
+          const A rs = A(1) / std::sqrt(row_sqdev(xr, mean, k) * inv_k + e);
+          rp[r] = rs;
+          row_normalize(xr, mean, rs, yp + r * k, k);
+        }
+      });
+    });
+  });
+  return {y, rstd};
+}
+
+at::Tensor ms_norm_bwd(const at::Tensor& grad_y, const at::Tensor& y, const at::Tensor& rstd, bool center,
+                       at::ScalarType dx_dtype) {
+  check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
+  at::Tensor dx = empty_large(y.sizes(), y.options().dtype(dx_dtype));
+  const int64_t rows = y.size(0), k = y.size(1), ldg = grad_y.stride(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "ffops_ms_norm_bwd", [&] {
+    using A = opmath_t<scalar_t>;
+    dispatch_second<scalar_t>(dx_dtype, [&](auto d) {
+      using D = decltype(d);
+      const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
+      const scalar_t* yp = y.const_data_ptr<scalar_t>();
+      const A* rp = rstd.const_data_ptr<A>();
+      D* dp = dx.mutable_data_ptr<D>();
+      const A inv_k = k > 0 ? A(1) / static_cast<A>(k) : A(0);
+      at::parallel_for(0, rows, grain_rows(k), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const scalar_t* gr = gp + r * ldg;
+          const scalar_t* yr = yp + r * k;
+          const A a = center ? row_sum(gr, k) * inv_k : A(0);
+          const A b = row_dot(gr, yr, k) * inv_k;
+          row_backward(gr, yr, rp[r], a, b, dp + r * k, k);
+        }
+      });
+    });
+  });
+  return dx;
+}
+
+}  // namespace
+}  // namespace ffops::cpu
+
+TORCH_LIBRARY_IMPL(ffops, CPU, m) {
+  m.impl("ms_norm_fwd", &ffops::cpu::ms_norm_fwd);
+  m.impl("ms_norm_bwd", &ffops::cpu::ms_norm_bwd);
+}

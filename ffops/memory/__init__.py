@@ -1,0 +1,14 @@
+"""Memory-lean training tools: measure what a model saves for backward, and patch a model to
+save less (memory-saving activations, MS norms with their affine folded into the next linears).
+
+* ``saved_bytes(fn, *args)``: bytes saved for backward by one call (deduplicated by storage).
+* ``track_memory()``: context manager counting the same (and the CUDA peak memory).
+* ``patch(model, activations="regelu2" | "fewbit:k" | None, norms=True)``: replace GELU / SiLU and
+  LayerNorm / RMSNorm (torch's and Hugging Face's) in place, folding each norm's affine into the
+  linear layers that consume it; returns a ``PatchReport``.
+"""
+
+from ffops.memory.measure import MemoryStats, saved_bytes, track_memory
+from ffops.memory.patch import PatchReport, patch
+
+__all__ = ["MemoryStats", "PatchReport", "patch", "saved_bytes", "track_memory"]

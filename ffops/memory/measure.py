@@ -1,0 +1,133 @@
+"""Measuring what a forward pass keeps for backward: ``saved_bytes(fn, *args)`` and the context
+manager ``track_memory()``.
+
+Saved tensors are seen through ``torch.autograd.graph.saved_tensors_hooks`` and deduplicated by
+storage: a tensor saved by two ops (an MS norm's output and the next linear's input) counts once,
+and a saved view counts its whole storage (it keeps all of it alive). Parameters, and tensors
+derived from one parameter by casts, views or transposes (autocast's low-precision weight copies),
+are left out by default: they exist whether or not anything is saved.
+"""
+
+import contextlib
+import dataclasses
+
+import torch
+
+# autograd nodes that only re-express one parameter (a cast, a view, a transpose)
+_PARAM_VIEW_NODES = ("ToCopyBackward", "TBackward", "ViewBackward", "TransposeBackward", "PermuteBackward",
+                     "ExpandBackward", "UnsqueezeBackward", "SqueezeBackward", "AliasBackward")
+
+
+def _is_parameter_derived(t: torch.Tensor) -> bool:
+    if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter):
+        return True
+    node = t.grad_fn
+    for _ in range(8):
+        if node is None:
+            return False
+        name = type(node).__name__
+        if name == "AccumulateGrad":
+            return isinstance(node.variable, torch.nn.Parameter)
+        if not name.startswith(_PARAM_VIEW_NODES):
+            return False
+        nexts = [n for n, _ in node.next_functions if n is not None]
+        if len(nexts) != 1:
+            return False
+        node = nexts[0]
+    return False
+
+
+@dataclasses.dataclass
+class MemoryStats:
+    """What ``track_memory`` saw.
+
+    saved_bytes:   bytes of the distinct storages saved for backward (parameters excluded unless
+                   ``include_parameters``);
+    saved_tensors: how many tensors were saved (counting repeats);
+    storages:      how many distinct storages they live in;
+    by_dtype:      saved bytes per dtype name;
+    peak_bytes:    CUDA only: peak allocated memory inside the block above what was allocated when
+                   it was entered (``None`` on CPU).
+    """
+
+    saved_bytes: int = 0
+    saved_tensors: int = 0
+    storages: int = 0
+    by_dtype: dict = dataclasses.field(default_factory=dict)
+    peak_bytes: int | None = None
+
+    @property
+    def saved_mib(self) -> float:
+        return self.saved_bytes / 2**20
+
+
+class _Recorder:
+    def __init__(self, include_parameters: bool):
+        self.include_parameters = include_parameters
+        self.storages: dict = {}
+        self.count = 0
+
+    def pack(self, t: torch.Tensor):
+        if self.include_parameters or not _is_parameter_derived(t):
+            self.count += 1
+            try:
+                s = t.untyped_storage()
+                key, nbytes = (str(t.device), s.data_ptr()), s.nbytes()
+            except (RuntimeError, NotImplementedError):  # tensors without a storage (subclasses)
+                key, nbytes = ("id", id(t)), t.numel() * t.element_size()
+            if key not in self.storages:
+                self.storages[key] = (nbytes, str(t.dtype).replace("torch.", ""), t)
+        return t
+
+    def fill(self, stats: MemoryStats) -> None:
+        stats.saved_tensors = self.count
+        stats.storages = len(self.storages)
+        stats.saved_bytes = sum(n for n, _, _ in self.storages.values())
+        by_dtype: dict = {}
+        for n, dtype, _ in self.storages.values():
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + n
+        stats.by_dtype = by_dtype
+        self.storages.clear()  # drop the references: the graph owns what it saved
+
+
+@contextlib.contextmanager
+def track_memory(device: torch.device | str | None = None, *, include_parameters: bool = False):
+    """Count the bytes saved for backward inside the block (and, on CUDA, the peak memory).
+
+    >>> with ffops.memory.track_memory() as stats:
+    ...     loss = model(x).sum()
+    >>> stats.saved_mib
+
+    ``device``: the CUDA device whose peak memory is measured (default: the current one, when CUDA
+    is initialized); on CPU only saved bytes are counted. Storages are keyed by address, so the
+    tensors saved inside the block are kept alive until it exits (they are anyway, by the graph).
+    """
+    stats = MemoryStats()
+    rec = _Recorder(include_parameters)
+    dev = None
+    if device is not None:
+        dev = torch.device(device)
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    cuda = dev is not None and dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
+            yield stats
+    finally:
+        rec.fill(stats)
+        if cuda:
+            torch.cuda.synchronize(dev)
+            stats.peak_bytes = torch.cuda.max_memory_allocated(dev) - base
+
+
+def saved_bytes(fn, *args, include_parameters: bool = False, **kwargs) -> int:
+    """Bytes saved for backward by one call ``fn(*args, **kwargs)`` (distinct storages, parameters
+    and their casts excluded). The call's result is dropped."""
+    with track_memory(include_parameters=include_parameters) as stats:
+        out = fn(*args, **kwargs)
+    del out
+    return stats.saved_bytes

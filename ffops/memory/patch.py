@@ -1,0 +1,376 @@
+"""``ffops.memory.patch(model)``: memory-saving activations and MS norms in an existing model.
+
+* Activations: ``nn.GELU`` / ``nn.SiLU`` and Hugging Face's GELU / SiLU activation classes become
+  ``ReGELU2`` / ``ReSiLU2`` (``activations="regelu2"``) or ``FewBitAct(fn, k)``
+  (``activations="fewbit:k"``). Each candidate is first checked numerically to compute the
+  function its class name promises.
+* Norms: ``nn.LayerNorm``, ``nn.RMSNorm`` and ``*RMSNorm`` / ``*LayerNorm`` classes (Hugging Face's)
+  become ``MSLayerNorm`` / ``MSRMSNorm`` with their affine folded (in float64) into the linear
+  layers that consume them: ``W' = W diag(gamma)``, ``b' = b + W beta``. Only when every use of the
+  norm's output is proven to be such a linear layer (ffops.memory.consumers): by tracing torch calls
+  on example inputs (built from the config for Hugging Face models, else ``example_inputs``), or by
+  ``torch.fx`` when no inputs are available. Norms feeding anything else (post-LN residuals,
+  dropout, attention modules with their own projections, model outputs) stay as they are.
+
+The returned ``PatchReport`` lists what was replaced or folded, what was skipped and why, the
+outputs' largest difference before / after on the example inputs, and the bytes saved for
+backward on them before and after (the expected saving; it scales with the number of tokens).
+"""
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ffops.memory import consumers as cons
+from ffops.memory.measure import saved_bytes
+from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
+from ffops.reference import memory as ref
+
+_HF_GELU = {"GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
+            "PytorchGELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh"}
+_HF_SILU = {"SiLUActivation": "silu", "SiLU": "silu"}
+
+
+@dataclasses.dataclass
+class PatchReport:
+    """What ``patch`` did. ``replaced``: (module name, old class, new module); ``folded``: norm name ->
+    the linear layers that took its affine; ``skipped``: (module name, class, reason)."""
+
+    replaced: list = dataclasses.field(default_factory=list)
+    folded: dict = dataclasses.field(default_factory=dict)
+    skipped: list = dataclasses.field(default_factory=list)
+    consumer_analysis: str = ""
+    example_inputs: str = ""
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    saved_bytes_before: int | None = None
+    saved_bytes_after: int | None = None
+
+    @property
+    def saving_bytes(self) -> int | None:
+        if self.saved_bytes_before is None or self.saved_bytes_after is None:
+            return None
+        return self.saved_bytes_before - self.saved_bytes_after
+
+    def __str__(self) -> str:
+        lines = [f"ffops.memory.patch: {len(self.replaced)} modules replaced, {len(self.folded)} norms folded, "
+                 f"{len(self.skipped)} skipped"]
+        lines += [f"  replaced {name}: {old} -> {new}" for name, old, new in self.replaced]
+        lines += [f"  folded   {norm} into {', '.join(sorted(lins))}" for norm, lins in self.folded.items()]
+        lines += [f"  skipped  {name} ({kind}): {why}" for name, kind, why in self.skipped]
+        if self.consumer_analysis:
+            lines.append(f"  consumers of norms: {self.consumer_analysis}")
+        if self.max_abs_diff is not None:
+            lines.append(f"  outputs before/after on {self.example_inputs}: max |diff| {self.max_abs_diff:.3g} "
+                         f"(tolerance {self.tolerance:.3g})")
+        if self.saving_bytes is not None:
+            b, a = self.saved_bytes_before, self.saved_bytes_after
+            pct = 100.0 * (b - a) / b if b else 0.0
+            lines.append(f"  saved for backward on {self.example_inputs}: {b / 2**20:.2f} MiB -> {a / 2**20:.2f} MiB "
+                         f"({pct:.0f}% less; scales with the number of tokens)")
+        return "\n".join(lines)
+
+
+def _parse_activations(activations):
+    if activations is None:
+        return None
+    if activations in ("regelu2", "approx"):
+        return ("approx", 2)
+    if isinstance(activations, str) and activations.startswith("fewbit:"):
+        bits = activations.split(":", 1)[1]
+        if bits.isdigit() and 1 <= int(bits) <= 4:
+            return ("fewbit", int(bits))
+    raise ValueError(f"ffops.memory.patch: activations must be None, 'regelu2' or 'fewbit:<1..4>', got {activations!r}")
+
+
+def _new_activation(kind: str, mode) -> nn.Module:
+    if mode[0] == "fewbit":
+        return FewBitAct(kind, mode[1])
+    return ReSiLU2() if kind == "silu" else ReGELU2("none" if kind == "gelu" else "tanh")
+
+
+# ---- candidates -------------------------------------------------------------------------------
+
+
+def _probe(module: nn.Module, k: int) -> torch.Tensor:
+    p = next(iter(module.parameters()), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    device = p.device if p is not None else torch.device("cpu")
+    gen = torch.Generator().manual_seed(1234)
+    return (torch.randn(4, k, generator=gen, dtype=torch.float64) * 2 + 0.3).to(device=device, dtype=dtype)
+
+
+def _activation_kind(m: nn.Module) -> str | None:
+    if isinstance(m, nn.GELU):
+        return "gelu" if m.approximate == "none" else "gelu_tanh"
+    if isinstance(m, nn.SiLU):
+        return "silu"
+    name = type(m).__name__
+    kind = _HF_GELU.get(name) or _HF_SILU.get(name)
+    if kind is None:
+        return None
+    x = _probe(m, 64)  # a class named like GELU must compute it
+    with torch.no_grad():
+        expected = ref.ACTIVATIONS[kind](x.double())
+        ok = torch.allclose(m(x).double(), expected, rtol=1e-2 if x.dtype != torch.float32 else 1e-5, atol=1e-5)
+    return kind if ok else f"unverified:{kind}"
+
+
+def _norm_spec(m: nn.Module):
+    """``(center, eps, gamma, beta, features)`` of a norm over the last dimension, or a skip reason (str)."""
+    name = type(m).__name__
+    if isinstance(m, (MSLayerNorm, MSRMSNorm)):  # patched already
+        return None
+    if isinstance(m, nn.LayerNorm) or isinstance(m, nn.RMSNorm):
+        if len(m.normalized_shape) != 1:
+            return f"normalizes over {tuple(m.normalized_shape)}, more than the last dimension"
+        center = isinstance(m, nn.LayerNorm)
+        eps, k = m.eps, m.normalized_shape[0]
+        candidates = [(m.weight, getattr(m, "bias", None))]
+    elif name.endswith("RMSNorm") or name.endswith("LayerNorm"):
+        center = name.endswith("LayerNorm")
+        w = getattr(m, "weight", None)
+        if not isinstance(w, torch.Tensor) or w.dim() != 1:
+            return "no 1-D weight to fold"
+        eps = next((getattr(m, a) for a in ("variance_epsilon", "eps", "epsilon") if isinstance(getattr(m, a, None), float)),
+                   None)
+        if eps is None:
+            return "its eps is not an attribute (variance_epsilon / eps)"
+        k = w.shape[0]
+        b = getattr(m, "bias", None)
+        candidates = [(w, b), (1 + w.detach(), b)]  # Gemma-style norms scale by (1 + weight)
+    else:
+        return None
+    x = _probe(m, k)
+    with torch.no_grad():
+        out = m(x).double()
+        for gamma, beta in candidates:
+            y = ref.ms_norm_fwd(x.double(), ref.rms_eps(eps, x.dtype), center)[0]
+            expected = y * (1 if gamma is None else gamma.double()) + (0 if beta is None else beta.double())
+            tol = 1e-4 if x.dtype in (torch.float32, torch.float64) else 3e-2
+            if torch.allclose(out, expected, rtol=tol, atol=tol):
+                return center, eps, gamma, beta, k
+    return "its output is not (x - mean) / std * weight + bias (or the RMS form): unverified formula"
+
+
+# ---- the edits -----------------------------------------------------------------------------------
+
+
+def _set_module(model: nn.Module, target: nn.Module, new: nn.Module) -> None:
+    """Replace every registration of ``target`` in ``model`` by ``new``."""
+    for parent in model.modules():
+        for key, child in list(parent._modules.items()):
+            if child is target:
+                parent._modules[key] = new
+
+
+def _fold(norm_spec, linears: list, undo: list) -> None:
+    _, _, gamma, beta, _ = norm_spec
+    if gamma is None and beta is None:
+        return
+    with torch.no_grad():
+        for lin in linears:
+            w64 = lin.weight.double()
+            new_b = None
+            if beta is not None:
+                new_b = w64 @ beta.double() + (0 if lin.bias is None else lin.bias.double())
+            undo.append((lin, lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone(),
+                         lin.bias is None))
+            if gamma is not None:
+                lin.weight.copy_(w64 * gamma.double()[None, :])
+            if new_b is not None:
+                if lin.bias is None:
+                    lin.bias = nn.Parameter(new_b.to(lin.weight.dtype), requires_grad=lin.weight.requires_grad)
+                else:
+                    lin.bias.copy_(new_b)
+
+
+def _restore(model, undo_modules, undo_linears) -> None:
+    with torch.no_grad():
+        for lin, w, b, had_no_bias in undo_linears:
+            lin.weight.copy_(w)
+            if had_no_bias:
+                lin.bias = None
+            elif b is not None:
+                lin.bias.copy_(b)
+    for old, new in undo_modules:
+        _set_module(model, new, old)
+
+
+# ---- example inputs and checks -------------------------------------------------------------------
+
+
+def _hf_example_inputs(model: nn.Module):
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return None
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    name = getattr(model, "main_input_name", "input_ids")
+    if name == "input_ids" and isinstance(getattr(cfg, "vocab_size", None), int):
+        return {"input_ids": torch.randint(0, cfg.vocab_size, (2, 8), generator=gen).to(device)}
+    if name == "pixel_values" and getattr(cfg, "image_size", None) is not None:
+        size = cfg.image_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        x = torch.randn(2, getattr(cfg, "num_channels", 3), h, w, generator=gen)
+        return {"pixel_values": x.to(device=device, dtype=dtype)}
+    return None
+
+
+def _describe(inputs) -> str:
+    shapes = [f"{k}={list(v.shape)}" if isinstance(v, torch.Tensor) else k for k, v in inputs.items()] \
+        if isinstance(inputs, dict) else [str(list(t.shape)) for t in cons._tensors(inputs)]
+    return "example inputs " + ", ".join(shapes)
+
+
+def _outputs(model, inputs):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = cons._call(model, inputs)
+    finally:
+        model.train(was_training)
+    return [t.detach().double() for t in cons._tensors(cons._as_plain(out)) if t.is_floating_point()]
+
+
+def _saved(model, inputs) -> int:
+    with torch.enable_grad():
+        return saved_bytes(lambda: cons._call(model, inputs))
+
+
+# ---- the call ------------------------------------------------------------------------------------
+
+
+def patch(model: nn.Module, activations: str | None = "regelu2", norms: bool = True, *, example_inputs=None,
+          verify: bool = True) -> PatchReport:
+    """Put memory-saving activations and MS norms into ``model`` (in place); returns a ``PatchReport``.
+
+    Args:
+        activations: ``"regelu2"`` (GELU -> ReGELU2, SiLU -> ReSiLU2), ``"fewbit:k"`` (k = 1..4 bits)
+            or None (activations untouched).
+        norms: replace norms that feed only linear layers by MS norms, their affine folded into
+            those layers.
+        example_inputs: a tensor, a tuple of positional arguments or a dict of keyword arguments for
+            ``model``; used to trace the consumers of each norm, to check the outputs and to
+            measure the saving. Hugging Face models get inputs from their config when not given;
+            other models without inputs fall back to ``torch.fx`` for the consumers.
+        verify: compare the outputs on the example inputs before and after (raising and undoing
+            everything if they differ beyond the dtype's tolerance). Keeps a copy of the folded
+            linear weights while it runs.
+
+    Patch before creating the optimizer: a folded linear layer without bias gets a new bias Parameter.
+    """
+    mode = _parse_activations(activations)
+    report = PatchReport()
+    if example_inputs is None:
+        example_inputs = _hf_example_inputs(model)
+    if example_inputs is not None:
+        report.example_inputs = _describe(example_inputs)
+
+    acts, norm_specs = {}, {}
+    for name, m in model.named_modules():
+        if mode is not None:
+            kind = _activation_kind(m)
+            if kind is not None and kind.startswith("unverified:"):
+                report.skipped.append((name, type(m).__name__, f"does not compute {kind.split(':')[1]} on a probe"))
+            elif kind is not None:
+                acts[name] = (m, kind)
+        if norms:
+            spec = _norm_spec(m)
+            if isinstance(spec, str):
+                report.skipped.append((name, type(m).__name__, spec))
+            elif spec is not None:
+                norm_specs[name] = (m, spec)
+
+    found = None
+    if norm_specs:
+        modules = {name: m for name, (m, _) in norm_specs.items()}
+        if example_inputs is not None:
+            found = cons.trace_with_inputs(model, modules, example_inputs)
+            report.consumer_analysis = "traced every torch call of one forward on the example inputs"
+        else:
+            try:
+                found = cons.trace_with_fx(model, modules)
+                report.consumer_analysis = "torch.fx symbolic trace of the model"
+            except Exception as exc:  # noqa: BLE001 -- any tracing failure means: no proof
+                report.consumer_analysis = f"not analysed: torch.fx could not trace the model ({type(exc).__name__})"
+    tied = _tied_parameters(model)
+    linears = dict(model.named_modules())
+
+    reference_out = _outputs(model, example_inputs) if verify and example_inputs is not None else None
+    if example_inputs is not None:
+        report.saved_bytes_before = _saved(model, example_inputs)
+
+    undo_modules, undo_linears = [], []
+    for name, (m, kind) in acts.items():
+        new = _new_activation(kind, mode)
+        _set_module(model, m, new)
+        undo_modules.append((m, new))
+        report.replaced.append((name, type(m).__name__, repr(new)))
+    parents = {id(child): type(parent) for parent in model.modules() for child in parent.children()}
+    for name, (m, spec) in norm_specs.items():
+        if parents.get(id(m)) in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer):
+            report.skipped.append((name, type(m).__name__, "torch's Transformer*Layer reads its norms' weights"))
+            continue
+        if found is None:
+            report.skipped.append((name, type(m).__name__, "consumers not proven: " + report.consumer_analysis))
+            continue
+        ok, why = found.foldable(name)
+        targets = sorted(found.linears.get(name, ()))
+        if ok:
+            why = _linear_problem([linears[t] for t in targets], targets, spec[4], tied)
+        if why:
+            report.skipped.append((name, type(m).__name__, why))
+            continue
+        _fold(spec, [linears[t] for t in targets], undo_linears)
+        center, eps, _, _, k = spec
+        new = MSLayerNorm(k, eps) if center else MSRMSNorm(k, eps)
+        _set_module(model, m, new)
+        undo_modules.append((m, new))
+        report.folded[name] = targets
+        report.replaced.append((name, type(m).__name__, repr(new)))
+
+    try:
+        if example_inputs is not None:
+            report.saved_bytes_after = _saved(model, example_inputs)
+        after = _outputs(model, example_inputs) if reference_out is not None else None
+    except Exception as exc:
+        _restore(model, undo_modules, undo_linears)
+        raise RuntimeError(f"ffops.memory.patch: the patched model failed on the example inputs "
+                           f"({type(exc).__name__}: {exc}); the model was restored. Report:\n{report}") from exc
+    if reference_out is not None:
+        diff, scale = 0.0, 1.0
+        for a, b in zip(after, reference_out):
+            if a.shape == b.shape and a.numel():
+                diff = max(diff, (a - b).abs().max().item())
+                scale = max(scale, b.abs().max().item())
+        low = any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters())
+        report.max_abs_diff, report.tolerance = diff, (5e-2 if low else 1e-3) * scale
+        if not (diff <= report.tolerance) or len(after) != len(reference_out):
+            _restore(model, undo_modules, undo_linears)
+            raise RuntimeError(f"ffops.memory.patch: outputs changed by {diff:.3g} (> {report.tolerance:.3g}); "
+                               f"the model was restored. Report:\n{report}")
+    return report
+
+
+def _tied_parameters(model: nn.Module) -> set:
+    counts: dict = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        counts[id(p)] = counts.get(id(p), 0) + 1
+    return {pid for pid, n in counts.items() if n > 1}
+
+
+def _linear_problem(lins, names, k, tied) -> str:
+    for lin, name in zip(lins, names):
+        if lin.in_features != k:
+            return f"{name} takes {lin.in_features} features, the norm gives {k}"
+        if id(lin.weight) in tied or (lin.bias is not None and id(lin.bias) in tied):
+            return f"{name}'s weight is tied to another module's: folding would change both"
+    return ""
+
+
+__all__ = ["PatchReport", "patch"]

@@ -1,0 +1,45 @@
+"""ffops.memory.saved_bytes / track_memory: storage deduplication, parameters left out."""
+
+import torch
+from torch import nn
+
+import ffops
+from ffops.memory import saved_bytes, track_memory
+
+
+def test_counts_each_storage_once():
+    x = torch.randn(100, requires_grad=True)
+    # mul saves both operands: the same tensor twice is one storage of 400 bytes
+    assert saved_bytes(lambda t: t * t, x) == 400
+    with track_memory() as stats:
+        y = x * x
+    assert stats.saved_tensors == 2 and stats.storages == 1 and stats.saved_bytes == 400
+    assert stats.by_dtype == {"float32": 400} and stats.peak_bytes is None
+    del y
+
+
+def test_parameters_and_their_casts_are_left_out():
+    lin = nn.Linear(64, 32)
+    x = torch.randn(8, 64, requires_grad=True)
+    assert saved_bytes(lin, x) == 8 * 64 * 4  # the input only, not the weight
+    assert saved_bytes(lin, x, include_parameters=True) == 8 * 64 * 4 + 64 * 32 * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert saved_bytes(lin, x) == 8 * 64 * 2  # the bf16 copy of the input; the weight's cast is left out
+
+
+def test_reference_mlp_block_numbers():
+    """The reference table's MLP block, scaled down 64x in tokens (same per-token bytes)."""
+    tokens, d, h = 64, 1024, 4096
+    x = torch.randn(tokens, d, requires_grad=True)
+
+    def block(norm, act):
+        return nn.Sequential(norm, nn.Linear(d, h), act, nn.Linear(h, d))
+
+    plain = block(nn.LayerNorm(d), nn.GELU())
+    ours = block(ffops.nn.MSLayerNorm(d), ffops.nn.ReGELU2())
+    mib = 2.0**20 / 64  # per the table's 8 * 512 tokens
+    assert saved_bytes(plain, x) == round(160 * mib) + 2 * tokens * 4  # + LayerNorm's mean and rstd
+    assert saved_bytes(ours, x) == round(84 * mib) + tokens * 4  # + rstd
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert saved_bytes(plain, x) == round(88 * mib) + 2 * tokens * 4
+        assert saved_bytes(ours, x) == round(44 * mib) + tokens * 4  # the paper's setup needs 52
