@@ -2,7 +2,7 @@
 ``ffops.memory.patch`` and compare accuracy and loss curves.
 
 1. Pre-train a ViT-style classifier (Hugging Face ViTForImageClassification from config: 28x28 images
-   in 4x4 patches, 50 tokens, hidden 64, 4 layers, 4 heads, MLP 128) on Fashion-MNIST with plain torch,
+   in 7x7 patches, 17 tokens, hidden 64, 4 layers, 4 heads, MLP 128) on Fashion-MNIST with plain torch,
    so that its norms carry learned affines (the fold is not the identity).
 2. Fine-tune it on MNIST with a fresh classification head, twice from the same weights, data order
    and head: plain torch, and after ``ffops.memory.patch(model, "regelu2")`` (ReGELU2 + MS-LayerNorm,
@@ -10,7 +10,7 @@
 3. Report the MNIST test accuracy of each run, the bytes saved for backward per batch, and the loss
    curves in one PNG.
 
-Run from the repository root (CPU, about 15-25 minutes on 2 cores)::
+Run from the repository root (CPU, about 15 minutes on 2 busy cores)::
 
     python -m benchmarks.finetune_memory [--pretrain-epochs 1] [--epochs 2] [--arms plain,regelu2,fewbit:3]
 
@@ -37,7 +37,7 @@ from ffops.memory import saved_bytes
 def vit(num_labels=10):
     from transformers import ViTConfig, ViTForImageClassification
 
-    cfg = ViTConfig(image_size=28, patch_size=4, num_channels=1, hidden_size=64, num_hidden_layers=4,
+    cfg = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=64, num_hidden_layers=4,
                     num_attention_heads=4, intermediate_size=128, hidden_dropout_prob=0.0,
                     attention_probs_dropout_prob=0.0, num_labels=num_labels)
     return ViTForImageClassification(cfg)
