@@ -22,51 +22,17 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "cuda/device_common.cuh"
 #include "cuda/ff.h"
 
 namespace ffops::gpu {
 namespace {
-
-// ---- element types -------------------------------------------------------------------------
-
-// Accumulation ("opmath") type: float for float / half / bfloat16, double for double.
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-// Round-to-nearest-even conversion back to the storage type (as c10::Half / c10::BFloat16 do).
-template <typename T>
-__device__ __forceinline__ T from_acc(acc_t<T> x) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(x);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(x);
-  } else {
-    return x;
-  }
-}
-
-// Correctly rounded per-row scalar math, also if built with --use_fast_math.
-__device__ __forceinline__ float sqrt_rn(float x) { return __fsqrt_rn(x); }
-__device__ __forceinline__ double sqrt_rn(double x) { return __dsqrt_rn(x); }
-__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
-__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
 
 // softplus(z) = max(z, 0) + log1p(exp(-|z|)); NaN propagates through the log1p term. Evaluated
 // in double (--use_fast_math would turn float expf into the approximate __expf); once per row.
 __device__ __forceinline__ double softplus_d(double z) { return (z > 0.0 ? z : 0.0) + log1p(exp(-fabs(z))); }
 __device__ __forceinline__ float softplus(float z) { return static_cast<float>(softplus_d(z)); }
 __device__ __forceinline__ double softplus(double z) { return softplus_d(z); }
-
-// N consecutive elements, loaded / stored as one access (16 bytes when N = 16 / sizeof(T)).
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
 
 // ---- row primitives: the calling thread is `lane` of a group of `group` threads ------------
 
@@ -110,48 +76,6 @@ __device__ __forceinline__ void row_axpby(acc_t<T> a, const T* __restrict__ x, a
     reinterpret_cast<Pack<T, N>*>(out)[i] = o;
   }
   for (int64_t i = nvec * N + lane; i < k; i += group) out[i] = f(x[i], kTwo ? y[i] : x[i]);
-}
-
-// ---- reductions -----------------------------------------------------------------------------
-
-// Sum over aligned groups of `width` lanes (a power of two <= 32); every lane gets the sum.
-// All 32 lanes of the warp must call it.
-template <typename A>
-__device__ __forceinline__ A warp_allreduce(A v, int width) {
-  for (int o = width >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the whole block (blockDim.x a multiple of 32, <= 1024); every thread gets the sum.
-// Two barriers; the result lives in its own slot, so back-to-back calls do not race (see below).
-template <typename A>
-__device__ __forceinline__ A block_allreduce(A v) {
-  __shared__ A part[33];
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int nwarps = (blockDim.x + 31) >> 5;
-  v = warp_allreduce(v, 32);
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < nwarps ? part[lane] : A(0);
-    v = warp_allreduce(v, 32);
-    if (lane == 0) part[32] = v;
-  }
-  __syncthreads();
-  // The next call writes part[32] only after its first barrier, which every thread reaches
-  // after this read; part[w] is rewritten only by warps past the second barrier, i.e. after
-  // warp 0 has read it.
-  return part[32];
-}
-
-template <bool kBlock, typename A>
-__device__ __forceinline__ A group_allreduce(A v, int group) {
-  if constexpr (kBlock) {
-    return block_allreduce(v);
-  } else {
-    return warp_allreduce(v, group);
-  }
 }
 
 // Row mapping: block b handles rows b * rpb + [0, rpb), then strides by gridDim.x * rpb.
