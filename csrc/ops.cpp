@@ -65,6 +65,25 @@ TORCH_LIBRARY(ffops, m) {
   //   dx = rstd * (grad_y - a - y * b)  in dx_dtype (the dtype of the forward's x), contiguous.
   // grad_y [R, K] (unit last stride) has y's dtype; y contiguous.
   m.def("ms_norm_bwd(Tensor grad_y, Tensor y, Tensor rstd, bool center, ScalarType dx_dtype) -> Tensor");
+
+  // ---- Sparse linear layer (csrc/cpu/sparse.cpp, csrc/cuda/sparse*.{cu,cpp}) ------------------
+  // The weight W [N, M] is unstructured-sparse in CSR: crow [N + 1], col [nnz] (column indices
+  // sorted and unique within a row; validated once in Python, ffops/sparse/pattern.py), and the
+  // trainable values [nnz]. Index tensors are int32 or int64, all of one dtype per call.
+  // Activations are feature-major: xt [M, B] contiguous, column b is sample b (so every nonzero is
+  // one contiguous vector operation over the batch). Accumulation in float32 (float64 for float64).
+  //   yt[i, b] = bias[i] + sum_{k = crow[i]}^{crow[i+1]-1} values[k] * xt[col[k], b]
+  // Returns yt [N, B] contiguous, dtype of xt. bias [N] (dtype of xt) or None.
+  m.def("sparse_linear_fwd(Tensor xt, Tensor values, Tensor crow, Tensor col, Tensor? bias) -> Tensor");
+  // Backward, over the transposed pattern (W in CSC): t_ptr [M + 1], t_row [nnz] (the row i of each
+  // nonzero, ascending within a column), t_perm [nnz] (each nonzero's index into values):
+  //   dxt[j, b] = sum_{k = t_ptr[j]}^{t_ptr[j+1]-1} values[t_perm[k]] * dyt[t_row[k], b]      [M, B]
+  //   dvalues[t_perm[k]] = sum_b dyt[t_row[k], b] * xt[j, b]   for k in column j (SDDMM)     [nnz]
+  // dyt [N, B] and xt [M, B] contiguous, dtype of values. Both outputs contiguous in that dtype; an
+  // output that is not needed (need_dx / need_dvalues false) is returned as an empty [0] tensor.
+  m.def(
+      "sparse_linear_bwd(Tensor dyt, Tensor xt, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
+      "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
 }
 
 // ffops._C is imported for its side effect: loading this library registers the operators.
