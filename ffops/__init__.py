@@ -17,6 +17,7 @@ from ffops._backend import (  # noqa: E402
 from ffops.ops.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
 from ffops.ops.ff_linear import ff_linear  # noqa: E402
 from ffops.ops.memory import fewbit, ms_layernorm, ms_rmsnorm, regelu2, resilu2  # noqa: E402
+from ffops.ops.sparse import sparse_linear  # noqa: E402
 
 __all__ = [
     "BACKENDS",
@@ -34,7 +35,8 @@ __all__ = [
     "regelu2",
     "resilu2",
     "set_backend",
+    "sparse_linear",
     "use_backend",
 ]
 
-from ffops import memory, nn  # noqa: E402  (ffops.memory.patch, ffops.nn.ReGELU2, ...)
+from ffops import memory, nn, sparse  # noqa: E402  (ffops.memory.patch, ffops.nn.ReGELU2, ffops.sparse.sparsify, ...)

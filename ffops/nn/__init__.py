@@ -2,6 +2,7 @@
 
 from ffops.nn.ff import FFConv2d, FFLayerOutput, FFLinear
 from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
+from ffops.nn.sparse import SparseConv2d, SparseLinear
 
 __all__ = [
     "FFConv2d",
@@ -12,4 +13,6 @@ __all__ = [
     "MSRMSNorm",
     "ReGELU2",
     "ReSiLU2",
+    "SparseConv2d",
+    "SparseLinear",
 ]
