@@ -1,4 +1,4 @@
-"""The ffops command line: ``python -m ffops info | train-ff``."""
+"""The ffops command line: ``python -m ffops info | train-ff | train-sparse``."""
 
 import argparse
 import sys
@@ -12,12 +12,18 @@ def main(argv=None) -> int:
 
     train_ff.add_arguments(sub.add_parser("train-ff", help="Forward-Forward training on MNIST / Fashion-MNIST",
                                           description=train_ff.__doc__))
+    from ffops.cli import train_sparse
+
+    train_sparse.add_arguments(sub.add_parser("train-sparse", help="prune an MLP gradually and fine-tune it sparse",
+                                              description=train_sparse.__doc__))
     args = parser.parse_args(argv)
     if args.command == "info":
         from ffops._info import report
 
         print(report())
         return 0
+    if args.command == "train-sparse":
+        return train_sparse.run(args)
     return train_ff.run(args)
 
 

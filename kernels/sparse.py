@@ -171,7 +171,8 @@ def _config(rows, nnz, B, dtype, device):
         return 8, min(32, max(1, triton.next_power_of_2(B))), 1
     cap = 64 if dtype == torch.float64 else 128 if dtype == torch.float32 else 256
     block_b = min(cap, max(16, triton.next_power_of_2(B)))
-    target = _PROGRAMS_PER_SM * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    target = _PROGRAMS_PER_SM * _num_sms(index)
     while block_b > 32 and rows * triton.cdiv(B, block_b) < target:
         block_b //= 2
     tile = 2048 if dtype == torch.float64 else 4096
@@ -220,9 +221,10 @@ def sparse_linear_bwd(dyt, xt, values, t_ptr, t_row, t_perm, need_dx: bool, need
     torch.are_deterministic_algorithms_enabled()."""
     dtype, dev = values.dtype, values.device
     assert dtype in _FLOAT_DTYPES and values.dim() == 1 and values.is_contiguous(), (dtype, values.shape)
-    assert dyt.dim() == 2 and xt.dim() == 2 and dyt.is_contiguous() and xt.is_contiguous(), (dyt.shape, xt.shape)
+    assert dyt.dim() == 2 and xt.dim() == 2, (dyt.shape, xt.shape)
+    assert dyt.is_contiguous() and xt.is_contiguous(), (dyt.stride(), xt.stride())
     assert dyt.dtype == dtype and xt.dtype == dtype and dyt.device == dev and xt.device == dev
-    (N, B), M, nnz = dyt.shape, xt.size(0), values.numel()
+    B, M, nnz = dyt.size(1), xt.size(0), values.numel()
     assert xt.size(1) == B, (xt.shape, dyt.shape)
     assert t_ptr.dtype in _INDEX_DTYPES, t_ptr.dtype
     _assert_index(t_ptr, M + 1, t_ptr.dtype, dev)
@@ -231,9 +233,9 @@ def sparse_linear_bwd(dyt, xt, values, t_ptr, t_row, t_perm, need_dx: bool, need
     dxt = dyt.new_empty(0)
     dvalues = values.new_empty(0)
     if need_dx:
-        dxt = torch.empty((M, B), dtype=dtype, device=dev) if nnz > 0 else torch.zeros((M, B), dtype=dtype, device=dev)
+        dxt = (torch.empty if nnz > 0 else torch.zeros)((M, B), dtype=dtype, device=dev)  # kernel fills all
     if need_dvalues:
-        dvalues = torch.empty(nnz, dtype=dtype, device=dev) if B > 0 else torch.zeros(nnz, dtype=dtype, device=dev)
+        dvalues = (torch.empty if B > 0 else torch.zeros)(nnz, dtype=dtype, device=dev)
     if not (need_dx or need_dvalues) or nnz == 0 or B == 0:  # nnz > 0 implies M, N >= 1
         return dxt, dvalues
     block_k, block_b, num_warps = _config(M, nnz, B, dtype, dev)

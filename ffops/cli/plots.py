@@ -40,3 +40,68 @@ def plot_ff_history(history: list, path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_sparse_results(results: list, path, title: str = "") -> None:
+    """The PNG of a train-sparse run, one x position per model (dense, then by sparsity). Left: test
+    accuracy after sparse fine-tuning (and right after pruning) vs sparsity. Right: median time of
+    a training step (and of a forward pass) vs sparsity, bars annotated with the speedup over
+    dense. ``results`` are the rows of ``log.json``'s ``results`` (``sparsity``,
+    ``test_accuracy``, optional ``pruned_accuracy``, ``step_ms``, ``forward_ms``, ``speedup``,
+    ``forward_speedup``). Needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: pip install matplotlib (or pip install ffops[plot])") from exc
+    rows = sorted(results, key=lambda r: r["sparsity"])
+    xs = list(range(len(rows)))
+    labels = ["dense" if r["sparsity"] == 0 else f"{100 * r['sparsity']:g} %" for r in rows]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    acc = [100 * r["test_accuracy"] for r in rows]
+    ax.plot(xs, acc, "C0o-", label="sparse fine-tuned")
+    pruned = [(x, 100 * r["pruned_accuracy"]) for x, r in zip(xs, rows) if r.get("pruned_accuracy") is not None]
+    if pruned:
+        ax.plot(*zip(*pruned), "C1s", label="after pruning, before fine-tuning")
+    if rows and rows[0]["sparsity"] == 0:
+        ax.axhline(acc[0], color="gray", lw=0.8, ls=":", label="dense")
+    for x, a in zip(xs, acc):
+        ax.annotate(f"{a:.2f}", (x, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    lo = min([a for a in acc] + [p for _, p in pruned])
+    ax.set_ylim(bottom=lo - 0.15 * (max(acc) - lo + 0.2), top=max(acc) + 0.2 * (max(acc) - lo + 0.2))
+    ax.set_xticks(xs, labels)
+    ax.set_xlim(-0.5, len(xs) - 0.5)
+    ax.set_xlabel("sparsity of the pruned layers")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "accuracy vs sparsity", fontsize=9)
+    timed = [(x, r) for x, r in zip(xs, rows) if r.get("step_ms") is not None]
+    if timed:
+        has_fwd = all(r.get("forward_ms") is not None for _, r in timed)
+        w = 0.38 if has_fwd else 0.6
+        off = w / 2 if has_fwd else 0.0
+        step = bx.bar([x - off for x, _ in timed], [r["step_ms"] for _, r in timed], w, color="C0",
+                      label="training step (fwd + bwd + Adam)")
+        bx.bar_label(step, [f"{r['speedup']:.2f}x" if r.get("speedup") else "" for _, r in timed], fontsize=8,
+                     color="C0")
+        if has_fwd:
+            fwd = bx.bar([x + off for x, _ in timed], [r["forward_ms"] for _, r in timed], w, color="C2",
+                         label="forward (inference)")
+            bx.bar_label(fwd, [f"{r['forward_speedup']:.2f}x" if r.get("forward_speedup") else ""
+                               for _, r in timed], fontsize=8, color="C2")
+        bx.set_ylim(top=1.15 * max(max(r["step_ms"], r.get("forward_ms") or 0) for _, r in timed))
+        bx.legend(fontsize=8)
+    else:
+        bx.text(0.5, 0.5, "not timed", ha="center", va="center", transform=bx.transAxes)
+    bx.set_xticks(xs, labels)
+    bx.set_xlim(-0.5, len(xs) - 0.5)
+    bx.set_xlabel("sparsity of the pruned layers")
+    bx.set_ylabel("median time (ms)")
+    bx.grid(True, axis="y", alpha=0.3)
+    bx.set_title("time per batch (speedup over dense)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -146,7 +146,7 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, crow_indices: torch.Ten
         transposed = transpose_pattern(crow_indices, col_indices, in_features, op=OP)
     else:
         transposed = _check_transposed(transposed, crow_indices, col_indices.numel(), in_features)
-    x2 = x.reshape(-1, in_features)
+    x2 = x.reshape(x.shape[:-1].numel(), in_features)  # not -1: in_features may be 0
     feature_major = x2.t().is_contiguous() and not x2.is_contiguous()
     yt = sparse_linear_t(x2.t(), values, crow_indices, col_indices, transposed, bias)
     y = yt.t() if feature_major else yt.t().contiguous()
