@@ -5,7 +5,7 @@
 //   backward (CSC order): one pass; column j keeps xt[j, panel] and its dx accumulator in
 //                         registers, and each nonzero's dyt[row, panel] is loaded once for both
 //                         dx += w * dy and the dot <dy, x_j> that gives dvalues.
-// The batch is cut into panels of kPanel vectors so the slab of xt (dyt) that the rows (columns)
+// The batch is cut into panels of a few vectors so the slab of xt (dyt) that the rows (columns)
 // gather from stays in L2; the last B % kLanes columns go through zero-padded copies. Threads own
 // contiguous row (column) ranges of equal nonzero count: no atomics, no barriers.
 #include <ATen/Dispatch.h>
@@ -33,11 +33,21 @@ using sparse::load;
 using sparse::store;
 using sparse::Vec;
 
-// Vectors per batch panel: 64 float32 (32 float64) columns keep four independent FMA chains per
-// row and a [4096, 64] float32 slab of xt in a 1 MiB L2.
-constexpr int kPanel = 4;
+// A batch panel is kPanelWide vectors (64 float32 / 32 float64 columns). The forward narrows it to
+// kPanelNarrow when the slab of xt that one panel gathers from would exceed kSlabBytes (that slab
+// is re-read by every row, so it should stay in the 1 MiB L2). The backward always uses wide panels:
+// its cost per nonzero and panel includes a share of the dot reduction, which narrower panels
+// would repeat more often than the L2 misses they save.
+constexpr int kPanelWide = 4;
+constexpr int kPanelNarrow = 2;
+constexpr int64_t kSlabBytes = int64_t(512) << 10;
 // Below this many multiply-adds a second thread costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 16;
+
+template <typename T>
+int forward_panel_vectors(int64_t slab_rows) {
+  return slab_rows * kPanelWide * kLanes<T> * int64_t(sizeof(T)) <= kSlabBytes ? kPanelWide : kPanelNarrow;
+}
 
 // ---- forward ----------------------------------------------------------------------------------
 
@@ -50,40 +60,56 @@ struct FwdArgs {
   const T* bias;  // or nullptr
   T* yt;
   int64_t batch;
+  int panel;         // vectors per panel
   bool tail;         // batch % kLanes != 0:
   const T* xt_tail;  // [M, kLanes] zero-padded copy of the last batch % kLanes columns
   T* yt_tail;        // [N, kLanes] their outputs
 };
 
 // yt[i, 0 : V * L] for rows r0..r1 of one panel (xt, yt offset to the panel; ld their row stride).
+// Two accumulator sets (even and odd nonzeros) give 2V independent FMA chains.
 template <typename T, typename I, int V>
 FFOPS_SPARSE_AI void spmm_panel(const FwdArgs<T, I>& a, const T* xt, T* yt, int64_t ld, int64_t r0, int64_t r1) {
   constexpr int L = kLanes<T>;
   for (int64_t i = r0; i < r1; ++i) {
-    Vec<T> acc[V];
+    Vec<T> acc[2][V];
     const Vec<T> b = broadcast<T>(a.bias ? a.bias[i] : T(0));
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[v] = b;
+    for (int v = 0; v < V; ++v) {
+      acc[0][v] = b;
+      acc[1][v] = Vec<T>{};
+    }
+    int64_t k = a.crow[i];
     const int64_t k1 = a.crow[i + 1];
-    for (int64_t k = a.crow[i]; k < k1; ++k) {
+    for (; k + 1 < k1; k += 2) {
+#pragma GCC unroll 2
+      for (int u = 0; u < 2; ++u) {
+        const T* x = xt + static_cast<int64_t>(a.col[k + u]) * ld;
+        const T w = a.values[k + u];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[u][v] += w * load(x + v * L);
+      }
+    }
+    if (k < k1) {
       const T* x = xt + static_cast<int64_t>(a.col[k]) * ld;
       const T w = a.values[k];
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[v] += w * load(x + v * L);
+      for (int v = 0; v < V; ++v) acc[0][v] += w * load(x + v * L);
     }
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) store(yt + i * ld + v * L, acc[v]);
+    for (int v = 0; v < V; ++v) store(yt + i * ld + v * L, acc[0][v] + acc[1][v]);
   }
 }
 
-// The panel of `nv` (< kPanel) vectors at the end of the batch.
+// spmm_panel for a runtime width nv <= V.
 template <typename T, typename I, int V>
-FFOPS_SPARSE_AI void spmm_narrow_panel(const FwdArgs<T, I>& a, int nv, int64_t b, int64_t r0, int64_t r1) {
+FFOPS_SPARSE_AI void spmm_panel_n(const FwdArgs<T, I>& a, int nv, const T* xt, T* yt, int64_t ld, int64_t r0,
+                                  int64_t r1) {
   if constexpr (V > 0) {
     if (nv == V) {
-      spmm_panel<T, I, V>(a, a.xt + b, a.yt + b, a.batch, r0, r1);
+      spmm_panel<T, I, V>(a, xt, yt, ld, r0, r1);
     } else {
-      spmm_narrow_panel<T, I, V - 1>(a, nv, b, r0, r1);
+      spmm_panel_n<T, I, V - 1>(a, nv, xt, yt, ld, r0, r1);
     }
   }
 }
@@ -91,19 +117,21 @@ FFOPS_SPARSE_AI void spmm_narrow_panel(const FwdArgs<T, I>& a, int nv, int64_t b
 template <typename T, typename I>
 FFOPS_SPARSE_AI void spmm_rows_impl(const FwdArgs<T, I>& a, int64_t r0, int64_t r1) {
   constexpr int L = kLanes<T>;
-  int64_t b = 0;
-  for (; b + kPanel * L <= a.batch; b += kPanel * L) spmm_panel<T, I, kPanel>(a, a.xt + b, a.yt + b, a.batch, r0, r1);
-  const int nv = static_cast<int>((a.batch - b) / L);
-  spmm_narrow_panel<T, I, kPanel - 1>(a, nv, b, r0, r1);
+  const int64_t vec_end = a.batch / L * L;
+  for (int64_t b = 0; b < vec_end; b += a.panel * L) {
+    const int nv = static_cast<int>(std::min<int64_t>(a.panel, (vec_end - b) / L));
+    spmm_panel_n<T, I, kPanelWide>(a, nv, a.xt + b, a.yt + b, a.batch, r0, r1);
+  }
   if (a.tail) spmm_panel<T, I, 1>(a, a.xt_tail, a.yt_tail, L, r0, r1);
 }
 
 // ---- backward ---------------------------------------------------------------------------------
 
-// Where a panel's dots go: with one panel straight to dvalues; with several, summed across panels
-// in `dots` (CSC order, so the partial sums stream) and scattered to dvalues after the last.
-enum class DotMode { kOnly, kFirst, kMiddle, kLast };
-
+// The thread's nonzeros k = ptr[j0] .. ptr[j1] are handled in CSC order throughout: a first pass
+// gathers vt[k] = values[perm[k]], the panels stream vt and sum their dots into dots[k], and a last
+// pass scatters dvalues[perm[k]] = dots[k]. The two permuted passes sweep the columns in order, so
+// they touch about one cache line per row of `values` at a time and hit L2; inside the panel loop
+// they would compete with the dyt slab.
 template <typename T, typename I>
 struct BwdArgs {
   const T* dyt;
@@ -113,78 +141,91 @@ struct BwdArgs {
   const I* row;
   const I* perm;
   T* dxt;      // or nullptr (not needed)
+  T* vt;       // [nnz] values in CSC order (when dxt is needed)
+  T* dots;     // [nnz] dvalues in CSC order (when dvalues is needed)
   T* dvalues;  // or nullptr (not needed)
-  T* dots;     // [nnz] when the batch has several panels and dvalues is needed, else nullptr
   int64_t batch;
+  int panel;          // vectors per panel
   bool tail;          // batch % kLanes != 0:
   const T* dyt_tail;  // [N, kLanes] / [M, kLanes] zero-padded copies of the last batch % kLanes
   const T* xt_tail;   // columns
   T* dxt_tail;        // [M, kLanes]
 };
 
-template <typename T, typename I>
-FFOPS_SPARSE_AI void emit_dots(const BwdArgs<T, I>& a, DotMode mode, int64_t k, int n, const Vec<T>& s) {
-  T d[kLanes<T>];
-  store(d, s);
-  switch (mode) {
-    case DotMode::kOnly:
-      for (int l = 0; l < n; ++l) a.dvalues[a.perm[k + l]] = d[l];
-      break;
-    case DotMode::kFirst:
-      for (int l = 0; l < n; ++l) a.dots[k + l] = d[l];
-      break;
-    case DotMode::kMiddle:
-      for (int l = 0; l < n; ++l) a.dots[k + l] += d[l];
-      break;
-    case DotMode::kLast:
-      for (int l = 0; l < n; ++l) a.dvalues[a.perm[k + l]] = a.dots[k + l] + d[l];
-      break;
+// One nonzero k (row r, CSC value w) of column j: dx += w * dyt[r], p = <dyt[r], x_j> lane-wise.
+template <typename T, typename I, int V, bool kDx, bool kDv>
+FFOPS_SPARSE_AI void sddmm_nonzero(const BwdArgs<T, I>& a, const T* dyt, int64_t ld, int64_t k, const Vec<T>* x,
+                                   Vec<T>* dx, Vec<T>& p) {
+  constexpr int L = kLanes<T>;
+  const T* dy = dyt + static_cast<int64_t>(a.row[k]) * ld;
+  Vec<T> d[V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) d[v] = load(dy + v * L);
+  if constexpr (kDx) {
+    const T w = a.vt[k];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) dx[v] += w * d[v];
+  }
+  if constexpr (kDv) {
+    Vec<T> s = x[0] * d[0];
+#pragma GCC unroll 8
+    for (int v = 1; v < V; ++v) s += x[v] * d[v];
+    p = s;
   }
 }
 
-// Columns j0..j1 of one panel (dyt, xt, dxt offset to the panel; ld their row stride).
+// Columns j0..j1 of one panel (dyt, xt, dxt offset to the panel; ld their row stride). The dots of
+// the first panel are stored, later panels add theirs.
 template <typename T, typename I, int V, bool kDx, bool kDv>
-FFOPS_SPARSE_AI void sddmm_panel(const BwdArgs<T, I>& a, const T* dyt, const T* xt, T* dxt, int64_t ld, DotMode mode,
+FFOPS_SPARSE_AI void sddmm_panel(const BwdArgs<T, I>& a, const T* dyt, const T* xt, T* dxt, int64_t ld, bool first,
                                  int64_t j0, int64_t j1) {
   constexpr int L = kLanes<T>;
   for (int64_t j = j0; j < j1; ++j) {
-    Vec<T> x[V], dx[V];
+    Vec<T> x[V], dx[2][V];  // dx: two accumulator sets (even and odd nonzeros)
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       if constexpr (kDv) x[v] = load(xt + j * ld + v * L);
-      if constexpr (kDx) dx[v] = Vec<T>{};
+      dx[0][v] = dx[1][v] = Vec<T>{};
     }
     const int64_t k1 = a.ptr[j + 1];
-    // Nonzeros in groups of L: their L partial-dot vectors are summed together by transpose_sum.
+    // Nonzeros in groups of L: their L lane-wise dot vectors are summed together by transpose_sum.
     for (int64_t k0 = a.ptr[j]; k0 < k1; k0 += L) {
-      const int n = static_cast<int>(std::min<int64_t>(L, k1 - k0));
       Vec<T> p[L];
-      for (int l = 0; l < n; ++l) {
-        const int64_t k = k0 + l;
-        const T* dy = dyt + static_cast<int64_t>(a.row[k]) * ld;
-        Vec<T> d[V];
-#pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) d[v] = load(dy + v * L);
-        if constexpr (kDx) {
-          const T w = a.values[a.perm[k]];
-#pragma GCC unroll 8
-          for (int v = 0; v < V; ++v) dx[v] += w * d[v];
-        }
-        if constexpr (kDv) {
-          Vec<T> s = x[0] * d[0];
-#pragma GCC unroll 8
-          for (int v = 1; v < V; ++v) s += x[v] * d[v];
-          p[l] = s;
-        }
+      const int n = static_cast<int>(std::min<int64_t>(L, k1 - k0));
+      if (n == L) {
+#pragma GCC unroll 16
+        for (int l = 0; l < L; ++l) sddmm_nonzero<T, I, V, kDx, kDv>(a, dyt, ld, k0 + l, x, dx[l & 1], p[l]);
+      } else {
+        for (int l = 0; l < n; ++l) sddmm_nonzero<T, I, V, kDx, kDv>(a, dyt, ld, k0 + l, x, dx[0], p[l]);
+        for (int l = n; l < L; ++l) p[l] = Vec<T>{};
       }
       if constexpr (kDv) {
-        for (int l = n; l < L; ++l) p[l] = Vec<T>{};
-        emit_dots(a, mode, k0, n, sparse::transpose_sum<T>(p));
+        T d[L];
+        store(d, sparse::transpose_sum<T>(p));
+        T* out = a.dots + k0;
+        if (first) {
+          for (int l = 0; l < n; ++l) out[l] = d[l];
+        } else {
+          for (int l = 0; l < n; ++l) out[l] += d[l];
+        }
       }
     }
     if constexpr (kDx) {
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) store(dxt + j * ld + v * L, dx[v]);
+      for (int v = 0; v < V; ++v) store(dxt + j * ld + v * L, dx[0][v] + dx[1][v]);
+    }
+  }
+}
+
+// sddmm_panel for a runtime width nv <= V.
+template <typename T, typename I, int V, bool kDx, bool kDv>
+FFOPS_SPARSE_AI void sddmm_panel_n(const BwdArgs<T, I>& a, int nv, const T* dyt, const T* xt, T* dxt, int64_t ld,
+                                   bool first, int64_t j0, int64_t j1) {
+  if constexpr (V > 0) {
+    if (nv == V) {
+      sddmm_panel<T, I, V, kDx, kDv>(a, dyt, xt, dxt, ld, first, j0, j1);
+    } else {
+      sddmm_panel_n<T, I, V - 1, kDx, kDv>(a, nv, dyt, xt, dxt, ld, first, j0, j1);
     }
   }
 }
@@ -192,32 +233,21 @@ FFOPS_SPARSE_AI void sddmm_panel(const BwdArgs<T, I>& a, const T* dyt, const T* 
 template <typename T, typename I, bool kDx, bool kDv>
 FFOPS_SPARSE_AI void sddmm_cols_impl(const BwdArgs<T, I>& a, int64_t j0, int64_t j1) {
   constexpr int L = kLanes<T>;
-  const int64_t full = a.batch / (kPanel * L), nv = a.batch % (kPanel * L) / L;
-  const int panels = static_cast<int>(full + (nv > 0) + a.tail);
-  int p = 0;
-  auto mode = [&] {
-    const int q = p++;
-    return panels == 1 ? DotMode::kOnly : q == 0 ? DotMode::kFirst : q + 1 == panels ? DotMode::kLast : DotMode::kMiddle;
-  };
-  for (int64_t c = 0; c < full; ++c) {
-    const int64_t b = c * kPanel * L;
-    sddmm_panel<T, I, kPanel, kDx, kDv>(a, a.dyt + b, a.xt + b, a.dxt + b, a.batch, mode(), j0, j1);
+  const int64_t kb = a.ptr[j0], ke = a.ptr[j1];
+  if constexpr (kDx) {
+    for (int64_t k = kb; k < ke; ++k) a.vt[k] = a.values[a.perm[k]];
   }
-  const int64_t b = full * kPanel * L;
-  switch (nv) {
-    case 3:
-      sddmm_panel<T, I, 3, kDx, kDv>(a, a.dyt + b, a.xt + b, a.dxt + b, a.batch, mode(), j0, j1);
-      break;
-    case 2:
-      sddmm_panel<T, I, 2, kDx, kDv>(a, a.dyt + b, a.xt + b, a.dxt + b, a.batch, mode(), j0, j1);
-      break;
-    case 1:
-      sddmm_panel<T, I, 1, kDx, kDv>(a, a.dyt + b, a.xt + b, a.dxt + b, a.batch, mode(), j0, j1);
-      break;
+  const int64_t vec_end = a.batch / L * L;
+  for (int64_t b = 0; b < vec_end; b += a.panel * L) {
+    const int nv = static_cast<int>(std::min<int64_t>(a.panel, (vec_end - b) / L));
+    sddmm_panel_n<T, I, kPanelWide, kDx, kDv>(a, nv, a.dyt + b, a.xt + b, kDx ? a.dxt + b : nullptr, a.batch, b == 0,
+                                              j0, j1);
   }
-  if (a.tail) sddmm_panel<T, I, 1, kDx, kDv>(a, a.dyt_tail, a.xt_tail, a.dxt_tail, L, mode(), j0, j1);
+  if (a.tail) sddmm_panel<T, I, 1, kDx, kDv>(a, a.dyt_tail, a.xt_tail, a.dxt_tail, L, vec_end == 0, j0, j1);
+  if constexpr (kDv) {
+    for (int64_t k = kb; k < ke; ++k) a.dvalues[a.perm[k]] = a.dots[k];
+  }
 }
-static_assert(kPanel == 4, "sddmm_cols_impl's switch covers panels of 1 to 3 vectors");
 
 // One multiversioned (AVX-512 / AVX2 / baseline) entry per value and index type: the thread's
 // share of rows (forward) or columns (backward).
@@ -225,11 +255,10 @@ static_assert(kPanel == 4, "sddmm_cols_impl's switch covers panels of 1 to 3 vec
   FFOPS_MULTIVERSION void spmm_rows(const FwdArgs<T, I>& a, int64_t r0, int64_t r1) {                    \
     spmm_rows_impl(a, r0, r1);                                                                          \
   }                                                                                                     \
-  FFOPS_MULTIVERSION void sddmm_cols(const BwdArgs<T, I>& a, bool need_dx, bool need_dv, int64_t j0,    \
-                                     int64_t j1) {                                                      \
-    if (need_dx && need_dv) {                                                                           \
+  FFOPS_MULTIVERSION void sddmm_cols(const BwdArgs<T, I>& a, int64_t j0, int64_t j1) {                   \
+    if (a.dxt && a.dvalues) {                                                                           \
       sddmm_cols_impl<T, I, true, true>(a, j0, j1);                                                     \
-    } else if (need_dx) {                                                                               \
+    } else if (a.dxt) {                                                                                 \
       sddmm_cols_impl<T, I, true, false>(a, j0, j1);                                                    \
     } else {                                                                                            \
       sddmm_cols_impl<T, I, false, true>(a, j0, j1);                                                    \
@@ -367,6 +396,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
                                    bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
                                    yt.mutable_data_ptr<scalar_t>(),
                                    batch,
+                                   forward_panel_vectors<scalar_t>(xt.size(0)),
                                    xt_tail.defined(),
                                    xt_tail.defined() ? xt_tail.const_data_ptr<scalar_t>() : nullptr,
                                    yt_tail.defined() ? yt_tail.mutable_data_ptr<scalar_t>() : nullptr};
@@ -418,14 +448,14 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
   }
   AT_DISPATCH_FLOATING_TYPES(dtype, "ffops_sparse_linear_bwd", [&] {
     constexpr int L = kLanes<scalar_t>;
-    at::Tensor dyt_tail, xt_tail, dxt_tail, dots;
+    at::Tensor dyt_tail, xt_tail, dxt_tail, vt, dots;
     if (batch % L) {
       dyt_tail = padded_tail(dyt, L);
       xt_tail = padded_tail(xt, L);
       if (need_dx) dxt_tail = at::empty({m, L}, xt.options());
     }
-    const int64_t panels = (batch / L + kPanel - 1) / kPanel + (batch % L != 0);
-    if (need_dvalues && panels > 1) dots = at::empty({nnz}, values.options());
+    if (need_dx) vt = empty_large({nnz}, values.options());
+    if (need_dvalues) dots = empty_large({nnz}, values.options());
     auto run = [&](auto index) {
       using I = decltype(index);
       auto ptr = [](const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr; };
@@ -436,15 +466,16 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
                                    t_row.const_data_ptr<I>(),
                                    t_perm.const_data_ptr<I>(),
                                    need_dx ? dxt.mutable_data_ptr<scalar_t>() : nullptr,
-                                   need_dvalues ? dvalues.mutable_data_ptr<scalar_t>() : nullptr,
+                                   ptr(vt),
                                    ptr(dots),
+                                   need_dvalues ? dvalues.mutable_data_ptr<scalar_t>() : nullptr,
                                    batch,
+                                   kPanelWide,
                                    xt_tail.defined(),
                                    ptr(dyt_tail),
                                    ptr(xt_tail),
                                    ptr(dxt_tail)};
-      parallel_over_nnz(a.ptr, m, batch,
-                        [&](int64_t j0, int64_t j1) { sddmm_cols(a, need_dx, need_dvalues, j0, j1); });
+      parallel_over_nnz(a.ptr, m, batch, [&](int64_t j0, int64_t j1) { sddmm_cols(a, j0, j1); });
     };
     if (t_ptr.scalar_type() == at::kInt) {
       run(int32_t{});
