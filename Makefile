@@ -2,7 +2,7 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-cpu test-triton bench-ff bench-memory test-gpu
+.PHONY: install demo test test-cpu test-triton bench-ff bench-memory bench-sparse test-gpu
 
 # torch: any recent release already installed is kept; on a fresh machine pip picks the newest
 # allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
@@ -32,8 +32,12 @@ bench-ff:
 bench-memory:
 	$(PYTHON) -m benchmarks.bench_memory
 
+bench-sparse:
+	$(PYTHON) -m benchmarks.bench_sparse
+
 # on a machine with a GPU: the GPU tests of every kernel set, then the benchmarks on CUDA
 test-gpu:
 	$(PYTHON) -m pytest -q tests -m gpu
 	$(PYTHON) -m benchmarks.bench_ff_ops --device cuda
 	$(PYTHON) -m benchmarks.bench_memory --device cuda
+	$(PYTHON) -m benchmarks.bench_sparse --device cuda
