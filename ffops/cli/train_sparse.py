@@ -157,12 +157,11 @@ def _sync(device: torch.device) -> None:
 
 
 def train_step(model, opt, x, y, pruner=None) -> torch.Tensor:
-    """One step: forward, cross-entropy, backward, (masked gradients,) optimizer step, (masks)."""
+    """One step: forward, cross-entropy, backward, optimizer step, (pruning: masks re-applied or
+    updated). Gradients are not masked: Adam is elementwise, the kept weights' updates are the same."""
     opt.zero_grad(set_to_none=True)
     loss = F.cross_entropy(model(x), y)
     loss.backward()
-    if pruner is not None:
-        pruner.mask_gradients()
     opt.step()
     if pruner is not None:
         pruner.step()

@@ -9,7 +9,9 @@ towards the final sparsity ``s_f``, which is reached exactly at step ``t_0 + T``
 ``update_every`` steps (and at the last step) each layer's mask is recomputed: the
 ``1 - s_t`` largest ``|w|`` among the weights still alive (so masks only ever shrink), and the
 weights off the mask are set to zero. Between updates, training is dense with the mask applied
-after each optimizer step (``GradualMagnitudePruner.step``) and, optionally, to the gradients.
+after each optimizer step (``GradualMagnitudePruner.step``). Masking the gradients too
+(``mask_gradients``) changes nothing for the kept weights under an elementwise optimizer (SGD,
+Adam without coupling between entries); it only keeps the optimizer state of pruned entries at 0.
 
 At the end the pruned weights are exactly zero, so ``ffops.sparse.sparsify(model)`` (which keeps
 each weight's nonzeros) or ``SparseLinear.from_dense(layer, mask=pruner.masks[name])`` turns them
@@ -18,7 +20,7 @@ into sparse layers with the pruning mask as their pattern.
     pruner = GradualMagnitudePruner(model, final_sparsity=0.9, total_steps=1000, update_every=50)
     for x, y in batches:
         loss_fn(model(x), y).backward()
-        pruner.mask_gradients()   # optional: no update of pruned weights (Adam moments stay 0)
+        pruner.mask_gradients()   # optional: the optimizer state of pruned weights stays 0
         opt.step(); opt.zero_grad()
         pruner.step()             # keeps pruned weights at 0; every k steps prunes further
 """
@@ -106,6 +108,7 @@ class GradualMagnitudePruner:
             raise ValueError(f"GradualMagnitudePruner: no layer with a weight named {missing}")
         self.names = list(names)
         self.masks = {n: torch.ones_like(modules[n].weight, dtype=torch.bool) for n in self.names}
+        self._off = {n: ~m for n, m in self.masks.items()}  # cached complements for masked_fill_
         self.step_count = 0
         self.sparsity = 0.0
         self.history: list[tuple[int, float]] = []
@@ -127,6 +130,7 @@ class GradualMagnitudePruner:
         weights off the new masks."""
         for name, weight in self._weights():
             self.masks[name] = nested_magnitude_mask(weight, sparsity, self.masks[name])
+            self._off[name] = ~self.masks[name]
         self.sparsity = float(sparsity)
         self.history.append((self.step_count, self.sparsity))
         self.apply_masks()
@@ -135,14 +139,14 @@ class GradualMagnitudePruner:
     def apply_masks(self) -> None:
         """Zero the weights off the masks (after an optimizer step moved them)."""
         for name, weight in self._weights():
-            weight.mul_(self.masks[name].to(weight.dtype))
+            weight.masked_fill_(self._off[name], 0)
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradients off the masks (call between ``backward`` and ``optimizer.step``)."""
         for name, weight in self._weights():
             if weight.grad is not None:
-                weight.grad.mul_(self.masks[name].to(weight.grad.dtype))
+                weight.grad.masked_fill_(self._off[name], 0)
 
     def step(self) -> bool:
         """Advance one training step: update the masks when the schedule says so (every
@@ -153,7 +157,8 @@ class GradualMagnitudePruner:
         if t <= self.total_steps and (t % self.update_every == 0 or t == self.total_steps):
             self.update_masks(self.target(t))
             return True
-        self.apply_masks()
+        if self.history:  # nothing is pruned before the first update
+            self.apply_masks()
         return False
 
     @property

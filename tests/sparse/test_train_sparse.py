@@ -122,6 +122,10 @@ def test_pruner_follows_the_schedule_and_keeps_pruned_weights_at_zero():
         assert s == pytest.approx(round(0.9 * numel) / numel)
     assert pruner.done and pruner.sparsity == 0.9
     assert not torch.equal(model.layers[2].weight, out_w)  # the output layer trains, unpruned
+    nn.functional.cross_entropy(model(x), y).backward()
+    pruner.mask_gradients()
+    assert all((model.layers[i].weight.grad[~pruner.masks[n]] == 0).all() for i, n in enumerate(names))
+    assert model.layers[0].weight.grad[pruner.masks["layers.0"]].abs().sum() > 0
     assert (model.layers[2].weight != 0).all()
 
 
