@@ -2,8 +2,9 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_sparse                   # CPU (2 threads): the full grid, ~15 min
-    python -m benchmarks.bench_sparse --quick           # a small subset, ~1-2 min
+    python -m benchmarks.bench_sparse                   # CPU (2 threads): the full grid (3.5 min on a quiet
+                                                        # 2-core machine; 16 min at load average 6)
+    python -m benchmarks.bench_sparse --quick           # a small subset, well under 2 min
     python -m benchmarks.bench_sparse --device cuda     # GPU grid (adds batch 4096; no SparseProp)
 
 Problem: ``y = x @ W^T + b``, ``W [n, n]`` (in = out = n) pruned by magnitude
@@ -34,7 +35,8 @@ differ by up to ~100x:
   * each contender has its own quota of rounds: at least ``--min-repeats`` (``--min-slow`` for a
     contender whose rounds would not fit its share), then more while its timed seconds stay under
     its share of ``--budget`` (budget / number of contenders) and its rounds under
-    ``--max-repeats``. A contender whose first fwd+bwd takes over 0.5 s gets no further warm-up.
+    ``--max-repeats``. A contender whose first fwd+bwd takes over 0.5 s gets no further warm-up;
+    one whose minimum rounds would take over 40 s gets fewer (at least 2).
 Saved bytes for backward: the harness' saved-tensor hooks, with a sparse tensor counted by its
 values and indices; SparseProp keeps its activations on ``ctx`` attributes, which the hooks do not
 see (its "saved" column reads ~0). ``cpu_per_wall`` (process CPU time / wall time of the timed
@@ -79,6 +81,7 @@ import argparse
 import functools
 import gc
 import importlib.metadata
+import json
 import time
 import warnings
 from pathlib import Path
@@ -103,6 +106,7 @@ SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 QUICK = {"n": (1024, 4096), "batch": (64,), "sparsity": (0.8, 0.9, 0.98)}
 QUICK_CUDA = {"n": (1024, 4096), "batch": (64, 4096), "sparsity": (0.8, 0.95)}
 SLOW_FIRST_CALL_S = 0.5  # no further warm-up for a contender whose first fwd+bwd takes longer
+VERY_SLOW_S = 40.0  # a contender's minimum rounds are cut (down to 2) to stay near this many seconds
 TOL = 1e-3
 
 # torch's sparse CSR support warns that it is in beta on every CSR tensor made
@@ -235,6 +239,8 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
             res["peak_extra_bytes"] = torch.cuda.max_memory_allocated(device) - base
         # a round times fwd, bwd and fwd+bwd: about two fwd+bwd
         quota = min_repeats if 2 * est * min_repeats <= share else min_slow
+        if 2 * est * quota > VERY_SLOW_S:  # e.g. SparseProp's backward on a loaded machine: seconds per call
+            quota = max(2, min(quota, int(VERY_SLOW_S / (2 * est))))
         runs.append({"runner": runner, "res": res, "min": quota, "n": 0, "spent": 0.0,
                      "samples": {p: [] for p in harness.PHASES}})
     ref = checks[DENSE]
@@ -286,7 +292,8 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
 # ---- the grid ------------------------------------------------------------------------------------
 
 
-def run_grid(device, grid, args, sparseprop_modules) -> list[dict]:
+def run_grid(device, grid, args, sparseprop_modules, on_point=None) -> list[dict]:
+    """Every point of ``grid``; ``on_point(results)`` after each (the JSON is rewritten as the run goes)."""
     results = []
     for n in grid["n"]:
         torch.manual_seed(n)
@@ -315,6 +322,8 @@ def run_grid(device, grid, args, sparseprop_modules) -> list[dict]:
                                           {"out": c["max_rel_diff"], **c["grad_max_rel_diff"]}.items())
                         print(f"  WARNING: {c['name']} differs from dense: {diffs}")
                 print(flush=True)
+                if on_point is not None:
+                    on_point(results)
             del entries, mask
             gc.collect()
     return results
@@ -443,7 +452,8 @@ def plot(results: list[dict], names: list[str], path, title: str) -> bool:
                      ylabel="dense time / time")
             for ax in (ax_t, ax_s):
                 ax.grid(True, which="both", alpha=0.3)
-                ax.legend(fontsize=8)
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -475,13 +485,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-sparseprop", action="store_true", help="leave SparseProp out")
     p.add_argument("--no-json", action="store_true", help="print only, write no results file and no plot")
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
+    p.add_argument("--replot", default=None, metavar="JSON",
+                   help="print the summary and targets of a results JSON (complete or partial) and redraw its PNG")
     p.add_argument("--out", default=None,
                    help="JSON path (default benchmarks/results/bench_sparse_<device>[_suffix].json; the PNG beside it)")
     return p.parse_args(argv)
 
 
+def replot(path: Path) -> int:
+    """Summary, targets and PNG of a saved run (also of a partial one: the JSON is rewritten per point)."""
+    d = json.loads(path.read_text())
+    results, names, meta = d["results"], d["config"]["contenders"], d["metadata"]
+    device = torch.device(meta["device"])
+    print(f"{path}: {len(results)} points{'' if d.get('complete') else ' (partial run)'}\n"
+          f"{summary_table(results, names)}\n\ntargets:")
+    for t in check_targets(results, device, d["config"]["sparseprop_note"] if SPARSEPROP not in names else None):
+        print("  " + t.line())
+    png = path.with_suffix(".png")
+    title = (f"{SCRIPT}: {meta['device_name']}, float32, {d['config']['threads'] or 'default'} threads, "
+             f"fwd+bwd median; load {meta['loadavg_at_start']}" + ("" if d.get("complete") else " (partial)"))
+    if results and plot(results, names, png, title):
+        print(f"wrote {png}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        return replot(Path(args.replot))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
@@ -534,8 +565,30 @@ def main(argv=None) -> int:
     print("times: median [p20-p80] in ms; 'x ffops' = contender fwd+bwd / ffops fwd+bwd (>1: ffops faster)\n",
           flush=True)
 
+    suffix = ("_quick" if args.quick else "") + ("_custom" if custom else "") + \
+        ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
+    path = harness.results_path(SCRIPT, device, suffix) if args.out is None else Path(args.out)
+    config = {**vars(args), "threads": threads, "grid": {k: list(v) for k, v in grid.items()}, "spread": "p20-p80",
+              "contenders": names, "sparseprop_note": sparseprop_note, "tolerance": TOL}
+
+    def payload(results, targets=None, total=None):
+        return {
+            "script": SCRIPT, "metadata": meta, "config": {**config, "total_s": total},
+            "complete": targets is not None,
+            "results": results,
+            "summary": [{**r["info"], **{f"{n}_fwdbwd_ms": _ms(r, n) for n in names},
+                         **{f"speedup_vs_{n}": _speedup(r, n) for n in names if n != BASELINE},
+                         "ffops_max_rel_diff": _ffops_worst_diff(r), "cpu_per_wall": r["cpu_per_wall"],
+                         "loadavg_after": r["loadavg_after"]} for r in results],
+            "targets": [t.__dict__ for t in targets or []],
+        }
+
+    def save_partial(results):  # a crash or an interrupted run keeps the points done so far
+        if not args.no_json:
+            harness.write_json(path, payload(results))
+
     start = time.perf_counter()
-    results = run_grid(device, grid, args, sparseprop_modules)
+    results = run_grid(device, grid, args, sparseprop_modules, save_partial)
     total = time.perf_counter() - start
 
     print(f"== summary: fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
@@ -547,21 +600,7 @@ def main(argv=None) -> int:
         print("  " + t.line())
 
     if not args.no_json:
-        suffix = ("_quick" if args.quick else "") + ("_custom" if custom else "") + \
-            ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
-        path = harness.results_path(SCRIPT, device, suffix) if args.out is None else Path(args.out)
-        payload = {
-            "script": SCRIPT, "metadata": meta,
-            "config": {**vars(args), "threads": threads, "grid": {k: list(v) for k, v in grid.items()},
-                       "spread": "p20-p80", "contenders": names, "sparseprop_note": sparseprop_note,
-                       "total_s": total, "tolerance": TOL},
-            "results": results,
-            "summary": [{**r["info"], **{f"{n}_fwdbwd_ms": _ms(r, n) for n in names},
-                         **{f"speedup_vs_{n}": _speedup(r, n) for n in names if n != BASELINE},
-                         "ffops_max_rel_diff": _ffops_worst_diff(r)} for r in results],
-            "targets": [t.__dict__ for t in targets],
-        }
-        harness.write_json(path, payload)
+        harness.write_json(path, payload(results, targets, total))
         print(f"\nwrote {path}")
         if not args.no_plot and results:
             png = path.with_suffix(".png")
