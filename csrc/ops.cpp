@@ -84,6 +84,8 @@ TORCH_LIBRARY(ffops, m) {
   m.def(
       "sparse_linear_bwd(Tensor dyt, Tensor xt, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
       "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
+  // out = x.t().contiguous() for a 2-D x (CPU only: a fast transpose for the sparse layer's layouts).
+  m.def("transpose_2d(Tensor x) -> Tensor");
 }
 
 // ffops._C is imported for its side effect: loading this library registers the operators.

@@ -162,3 +162,13 @@ def test_compile_fullgraph(backend_device):
     y_eager = layer(x)
     y_eager.sum().backward()
     assert torch.allclose(y, y_eager, atol=1e-6) and torch.allclose(g, layer.values.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (16, 16), (37, 1000), (256, 130), (5, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_transpose(shape, dtype):
+    if "cpp" not in KERNELS:
+        pytest.skip("ffops._C not built")
+    x = torch.randn(*shape, dtype=dtype)
+    assert torch.equal(torch.ops.ffops.transpose_2d(x), x.t().contiguous())
+    torch.library.opcheck(torch.ops.ffops.transpose_2d.default, (x,))

@@ -1,0 +1,94 @@
+// A fast 2-D transpose on CPU: out = x.t().contiguous(). The sparse layer's kernels work on
+// feature-major activations, so every sparse step transposes its input, output and gradients;
+// ATen's transposing copy runs on one thread at about a sixth of copy speed, this one runs
+// 16 x 16 register tiles (AVX-512 unpack / shuffle network) on all threads at ~half copy speed.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FFOPS_HAVE_X86 1
+#endif
+
+namespace ffops::cpu {
+namespace {
+
+// d[c * rows + r] = s[r * cols + c] for r in [r0, r1), c in [c0, c1)
+template <typename T>
+void transpose_scalar(const T* s, T* d, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t r = r0; r < r1; ++r) d[c * rows + r] = s[r * cols + c];
+}
+
+#ifdef FFOPS_HAVE_X86
+// One 16 x 16 float tile: rows of s (stride ls) become rows of d (stride ld). Three stages:
+// interleave pairs of rows (32-bit), then pairs of pairs (64-bit), then 128-bit lanes twice.
+__attribute__((target("avx512f"))) inline void transpose_tile16(const float* s, int64_t ls, float* d, int64_t ld) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s + i * ls);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    for (int k = 0; k < 2; ++k) {
+      const __m512d a = _mm512_castps_pd(t[i + k]), b = _mm512_castps_pd(t[i + k + 2]);
+      r[i + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      r[i + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(d + i * ld, r[i]);
+}
+
+// Rows [b, e) of 16-row bands; full 16 x 16 tiles in registers, the ragged edges scalar.
+__attribute__((target("avx512f"))) void transpose_bands_avx512(const float* s, float* d, int64_t rows, int64_t cols,
+                                                                int64_t b, int64_t e) {
+  for (int64_t band = b; band < e; ++band) {
+    const int64_t r0 = band * 16, r1 = std::min(rows, r0 + 16);
+    int64_t c0 = 0;
+    if (r1 - r0 == 16) {
+      for (; c0 + 16 <= cols; c0 += 16) transpose_tile16(s + r0 * cols + c0, cols, d + c0 * rows + r0, rows);
+    }
+    transpose_scalar(s, d, rows, cols, r0, r1, c0, cols);
+  }
+}
+#endif
+
+at::Tensor transpose_2d(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2, "ffops.transpose_2d: x must be 2-D, got ", x.dim(), "-D");
+  TORCH_CHECK(x.device().is_cpu(), "ffops.transpose_2d: x must be a CPU tensor, got ", x.device());
+#ifdef FFOPS_HAVE_X86
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (x.scalar_type() == at::kFloat && x.is_contiguous() && avx512) {
+    const int64_t rows = x.size(0), cols = x.size(1);
+    at::Tensor out = at::empty({cols, rows}, x.options());
+    const float* s = x.const_data_ptr<float>();
+    float* d = out.mutable_data_ptr<float>();
+    // a band of 16 rows is 64 * cols bytes: a few bands per task keep the threads busy
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1));
+    at::parallel_for(0, (rows + 15) / 16, grain,
+                     [&](int64_t b, int64_t e) { transpose_bands_avx512(s, d, rows, cols, b, e); });
+    return out;
+  }
+#endif
+  at::Tensor out = at::empty({x.size(1), x.size(0)}, x.options());
+  return out.copy_(x.t());  // a new tensor always (x.t().contiguous() may alias x)
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ffops, CPU, m) { m.impl("transpose_2d", &transpose_2d); }
+
+}  // namespace ffops::cpu
