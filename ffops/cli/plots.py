@@ -56,7 +56,8 @@ def plot_sparse_results(results: list, path, title: str = "") -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install matplotlib (or pip install ffops[plot])") from exc
-    rows = sorted(results, key=lambda r: r["sparsity"])
+    longer = [r for r in results if r.get("model") == "dense-longer"]  # drawn as a line, not a point
+    rows = sorted((r for r in results if r.get("model") != "dense-longer"), key=lambda r: r["sparsity"])
     xs = list(range(len(rows)))
     labels = ["dense" if r["sparsity"] == 0 else f"{100 * r['sparsity']:g} %" for r in rows]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -67,6 +68,9 @@ def plot_sparse_results(results: list, path, title: str = "") -> None:
         ax.plot(*zip(*pruned), "C1s", label="after pruning, before fine-tuning")
     if rows and rows[0]["sparsity"] == 0:
         ax.axhline(acc[0], color="gray", lw=0.8, ls=":", label="dense")
+    if longer:
+        ax.axhline(100 * longer[0]["test_accuracy"], color="C3", lw=0.8, ls="--",
+                   label="dense, trained as many epochs")
     for x, a in zip(xs, acc):
         ax.annotate(f"{a:.2f}", (x, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     lo = min([a for a in acc] + [p for _, p in pruned])

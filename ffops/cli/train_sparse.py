@@ -2,7 +2,8 @@
 fine-tune it with ffops' sparse layers; compare accuracy and training step time with the dense model.
 
 Flow (one process, CPU or GPU):
-  1. dense: train the MLP for ``--epochs`` (Adam, cross-entropy); test accuracy.
+  1. dense: train the MLP for ``--epochs`` (Adam, cross-entropy); test accuracy. A copy trained for
+     ``--prune-epochs + --finetune-epochs`` more ("dense-longer") is the fair accuracy baseline.
   2. for every sparsity in ``--sparsities``, starting from the dense weights:
      a. gradual magnitude pruning for ``--prune-epochs`` (Zhu & Gupta 2017: cubic schedule
         ``s_t = s_f (1 - (1 - t/T)^3)``, masks recomputed every ``--prune-every`` steps, masked
@@ -393,6 +394,21 @@ def _run(args, sizes, sparsities, device, impl) -> int:
                         **weight_stats(model), "layers": layers, "checkpoint": f"{tag}.pt"})
         models[tag] = model
 
+    extra_epochs = args.prune_epochs + args.finetune_epochs
+    if extra_epochs > 0:
+        # the sparse models trained for extra_epochs more than the dense one: a dense copy trained
+        # as long is the fair accuracy baseline (same architecture: timed as "dense")
+        longer = copy.deepcopy(dense)
+        opt = torch.optim.Adam(longer.parameters(), lr=args.lr)
+        histories["dense-longer"] = train_epochs(longer, opt, train, test, epochs=extra_epochs,
+                                                 batch_size=args.batch_size, seed=args.seed + 1,
+                                                 phase=f"dense +{extra_epochs} epochs")
+        acc = evaluate(longer, *test)
+        torch.save({"sizes": sizes, "sparsity": 0.0, "sparse_layers": [], "test_accuracy": acc,
+                    "state_dict": longer.state_dict()}, out / "dense-longer.pt")
+        results.insert(1, {"model": "dense-longer", "sparsity": 0.0, "test_accuracy": acc, "pruned_accuracy": None,
+                           **weight_stats(longer), "checkpoint": "dense-longer.pt"})
+
     if args.timing_steps > 0:
         print(f"timing {args.timing_steps} training steps per model (batch {args.batch_size}), interleaved ...",
               flush=True)
@@ -400,7 +416,7 @@ def _run(args, sizes, sparsities, device, impl) -> int:
                            seed=args.seed + 3)
         base = times["dense"]
         for r in results:
-            t = times[r["model"]]
+            t = times[r["model"] if r["model"] in times else "dense"]
             r.update(t)
             r["speedup"] = base["step_ms"] / t["step_ms"]
             r["forward_speedup"] = base["forward_ms"] / t["forward_ms"]

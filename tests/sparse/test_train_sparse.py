@@ -191,10 +191,10 @@ def test_command_end_to_end_writes_log_png_and_checkpoints(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "finetune 95%" in printed and "speedup" in printed
     log = json.loads((out / "log.json").read_text())
-    assert set(log["history"]) == {"dense", "prune-90", "finetune-90", "prune-95", "finetune-95"}
+    assert set(log["history"]) == {"dense", "dense-longer", "prune-90", "finetune-90", "prune-95", "finetune-95"}
     assert log["config"]["pruned_layers"] == ["layers.0", "layers.1"]
     assert log["config"]["dense_layers"] == ["layers.2"]
-    assert [r["model"] for r in log["results"]] == ["dense", "sparse-90", "sparse-95"]
+    assert [r["model"] for r in log["results"]] == ["dense", "dense-longer", "sparse-90", "sparse-95"]
     for r in log["results"]:
         assert r["step_ms"] > 0 and r["forward_ms"] > 0 and r["speedup"] > 0
     assert log["results"][0]["speedup"] == 1.0
