@@ -14,6 +14,7 @@ install:
 demo: install
 	$(PYTHON) -m ffops info
 	$(PYTHON) -m ffops train-ff --dataset mnist --layers 784,500,500 --epochs 3 --device cpu --out runs/demo-ff
+	$(PYTHON) -m ffops train-sparse --dataset mnist --device cpu --out runs/demo-sparse
 	$(PYTHON) -m benchmarks.bench_ff_ops
 
 test: install test-cpu test-triton
