@@ -1,5 +1,7 @@
 """Comparison helpers: low-precision error is judged against torch's own error in that dtype."""
 
+import socket
+
 import torch
 
 
@@ -56,3 +58,10 @@ def grads_of(fn, inputs, weights):
     total = sum((o.float() * w.to(o.device)).sum() for o, w in zip(outs, weights))
     total.backward()
     return [o.detach() for o in outs], [x.grad for x in leaves]
+
+
+def free_port() -> int:
+    """A free TCP port on localhost (for the gloo process groups of the DDP tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -13,6 +13,7 @@
 #include <optional>
 #include <tuple>
 
+#include "cuda/torch_glue.h"
 #include "cuda/ff.h"
 #include "ff_checks.h"
 
@@ -24,29 +25,13 @@ void check_rows(const at::Tensor& h, const char* name) {
   ffops::check_rows(h, name);
 }
 
-FFDtype ff_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return FFDtype::f32;
-    case at::kDouble: return FFDtype::f64;
-    case at::kHalf: return FFDtype::f16;
-    case at::kBFloat16: return FFDtype::bf16;
-    default: break;
-  }
-  TORCH_CHECK(false, "ffops: unsupported dtype ", t, " (float, double, half, bfloat16)");
-  return FFDtype::f32;  // unreachable
-}
-
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "ffops: ", op, " CUDA kernel failed: ", cudaGetErrorString(err));
-}
 
 at::Tensor goodness_fwd(const at::Tensor& h, double scale) {
   check_rows(h, "h");
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor g = empty_stat(h);
-  check_launch(launch_goodness_fwd(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
+  check_launch(launch_goodness_fwd(ffdtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
                                    h.stride(0), scale, g.mutable_data_ptr(), current_stream()),
                "goodness_fwd");
   return g;
@@ -57,7 +42,7 @@ at::Tensor row_scale(const at::Tensor& h, const at::Tensor& coef) {
   check_stat(coef, h, "coef");
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor out = at::empty(h.sizes(), h.options());
-  check_launch(launch_row_scale(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
+  check_launch(launch_row_scale(ffdtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
                                 coef.const_data_ptr(), out.mutable_data_ptr(), current_stream()),
                "row_scale");
   return out;
@@ -70,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> ff_loss_fwd(const at::Tensor& h, double scale
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor g = empty_stat(h);
   at::Tensor loss = empty_stat(h);
-  check_launch(launch_ff_loss_fwd(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
+  check_launch(launch_ff_loss_fwd(ffdtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
                                   scale, coef, theta, target.has_value() ? target->const_data_ptr() : nullptr,
                                   g.mutable_data_ptr(), loss.mutable_data_ptr(), current_stream()),
                "ff_loss_fwd");
@@ -82,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> normalize_fwd(const at::Tensor& h, double nor
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor y = at::empty(h.sizes(), h.options());
   at::Tensor s = empty_stat(h);
-  check_launch(launch_normalize_fwd(ff_dtype(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
+  check_launch(launch_normalize_fwd(ffdtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
                                     h.stride(0), norm_scale, eps, y.mutable_data_ptr(), s.mutable_data_ptr(),
                                     current_stream()),
                "normalize_fwd");
@@ -101,7 +86,7 @@ at::Tensor normalize_bwd(const at::Tensor& grad_y, const std::optional<at::Tenso
   if (grad_s.has_value()) check_stat(*grad_s, h, "grad_s");
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor dh = at::empty(h.sizes(), h.options());
-  check_launch(launch_normalize_bwd(ff_dtype(h.scalar_type()), grad_y.const_data_ptr(), grad_y.stride(0),
+  check_launch(launch_normalize_bwd(ffdtype_of(h.scalar_type()), grad_y.const_data_ptr(), grad_y.stride(0),
                                     grad_s.has_value() ? grad_s->const_data_ptr() : nullptr, h.const_data_ptr(),
                                     h.stride(0), s.const_data_ptr(), h.size(0), h.size(1), norm_scale, eps,
                                     dh.mutable_data_ptr(), current_stream()),

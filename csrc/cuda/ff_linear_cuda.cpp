@@ -16,34 +16,19 @@
 #include <optional>
 #include <tuple>
 
+#include "cuda/torch_glue.h"
 #include "cuda/ff_linear.h"
 #include "ff_checks.h"
 
 namespace ffops::gpu {
 namespace {
 
-FFDtype linear_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return FFDtype::f32;
-    case at::kDouble: return FFDtype::f64;
-    case at::kHalf: return FFDtype::f16;
-    case at::kBFloat16: return FFDtype::bf16;
-    default: break;
-  }
-  TORCH_CHECK(false, "ffops: unsupported dtype ", t, " (float, double, half, bfloat16)");
-  return FFDtype::f32;  // unreachable
-}
-
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "ffops: ", op, " CUDA kernel failed: ", cudaGetErrorString(err));
-}
-
 // A contiguous 2-D CUDA matrix of a supported dtype.
 void check_matrix(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", t.device());
   TORCH_CHECK(t.dim() == 2, "ffops: ", name, " must be 2-D, got ", t.dim(), "-D");
   TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous, got strides ", t.strides());
-  linear_dtype(t.scalar_type());
+  ffdtype_of(t.scalar_type());
 }
 
 // Same device and dtype as x.
@@ -89,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
   if (!h.is_contiguous()) h = h.contiguous();
   at::Tensor sumsq = empty_stat(x);
   at::Tensor pos_mean = at::empty({out}, x.options().dtype(st));
-  check_launch(launch_ff_linear_fwd_epilogue(linear_dtype(x.scalar_type()), h.mutable_data_ptr(), rows, out,
+  check_launch(launch_ff_linear_fwd_epilogue(ffdtype_of(x.scalar_type()), h.mutable_data_ptr(), rows, out,
                                              opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
                                              pos_mean.mutable_data_ptr(),
                                              c10::cuda::getCurrentCUDAStream().stream()),
@@ -119,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
   at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
   if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, x.options().dtype(st));
   check_launch(launch_ff_linear_bwd_epilogue(
-                   linear_dtype(x.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                   ffdtype_of(x.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
                    grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
                    grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
                    c10::cuda::getCurrentCUDAStream().stream()),

@@ -13,6 +13,7 @@
 #include <optional>
 #include <tuple>
 
+#include "cuda/torch_glue.h"
 #include "cuda/memory.h"
 #include "memory_checks.h"
 
@@ -21,27 +22,11 @@ namespace {
 
 constexpr int64_t kNumFns = 8;
 
-FFDtype dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return FFDtype::f32;
-    case at::kDouble: return FFDtype::f64;
-    case at::kHalf: return FFDtype::f16;
-    case at::kBFloat16: return FFDtype::bf16;
-    default: break;
-  }
-  TORCH_CHECK(false, "ffops: unsupported dtype ", t, " (float, double, half, bfloat16)");
-  return FFDtype::f32;  // unreachable
-}
-
 void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", t.device());
 }
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "ffops: ", op, " CUDA kernel failed: ", cudaGetErrorString(err));
-}
 
 std::tuple<at::Tensor, at::Tensor> packed_act_fwd(const at::Tensor& x, int64_t fn, at::ArrayRef<double> borders,
                                                   at::ArrayRef<double> levels, int64_t bits) {
@@ -50,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> packed_act_fwd(const at::Tensor& x, int64_t f
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty(x.sizes(), x.options());
   at::Tensor codes = at::empty({packed_nbytes(x.numel(), bits)}, x.options().dtype(at::kByte));
-  check_launch(launch_packed_act_fwd(dtype_of(x.scalar_type()), x.const_data_ptr(), x.numel(), static_cast<int>(fn),
+  check_launch(launch_packed_act_fwd(ffdtype_of(x.scalar_type()), x.const_data_ptr(), x.numel(), static_cast<int>(fn),
                                      borders.data(), static_cast<int>(bits), y.mutable_data_ptr(),
                                      codes.mutable_data_ptr<uint8_t>(), current_stream()),
                "packed_act_fwd");
@@ -63,7 +48,7 @@ at::Tensor packed_act_bwd(const at::Tensor& grad_y, const at::Tensor& codes, at:
   check_packed_act_bwd_args(grad_y, codes, levels, bits);
   const c10::cuda::CUDAGuard guard(grad_y.device());
   at::Tensor dx = at::empty(grad_y.sizes(), grad_y.options());
-  check_launch(launch_packed_act_bwd(dtype_of(grad_y.scalar_type()), grad_y.const_data_ptr(),
+  check_launch(launch_packed_act_bwd(ffdtype_of(grad_y.scalar_type()), grad_y.const_data_ptr(),
                                      codes.const_data_ptr<uint8_t>(), grad_y.numel(), levels.data(),
                                      static_cast<int>(bits), dx.mutable_data_ptr(), current_stream()),
                "packed_act_bwd");
@@ -78,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, 
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty(x.sizes(), x.options().dtype(ot));
   at::Tensor rstd = empty_stat(x);
-  check_launch(launch_ms_norm_fwd(dtype_of(x.scalar_type()), dtype_of(ot), x.const_data_ptr(), x.size(0), x.size(1),
+  check_launch(launch_ms_norm_fwd(ffdtype_of(x.scalar_type()), ffdtype_of(ot), x.const_data_ptr(), x.size(0), x.size(1),
                                   x.stride(0), eps, center, y.mutable_data_ptr(), rstd.mutable_data_ptr(),
                                   current_stream()),
                "ms_norm_fwd");
@@ -91,7 +76,7 @@ at::Tensor ms_norm_bwd(const at::Tensor& grad_y, const at::Tensor& y, const at::
   check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
   const c10::cuda::CUDAGuard guard(y.device());
   at::Tensor dx = at::empty(y.sizes(), y.options().dtype(dx_dtype));
-  check_launch(launch_ms_norm_bwd(dtype_of(y.scalar_type()), dtype_of(dx_dtype), grad_y.const_data_ptr(),
+  check_launch(launch_ms_norm_bwd(ffdtype_of(y.scalar_type()), ffdtype_of(dx_dtype), grad_y.const_data_ptr(),
                                   grad_y.stride(0), y.const_data_ptr(), rstd.const_data_ptr(), y.size(0), y.size(1),
                                   center, dx.mutable_data_ptr(), current_stream()),
                "ms_norm_bwd");

@@ -13,27 +13,12 @@
 #include <optional>
 #include <tuple>
 
+#include "cuda/torch_glue.h"
 #include "cuda/sparse.h"
 #include "ff_checks.h"
 
 namespace ffops::gpu {
 namespace {
-
-FFDtype value_dtype(at::ScalarType t, const char* name) {
-  switch (t) {
-    case at::kFloat: return FFDtype::f32;
-    case at::kDouble: return FFDtype::f64;
-    case at::kHalf: return FFDtype::f16;
-    case at::kBFloat16: return FFDtype::bf16;
-    default: break;
-  }
-  TORCH_CHECK(false, "ffops: ", name, " has unsupported dtype ", t, " (float, double, half, bfloat16)");
-  return FFDtype::f32;  // unreachable
-}
-
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "ffops: ", op, " CUDA kernel failed: ", cudaGetErrorString(err));
-}
 
 void check_device(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name) {
   TORCH_CHECK(t.device() == ref.device(), "ffops: ", name, " must be on ", ref_name, "'s device ", ref.device(),
@@ -46,7 +31,7 @@ void check_dense(const at::Tensor& t, int64_t rows, const char* name) {
   TORCH_CHECK(t.dim() == 2, "ffops: ", name, " must be 2-D (feature-major [features, batch]), got ", t.dim(), "-D");
   TORCH_CHECK(rows < 0 || t.size(0) == rows, "ffops: ", name, " must have ", rows, " rows, got ", t.sizes());
   TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous, got strides ", t.strides());
-  value_dtype(t.scalar_type(), name);
+  ffdtype_of(t.scalar_type(), name);
 }
 
 // A contiguous vector of n entries (-1: any) on ref's device.
@@ -92,7 +77,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
 
   const c10::cuda::CUDAGuard guard(xt.device());
   at::Tensor yt = at::empty({N, B}, xt.options());
-  check_launch(launch_sparse_linear_fwd(value_dtype(xt.scalar_type(), "xt"), index, xt.const_data_ptr(), B,
+  check_launch(launch_sparse_linear_fwd(ffdtype_of(xt.scalar_type(), "xt"), index, xt.const_data_ptr(), B,
                                         values.const_data_ptr(), crow.const_data_ptr(), col.const_data_ptr(), N,
                                         opt_ptr(bias), yt.mutable_data_ptr(),
                                         c10::cuda::getCurrentCUDAStream().stream()),
@@ -127,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
   at::Tensor dxt = need_dx ? at::empty({M, B}, dyt.options()) : at::empty({0}, dyt.options());
   at::Tensor dvalues = need_dvalues ? at::empty({nnz}, values.options()) : at::empty({0}, values.options());
   if (!need_dx && !need_dvalues) return {dxt, dvalues};
-  const FFDtype dtype = value_dtype(dyt.scalar_type(), "dyt");
+  const FFDtype dtype = ffdtype_of(dyt.scalar_type(), "dyt");
   void* dxt_ptr = need_dx ? dxt.mutable_data_ptr() : nullptr;
   // Partial dots of the batch slices (see sparse.cu); allocated through torch's caching allocator.
   const int64_t ws_n =

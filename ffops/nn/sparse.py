@@ -77,6 +77,15 @@ class _SparsePatternMixin:
         self.register_buffer("t_row", t.row, persistent=False)
         self.register_buffer("t_perm", t.perm, persistent=False)
 
+    def _autocast(self, x):
+        """``(x, values, bias)``, all in the autocast dtype when autocast is on (as nn.Linear runs)."""
+        values, bias = self.values, self.bias
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, values = x.to(dtype), values.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        return x, values, bias
+
     @property
     def transposed(self) -> TransposedPattern:
         return TransposedPattern(self.t_ptr, self.t_row, self.t_perm)
@@ -166,11 +175,7 @@ class SparseLinear(_SparsePatternMixin, nn.Module):
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"ffops.nn.SparseLinear: x must have {self.in_features} features in its last "
                              f"dimension, got shape {tuple(x.shape)}")
-        values, bias = self.values, self.bias
-        if torch.is_autocast_enabled(x.device.type):  # like nn.Linear: run in the autocast dtype
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, values = x.to(dtype), values.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        x, values, bias = self._autocast(x)
         return sparse_linear(x, values, self.crow_indices, self.col_indices, bias, self.out_features,
                              transposed=self.transposed)
 
@@ -284,11 +289,7 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ffops.nn.SparseConv2d: x must be [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        values, bias = self.values, self.bias
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, values = x.to(dtype), values.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        x, values, bias = self._autocast(x)
         if values.dtype != x.dtype:
             raise TypeError(f"ffops.nn.SparseConv2d: x must have the layer's dtype ({values.dtype}), got {x.dtype}")
         n, _, h, w = x.shape

@@ -2,7 +2,6 @@
 parameters as one process training on the same global batches."""
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -10,6 +9,7 @@ import torch.multiprocessing as mp
 
 from ffops import ff
 from tests.ff.helpers import blobs
+from tests.helpers import free_port
 
 CONFIG = {"negatives": "hard", "lr": 1e-2, "head_layers": "all", "hist_samples": 16, "eval_train_samples": 40}
 EPOCHS, BATCH = 2, 40
@@ -34,14 +34,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_per_layer_matches_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     single = _train(ddp=False)
     expected = [p.detach() for p in single.model.parameters()] + [p.detach() for p in single.head.parameters()]
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -2,7 +2,6 @@
 as one process on the same global batches."""
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -10,6 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import ffops
+from tests.helpers import free_port
 
 STEPS, GLOBAL_BATCH = 4, 32
 
@@ -44,14 +44,8 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_match_one(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     model, x, y = _model_and_data()
     initial = [p.detach().clone() for p in model.parameters()]
     _train(model, x, y)
