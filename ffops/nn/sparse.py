@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
-from ffops.ops.sparse import sparse_linear, sparse_linear_t
+from ffops import _backend
+from ffops.ops.sparse import CPU_DTYPES, sparse_linear, sparse_linear_t
 from ffops.sparse.pattern import (
     TransposedPattern,
     check_csr,
@@ -78,13 +79,18 @@ class _SparsePatternMixin:
         self.register_buffer("t_perm", t.perm, persistent=False)
 
     def _autocast(self, x):
-        """``(x, values, bias)``, all in the autocast dtype when autocast is on (as nn.Linear runs)."""
+        """``(x, values, bias, out_dtype)``: under autocast, like nn.Linear, everything in the autocast
+        dtype and so is the result. The C++ CPU kernels have no float16 / bfloat16 path: on CPU they
+        compute in float32 and only the result is cast to the autocast dtype."""
         values, bias = self.values, self.bias
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, values = x.to(dtype), values.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
-        return x, values, bias
+        if not torch.is_autocast_enabled(x.device.type):
+            return x, values, bias, None
+        out_dtype = compute = torch.get_autocast_dtype(x.device.type)
+        if x.device.type == "cpu" and compute not in CPU_DTYPES and _backend.resolve(x.device) == "cpp":
+            compute = torch.float32
+        x, values = x.to(compute), values.to(compute)
+        bias = None if bias is None else bias.to(compute)
+        return x, values, bias, out_dtype
 
     @property
     def transposed(self) -> TransposedPattern:
@@ -175,9 +181,10 @@ class SparseLinear(_SparsePatternMixin, nn.Module):
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"ffops.nn.SparseLinear: x must have {self.in_features} features in its last "
                              f"dimension, got shape {tuple(x.shape)}")
-        x, values, bias = self._autocast(x)
-        return sparse_linear(x, values, self.crow_indices, self.col_indices, bias, self.out_features,
-                             transposed=self.transposed)
+        x, values, bias, out_dtype = self._autocast(x)
+        y = sparse_linear(x, values, self.crow_indices, self.col_indices, bias, self.out_features,
+                          transposed=self.transposed)
+        return y if out_dtype is None else y.to(out_dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}, "
@@ -289,7 +296,7 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ffops.nn.SparseConv2d: x must be [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        x, values, bias = self._autocast(x)
+        x, values, bias, out_dtype = self._autocast(x)
         if values.dtype != x.dtype:
             raise TypeError(f"ffops.nn.SparseConv2d: x must have the layer's dtype ({values.dtype}), got {x.dtype}")
         n, _, h, w = x.shape
@@ -299,7 +306,8 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
         xt = patches.transpose(0, 1).reshape(patches.shape[1], -1)  # [in * kh * kw, N * L] feature-major
         yt = sparse_linear_t(xt, values, self.crow_indices, self.col_indices, self.transposed, bias)
-        return yt.view(self.out_channels, n, out_h, out_w).transpose(0, 1).contiguous()
+        y = yt.view(self.out_channels, n, out_h, out_w).transpose(0, 1)
+        return y.contiguous() if out_dtype is None else y.to(out_dtype, memory_format=torch.contiguous_format)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -131,3 +131,19 @@ def test_optimizer_state_round_trip():
         assert step(model, opt) == pytest.approx(step(clone, clone_opt), abs=0)
     for p, q in zip(model.parameters(), clone.parameters()):
         assert torch.equal(p, q)
+
+
+def test_autocast_like_nn_linear():
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 16)
+    sparse = SparseLinear.from_dense(linear, sparsity=0.8)
+    conv = SparseConv2d.from_dense(nn.Conv2d(3, 4, 3), sparsity=0.8)
+    x = torch.randn(5, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = sparse(x)
+        y_conv = conv(torch.randn(2, 3, 6, 6))
+        y_dense = sparse.to_dense()(x)
+    assert y.dtype == y_dense.dtype == y_conv.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), y_dense.float(), atol=0.05)
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and sparse.values.grad.dtype == torch.float32
