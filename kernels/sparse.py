@@ -45,7 +45,6 @@ import functools
 import torch
 import triton
 import triton.language as tl
-
 from ffops.kernels.memory import _RNE_BY_HAND, _cast
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

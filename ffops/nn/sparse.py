@@ -15,6 +15,7 @@ from torch.nn.modules.utils import _pair
 
 from ffops import _backend
 from ffops.ops.sparse import CPU_DTYPES, sparse_linear, sparse_linear_t
+from ffops.reference.sparse import dense_weight
 from ffops.sparse.pattern import (
     TransposedPattern,
     check_csr,
@@ -22,7 +23,6 @@ from ffops.sparse.pattern import (
     pattern_from_mask,
     transpose_pattern,
 )
-from ffops.reference.sparse import dense_weight
 
 
 def _mask_for(weight: torch.Tensor, sparsity, mask, op: str) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Pure-torch implementations of every ffops op: the specification, the test oracle and the
 eager baseline of the benchmarks. They take validated arguments (see ffops.ops)."""
 
+from ffops.reference import sparse
 from ffops.reference.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize
 from ffops.reference.ff_linear import ff_linear
-from ffops.reference import sparse
 
 __all__ = ["ff_linear", "ff_loss", "ff_normalize", "goodness", "goodness_and_normalize", "sparse"]

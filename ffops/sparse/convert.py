@@ -5,7 +5,6 @@ Build the optimizer after ``sparsify``: the sparse layers' parameters (``values`
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from ffops.nn.sparse import SparseConv2d, SparseLinear, _conv_padding
@@ -43,7 +42,7 @@ class SparsifyReport:
     def __str__(self) -> str:
         rows = [f"{'layer':<28} {'type':<13} {'shape':<20} {'action':<10} {'sparsity':>8} {'nnz':>10}  reason"]
         for c in self.changes:
-            rows.append(f"{c.name:<28} {c.kind:<13} {str(c.shape):<20} {c.action:<10} {c.sparsity:>8.3f} "
+            rows.append(f"{c.name:<28} {c.kind:<13} {c.shape!s:<20} {c.action:<10} {c.sparsity:>8.3f} "
                         f"{c.nnz:>10}  {c.reason}")
         n = len(self.swapped)
         rows.append(f"{n} layer(s) changed, {len(self.skipped)} left dense")

@@ -100,7 +100,7 @@ def test_empty_batch_and_empty_layers(backend_device):
 
 def test_nan_propagates(backend_device):
     _, device = backend_device
-    keep, crow, col = _pattern(6, 5, 0.0)
+    _, crow, col = _pattern(6, 5, 0.0)
     x = torch.randn(3, 5)
     x[1, 2] = float("nan")
     v = torch.randn(col.numel())
