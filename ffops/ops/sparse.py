@@ -11,6 +11,8 @@ a transposed view (``x.t()`` of a contiguous tensor) is used as it is and the ou
 layout, so chains of sparse layers (with elementwise ops between) never transpose.
 """
 
+import weakref
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -84,6 +86,31 @@ def _check_transposed(transposed, crow: torch.Tensor, nnz: int, in_features: int
     return TransposedPattern(ptr.contiguous(), row.contiguous(), perm.contiguous())
 
 
+# id(col_indices) -> (weakrefs to col_indices and crow_indices, versions, their TransposedPattern).
+# Keyed by id: tensors compare elementwise, so they cannot be dictionary keys themselves.
+_PATTERNS: dict[int, tuple] = {}
+_PATTERNS_MAX = 64
+
+
+def _transposed_pattern(crow: torch.Tensor, col: torch.Tensor, in_features: int) -> TransposedPattern:
+    """Validate and transpose a pattern once, then reuse it while the same index tensors are passed
+    unchanged (their in-place version counters are part of the key)."""
+    if torch.compiler.is_compiling():
+        return transpose_pattern(crow, col, in_features, op=OP)
+    versions = (crow._version, col._version, in_features)
+    hit = _PATTERNS.get(id(col))
+    if hit is not None and hit[0]() is col and hit[1]() is crow and hit[2] == versions:
+        return hit[3]
+    pattern = transpose_pattern(crow, col, in_features, op=OP)
+    if len(_PATTERNS) >= _PATTERNS_MAX:  # drop the entries of freed tensors, else start over
+        for key in [k for k, v in _PATTERNS.items() if v[0]() is None]:
+            del _PATTERNS[key]
+        if len(_PATTERNS) >= _PATTERNS_MAX:
+            _PATTERNS.clear()
+    _PATTERNS[id(col)] = (weakref.ref(col), weakref.ref(crow), versions, pattern)
+    return pattern
+
+
 def check_args(x, values, crow, col, bias, out_features) -> int:
     """Per-call checks (O(1) in the number of nonzeros); returns ``out_features``."""
     check_float_tensor(OP, "x", x)
@@ -153,8 +180,9 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, crow_indices: torch.Ten
         bias: ``[out_features]`` or None.
         out_features: the number of rows of ``W`` (default: ``len(crow_indices) - 1``).
         transposed: the pattern in CSC order from ``ffops.sparse.transpose_pattern`` (what
-            ``ffops.nn.SparseLinear`` keeps). When omitted, the pattern is validated and
-            transposed on every call: O(nnz) extra work, fine for one-off calls.
+            ``ffops.nn.SparseLinear`` keeps). When omitted, the pattern is validated and transposed
+            on the first call and reused while the same, unmodified index tensors come back; under
+            ``torch.compile`` pass it (the validation reads values on the host).
 
     Returns:
         ``[..., out_features]`` in ``x``'s dtype. Contiguous, unless ``x`` (as a 2-D matrix) was a
@@ -165,7 +193,7 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, crow_indices: torch.Ten
     out_features = check_args(x, values, crow_indices, col_indices, bias, out_features)
     in_features = x.shape[-1]
     if transposed is None:
-        transposed = transpose_pattern(crow_indices, col_indices, in_features, op=OP)
+        transposed = _transposed_pattern(crow_indices, col_indices, in_features)
     else:
         transposed = _check_transposed(transposed, crow_indices, col_indices.numel(), in_features)
     x2 = x.reshape(x.shape[:-1].numel(), in_features)  # not -1: in_features may be 0

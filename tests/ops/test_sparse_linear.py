@@ -172,3 +172,20 @@ def test_cpu_transpose(shape, dtype):
     x = torch.randn(*shape, dtype=dtype)
     assert torch.equal(torch.ops.ffops.transpose_2d(x), x.t().contiguous())
     torch.library.opcheck(torch.ops.ffops.transpose_2d.default, (x,))
+
+
+def test_pattern_is_transposed_once_per_index_tensors():
+    from ffops.ops import sparse as sparse_op
+
+    crow, col = torch.tensor([0, 2, 3]), torch.tensor([0, 2, 1])  # rows {0, 2} and {1} of a [2, 3] weight
+    x, v = torch.randn(4, 3), torch.randn(3)
+    first = sparse_op._transposed_pattern(crow, col, 3)
+    assert sparse_op._transposed_pattern(crow, col, 3) is first
+    assert sparse_op._transposed_pattern(crow.clone(), col, 3) is not first  # another crow tensor
+    y = ffops.sparse_linear(x, v, crow, col, None, 2)
+    col[1] = 1  # an in-place change of the pattern (row 0 now uses columns {0, 1}) invalidates it
+    assert sparse_op._transposed_pattern(crow, col, 3) is not first
+    got = ffops.sparse_linear(x, v, crow, col, None, 2)
+    with ffops.use_backend("reference"):
+        expected = ffops.sparse_linear(x, v, crow, col, None, 2)
+    assert torch.allclose(got, expected, atol=1e-6) and not torch.allclose(y, expected)
