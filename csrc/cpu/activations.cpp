@@ -109,6 +109,20 @@ FFOPS_AI void pack_codes(const uint8_t* c, int64_t n, int bits, uint8_t* out) {
   }
 }
 
+// ci[i] = number of the NB borders below x[i] (one pass; the borders stay in registers).
+template <typename T, typename I, int NB>
+FFOPS_AI void count_borders(const T* x, const opmath_t<T>* borders, int64_t n, I* ci) {
+  opmath_t<T> b[NB];
+  for (int j = 0; j < NB; ++j) b[j] = borders[j];
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t<T> v = cvt::ld(x, i);
+    I count = 0;
+    for (int j = 0; j < NB; ++j) count += v > b[j] ? 1 : 0;
+    ci[i] = count;
+  }
+}
+
 // One chunk of the forward: y = f(x), codes of x packed at `out_codes`.
 template <typename T>
 FFOPS_AI void fwd_chunk_impl(const T* x, T* y, uint8_t* out_codes, int64_t n, int fn, const opmath_t<T>* borders,
@@ -118,12 +132,11 @@ FFOPS_AI void fwd_chunk_impl(const T* x, T* y, uint8_t* out_codes, int64_t n, in
   alignas(64) I ci[kChunk];
   alignas(64) uint8_t c[kChunk];
   act_dispatch<T>(fn, x, y, n);
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) ci[i] = 0;
-  for (int j = 0; j < nb; ++j) {
-    const A b = borders[j];
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) ci[i] += cvt::ld(x, i) > b ? 1 : 0;
+  switch (nb) {  // nb = 2^bits - 1: a fixed count lets every element meet all borders in registers
+    case 1: count_borders<T, I, 1>(x, borders, n, ci); break;
+    case 3: count_borders<T, I, 3>(x, borders, n, ci); break;
+    case 7: count_borders<T, I, 7>(x, borders, n, ci); break;
+    default: count_borders<T, I, 15>(x, borders, n, ci); break;
   }
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) c[i] = static_cast<uint8_t>(ci[i]);
