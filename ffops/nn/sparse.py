@@ -10,10 +10,10 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from ffops import _backend
+from ffops.nn._im2col import patches_feature_major
 from ffops.ops.sparse import CPU_DTYPES, sparse_linear, sparse_linear_t
 from ffops.reference.sparse import dense_weight
 from ffops.sparse.pattern import (
@@ -209,7 +209,7 @@ def _conv_padding(conv: nn.Conv2d):
 class SparseConv2d(_SparsePatternMixin, nn.Module):
     """A 2-D convolution whose weight ``[out, in / groups, kh, kw]`` is unstructured-sparse.
 
-    The input's patches are unfolded (im2col) feature-major, ``[in * kh * kw, N * L]``, and the
+    The input's patches are gathered (im2col) feature-major, ``[in * kh * kw, N * L]``, and the
     weight is one CSR matrix ``[out, in * kh * kw]``; groups are its block-diagonal structure (a
     nonzero of output channel o only in o's group's columns). Forward and backward run the sparse
     kernels of ``ffops.sparse_linear``; the unfolding is dense (``kh * kw`` times the input).
@@ -303,8 +303,7 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         kh, kw = self.kernel_size
         out_h = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         out_w = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
-        xt = patches.transpose(0, 1).reshape(patches.shape[1], -1)  # [in * kh * kw, N * L] feature-major
+        xt = patches_feature_major(x, self.kernel_size, self.stride, self.padding, self.dilation, (out_h, out_w))
         yt = sparse_linear_t(xt, values, self.crow_indices, self.col_indices, self.transposed, bias)
         y = yt.view(self.out_channels, n, out_h, out_w).transpose(0, 1)
         return y.contiguous() if out_dtype is None else y.to(out_dtype, memory_format=torch.contiguous_format)

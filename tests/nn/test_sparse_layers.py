@@ -147,3 +147,17 @@ def test_autocast_like_nn_linear():
     assert torch.allclose(y.float(), y_dense.float(), atol=0.05)
     y.float().sum().backward()
     assert x.grad.dtype == torch.float32 and sparse.values.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("n,c,h,w,k,s,p,d", [(2, 3, 7, 9, 3, 1, 1, 1), (2, 4, 11, 9, 3, 2, 0, 1),
+                                             (2, 4, 11, 9, 3, 1, 2, 2), (3, 2, 8, 8, 2, 2, 1, 1)])
+def test_feature_major_patches_equal_unfold(n, c, h, w, k, s, p, d):
+    from ffops.nn._im2col import patches_feature_major
+
+    x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+    oh, ow = ((size + 2 * p - d * (k - 1) - 1) // s + 1 for size in (h, w))
+    unfolded = nn.functional.unfold(x, k, dilation=d, padding=p, stride=s)
+    expected = unfolded.transpose(0, 1).reshape(unfolded.shape[1], -1)
+    geometry = ((k, k), (s, s), (p, p), (d, d), (oh, ow))
+    assert torch.equal(patches_feature_major(x, *geometry), expected)
+    assert torch.autograd.gradcheck(lambda t: patches_feature_major(t, *geometry), (x,))
