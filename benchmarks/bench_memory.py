@@ -9,7 +9,8 @@ Run from the repository root::
 
 Sections:
   ops    fwd+bwd of ffops.regelu2 / fewbit (1-4 bits) vs torch's GELU, resilu2 vs SiLU, ms_layernorm vs
-         F.layer_norm (and nn.LayerNorm with its affine), ms_rmsnorm vs F.rms_norm; float32 and bfloat16.
+         F.layer_norm (and nn.LayerNorm with its affine), ms_rmsnorm vs F.rms_norm; float32 and bfloat16;
+         4096 x 4096 (memory-bound) and 1024 x 1024 elements (cache-resident on CPU: compute-bound).
          Target: at most 1.15x torch's time on CPU; on a GPU, at least 85 % of copy bandwidth.
   mlp    ``x [8, 512, 1024] -> LN -> Linear(1024, 4096) -> GELU -> Linear(4096, 1024)`` (the table of
          shared/reference/memory_sharing.md): plain torch, activation checkpointing of the block, and
@@ -27,6 +28,7 @@ Times: benchmarks/harness.py (interleaved rounds, median [p20-p80]). Results:
 import argparse
 import copy
 import functools
+import itertools
 import sys
 
 import torch
@@ -47,8 +49,12 @@ EPS = 1e-5
 # ---- ops -----------------------------------------------------------------------------------------
 
 
-def _ops_cases(device, dtype, quick):
-    rows, cols = (64, 512) if quick else (4096, 4096)
+def _ops_shapes(quick):
+    """16M elements (memory-bound: what the saved bytes buy) and 1M (cache-resident: compute-bound)."""
+    return [(64, 512)] if quick else [(4096, 4096), (1024, 1024)]
+
+
+def _ops_cases(device, dtype, rows, cols):
     esize = torch.empty((), dtype=dtype).element_size()
     b = rows * cols * esize
 
@@ -80,8 +86,8 @@ def _ops_cases(device, dtype, quick):
 
 
 def run_ops(device, args, bandwidth, results, targets):
-    for dtype in (torch.float32, torch.bfloat16):
-        for case, contenders, base in _ops_cases(device, dtype, args.quick):
+    for (rows, cols), dtype in itertools.product(_ops_shapes(args.quick), (torch.float32, torch.bfloat16)):
+        for case, contenders, base in _ops_cases(device, dtype, rows, cols):
             r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats,
                                 warmup=1 if args.quick else 2, bandwidth=bandwidth)
             results.append({"section": "ops", **r})
@@ -90,7 +96,7 @@ def run_ops(device, args, bandwidth, results, targets):
                 if not c["name"].startswith("ffops"):
                     continue
                 ratio = c["phases"]["fwdbwd"]["median_s"] / harness.median(r, base)
-                tag = f"{case.name} {info_dtype(case)} {c['name']}"
+                tag = f"{case.name} {info_dtype(case)} {rows}x{cols} {c['name']}"
                 if device.type == "cpu":
                     targets.append(Target(f"CPU {tag} fwd+bwd <= 1.15x {base}", ratio <= 1.15, f"{ratio:.2f}x"))
                 pct = c["phases"]["fwdbwd"].get("pct_copy_bw")

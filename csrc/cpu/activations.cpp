@@ -41,7 +41,7 @@ FFOPS_AI void act_block(const T* x, T* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = act_d<FN>(x[i]);
   } else {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) cvt::st(y, i, act_f<FN>(cvt::ld(x, i)));
+    for (int64_t i = 0; i < n; ++i) cvt::st(y, i, act_f<FN, sizeof(T) == 2>(cvt::ld(x, i)));
   }
 }
 
