@@ -118,7 +118,7 @@ FFOPS_AI void count_borders(const T* x, const opmath_t<T>* borders, int64_t n, I
   for (int64_t i = 0; i < n; ++i) {
     const opmath_t<T> v = cvt::ld(x, i);
     I count = 0;
-    for (int j = 0; j < NB; ++j) count += v > b[j] ? 1 : 0;
+    for (int j = 0; j < NB; ++j) count = v > b[j] ? count + 1 : count;  // a compare and a masked add each
     ci[i] = count;
   }
 }

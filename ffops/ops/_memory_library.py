@@ -2,8 +2,10 @@
 the Triton launchers wrapped as opaque custom ops ``ffops::triton_<name>``.
 
 Two kernel sets compute the same four operators (math: csrc/ops.cpp):
-  ``cpp``    ``ffops::<name>``, C++ kernels registered per device (CPU, CUDA) by ffops._C;
-  ``triton`` ``ffops::triton_<name>``, custom ops around ffops.kernels.memory.
+  ``cpp``    ``ffops::<name>``, C++ kernels registered per device (CPU, CUDA) by ffops._C, with
+             their autograd in C++ too (csrc/memory_autograd.cpp: a Python formula would cost tens
+             of microseconds per call, more than the op itself on small tensors);
+  ``triton`` ``ffops::triton_<name>``, custom ops around ffops.kernels.memory, autograd below.
 
 What autograd saves is the point of this family:
   * ``packed_act_fwd`` saves only its packed ``codes`` output (``bits`` bits per element); the
@@ -92,12 +94,13 @@ def _register_autograd(names: dict[str, str], kernels: MemoryKernels) -> None:
     torch.library.register_autograd(names["ms_norm_fwd"], backward_norm, setup_context=setup_norm)
 
 
-def _wire(prefix: str) -> MemoryKernels:
+def _wire(prefix: str, python_autograd: bool) -> MemoryKernels:
     names = {op: f"ffops::{prefix}{op}" for op in MemoryKernels._fields}
     for op, name in names.items():
         torch.library.register_fake(name)(_FAKES[op])
     kernels = MemoryKernels(*(getattr(torch.ops.ffops, prefix + op).default for op in MemoryKernels._fields))
-    _register_autograd(names, kernels)
+    if python_autograd:
+        _register_autograd(names, kernels)
     return kernels
 
 
@@ -139,7 +142,7 @@ def _has_memory_ops() -> bool:
 
 KERNELS: dict[str, MemoryKernels] = {}
 if _has_memory_ops():
-    KERNELS["cpp"] = _wire("")
+    KERNELS["cpp"] = _wire("", python_autograd=False)
 if _backend.TRITON_OK:
     _define_triton_ops()
-    KERNELS["triton"] = _wire("triton_")
+    KERNELS["triton"] = _wire("triton_", python_autograd=True)
