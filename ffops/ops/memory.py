@@ -117,8 +117,10 @@ def _ms_norm(op: str, x: torch.Tensor, eps: float, center: bool, out_dtype) -> t
     impl = _backend.resolve(x.device)
     if impl == "reference":
         return reference.ms_norm(x, eps, center, dtype)
-    k = x.shape[-1]
-    rows = rows_last_contiguous(x.reshape(math.prod(x.shape[:-1]), k))
+    if x.dim() == 2:  # no reshape and view around the op: each would be one more autograd node
+        y, _ = _kernels(impl).ms_norm_fwd(rows_last_contiguous(x), eps, center, None if dtype == x.dtype else dtype)
+        return y
+    rows = rows_last_contiguous(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))
     y, _ = _kernels(impl).ms_norm_fwd(rows, eps, center, None if dtype == x.dtype else dtype)
     return y.view(x.shape)
 
