@@ -1,10 +1,13 @@
 """ffops' ff_label_rows (the first FF layer on every label overlay, for prediction by goodness) on
-every backend against the reference, its errors and its torch.library contract (opcheck)."""
+every backend against the reference, its errors, its torch.library contract (opcheck), and the
+prediction path built on it (ffops.ff.goodness_per_label's fast first layer)."""
 
 import pytest
 import torch
 
 import ffops
+from ffops import ff
+from ffops.ff.predict import _first_layer_all_labels
 from ffops.ops._ff_linear_library import KERNELS
 from ffops.ops.ff_linear import ff_label_rows
 from tests.conftest import BACKEND_DEVICES
@@ -146,3 +149,50 @@ def test_ff_label_rows_opcheck(backend_device):
     torch.library.opcheck(op, (pre, on, s, w, b))
     torch.library.opcheck(op, (pre, on, None, w, None))
     torch.library.opcheck(op, (pre[:0], on[:0], None, w, b))
+
+
+# ---- the prediction path ------------------------------------------------------------------------
+
+
+def _net(dtype, device, norm, normalize_input, bias):
+    net = ff.FFNet([30, 20, 12], num_classes=5, norm=norm, device=device, dtype=dtype)
+    first = net.layers[0]
+    first.normalize_input = normalize_input
+    if not bias:
+        first.bias = None
+    return net
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("on_value", [1.0, "max"])
+@pytest.mark.parametrize("norm,normalize_input,bias", [("rms", True, True), ("l2", True, False),
+                                                       ("l2", False, True)])
+def test_fast_first_layer_is_the_layer_on_every_overlay(backend_device, dtype, on_value, norm, normalize_input,
+                                                        bias):
+    _, device = backend_device
+    net = _net(dtype, device, norm, normalize_input, bias)
+    x = torch.rand(7, 30, device=device, dtype=dtype)
+    fast = ff.goodness_per_label(net, x, on_value=on_value, chunk_size=3)
+    plain = ff.goodness_per_label(net, x, on_value=on_value, fast_first_layer=False)
+    assert fast.shape == (7, 5) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    with ffops.use_backend("reference"):
+        torch.testing.assert_close(ff.goodness_per_label(net, x, on_value=on_value), fast, atol=1e-5, rtol=1e-5)
+    # the first layer's rows themselves, against the plain layer on the B * C overlaid rows
+    h, sumsq = _first_layer_all_labels(net.layers[0], x, 5, on_value)
+    out = net.layers[0](ff.overlay_all_labels(x, 5, on_value), None)
+    # (FFLinear's input scale is float32 for float64 nets too: float32 tolerances for both)
+    torch.testing.assert_close(h, out.h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sumsq, out.sumsq, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_fast_first_layer_low_precision(backend_device, dtype):
+    """16-bit nets: the fast path (rows computed in float32) agrees with the plain one within the
+    16-bit rounding of the activities."""
+    _, device = backend_device
+    net = _net(dtype, device, "rms", True, True)
+    x = torch.rand(6, 30, device=device, dtype=dtype)
+    fast = ff.goodness_per_label(net, x)
+    plain = ff.goodness_per_label(net, x, fast_first_layer=False)
+    torch.testing.assert_close(fast, plain, atol=0.05, rtol=0.05)
