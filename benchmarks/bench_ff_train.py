@@ -17,8 +17,10 @@ matter for speed). Contenders, all from identical initial weights, in one proces
                  Adam step, x_sumsq handed to the next layer.
 
 Metric: seconds per training step (harness.time_callables: warm-up, interleaved rounds, median
-and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels as one batched
-pass of B*C rows vs a Python loop of C passes (ffops layers; the eager port's loop for context);
+and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels: ffops' library
+path (ffops.ff.goodness_per_label on an FFNet with the same weights: the first layer as one GEMM on
+B rows plus the fused label-row expansion, the upper layers on B*C rows) vs a Python loop of C
+passes (ffops layers; for context, all B*C overlaid rows through every layer and the eager port's loop);
 (b) bytes saved for backward, live at the peak of a training step with per-layer backward
 (saved_tensors_hooks, deduplicated by storage), for depths 2, 4, 8. If ffops misses its target
 over torch.compile, a torch.profiler breakdown of ffops' step is printed (and of compile's).
@@ -36,6 +38,7 @@ import torch
 from benchmarks import harness
 from benchmarks.baselines import ff_eager
 from benchmarks.harness import MIB, Target
+from ffops import ff
 from ffops.nn import FFLinear
 
 SCRIPT = "bench_ff_train"
@@ -138,8 +141,34 @@ def ffops_goodness(layers, x: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def predict_batched(layers, x):
-    """All C labels in one pass of B*C rows; ``[B, C]`` goodness."""
+def make_ffnet(layers) -> ff.FFNet:
+    """An ffops.ff.FFNet holding copies of ``layers``' weights (FFLinear's defaults: l2 input norm,
+    mean goodness; same eps). Its thresholds are 0, so that its label scores, the sum over layers of
+    ``G - threshold``, are the summed goodness itself (the same numbers as the other contenders',
+    without the float32 cancellation of subtracting and adding back the thresholds)."""
+    sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
+    net = ff.FFNet(sizes, num_classes=C, threshold=0.0, norm="l2", eps=layers[0].eps, init="torch",
+                   device=layers[0].weight.device)
+    with torch.no_grad():
+        for src, dst in zip(layers, net.layers):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+    return net
+
+
+def overlay_on_value(x: torch.Tensor) -> float:
+    """The on value :func:`overlay` writes: the maximum of x once its label features are zeroed."""
+    return max(float(x[:, C:].max()), 0.0)
+
+
+def predict_library(net: ff.FFNet, x, on: float):
+    """ffops' all-label prediction, ``ffops.ff.goodness_per_label`` (``net`` from :func:`make_ffnet`);
+    ``[B, C]`` goodness."""
+    return ff.goodness_per_label(net, x, on_value=on)
+
+
+def predict_rows(layers, x):
+    """All C labels in one pass of B*C overlaid rows through every layer; ``[B, C]`` goodness."""
     b = x.shape[0]
     labels = torch.arange(C, device=x.device).repeat(b)
     return ffops_goodness(layers, overlay(x.repeat_interleave(C, 0), labels)).view(b, C)
@@ -164,14 +193,17 @@ def predict_eager_port(layers, x):
 
 
 def bench_prediction(sizes, batch, device, budget, min_repeats) -> tuple[dict, float]:
-    """Time the batched / looped / eager-port all-label goodness (no_grad); max |diff| too."""
+    """Time the all-label goodness (no_grad): ``batched`` (the library path), ``batched-rows``, the
+    loop over labels and the eager port's loop; the max relative diff to the loop's goodness too."""
     eager, ffops_layers = make_networks(sizes, device, seed=1)
+    net = make_ffnet(ffops_layers)
     x = make_data(batch, sizes[0], device, seed=7)
-    fns = {"batched": lambda: predict_batched(ffops_layers, x), "loop": lambda: predict_loop(ffops_layers, x),
-           "eager-port-loop": lambda: predict_eager_port(eager, x)}
+    on = overlay_on_value(x)
+    fns = {"batched": lambda: predict_library(net, x, on), "batched-rows": lambda: predict_rows(ffops_layers, x),
+           "loop": lambda: predict_loop(ffops_layers, x), "eager-port-loop": lambda: predict_eager_port(eager, x)}
     with torch.no_grad():
         ref = fns["loop"]()
-        diff = max(float((fns[k]() - ref).abs().max() / ref.abs().max()) for k in ("batched", "eager-port-loop"))
+        diff = max(float((fns[k]() - ref).abs().max() / ref.abs().max()) for k in fns if k != "loop")
         r = harness.time_callables("all-label prediction", fns, device, metric="predict",
                                    info={"B": batch, "C": C, "sizes": list(sizes)}, budget_s=budget,
                                    min_repeats=min_repeats)

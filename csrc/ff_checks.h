@@ -1,11 +1,13 @@
 // Checks of the raw-pointer contract shared by the CPU and CUDA registrations of the FF ops
-// (csrc/cpu/ff.cpp, csrc/cuda/ff_cuda.cpp). Arguments were validated at the Python boundary;
+// (csrc/cpu/ff*.cpp, csrc/cuda/ff*_cuda.cpp). Arguments were validated at the Python boundary;
 // these guard direct calls of torch.ops.ffops.* against a crash in a kernel.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <optional>
 
 namespace ffops {
 
@@ -30,6 +32,35 @@ inline void check_stat(const at::Tensor& v, const at::Tensor& h, const char* nam
 
 inline at::Tensor empty_stat(const at::Tensor& h) {
   return at::empty({h.size(0)}, h.options().dtype(stat_type(h.scalar_type())));
+}
+
+// ff_label_rows' arguments (schema in csrc/ops.cpp); returns C, the number of labels.
+inline int64_t check_label_rows_args(const at::Tensor& pre, const at::Tensor& on,
+                                     const std::optional<at::Tensor>& scale, const at::Tensor& label_weight,
+                                     const std::optional<at::Tensor>& bias) {
+  const at::ScalarType t = pre.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
+              "ffops: pre must be float32, float64, float16 or bfloat16, got ", t);
+  TORCH_CHECK(pre.dim() == 2 && pre.is_contiguous(), "ffops: pre must be a contiguous [batch, out] matrix, got ",
+              pre.sizes(), " with strides ", pre.strides());
+  check_stat(on, pre, "on");
+  if (scale.has_value()) check_stat(*scale, pre, "scale");
+  const int64_t out = pre.size(1);
+  TORCH_CHECK(label_weight.device() == pre.device(), "ffops: label_weight must be on ", pre.device(), ", got ",
+              label_weight.device());
+  TORCH_CHECK(label_weight.dim() == 2 && label_weight.size(0) == out && label_weight.size(1) >= 1 &&
+                  label_weight.is_contiguous(),
+              "ffops: label_weight must be a contiguous [", out, ", C] matrix with C >= 1, got ", label_weight.sizes(),
+              " with strides ", label_weight.strides());
+  TORCH_CHECK(label_weight.scalar_type() == t, "ffops: label_weight must have the dtype of pre (", t, "), got ",
+              label_weight.scalar_type());
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->device() == pre.device(), "ffops: bias must be on ", pre.device(), ", got ", bias->device());
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() && bias->scalar_type() == t,
+                "ffops: bias must be a contiguous [", out, "] vector of ", t, ", got ", bias->sizes(), " ",
+                bias->scalar_type());
+  }
+  return label_weight.size(1);
 }
 
 }  // namespace ffops

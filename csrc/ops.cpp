@@ -41,6 +41,18 @@ TORCH_LIBRARY(ffops, m) {
   m.def(
       "ff_linear_bwd(Tensor x, Tensor? x_scale, Tensor h, Tensor grad_sumsq, Tensor? grad_pos_mean, int n_pos) "
       "-> (Tensor, Tensor)");
+  // The first layer on every (sample, label) overlay, for prediction by goodness (inference only;
+  // csrc/cpu/ff_label_rows.cpp, csrc/cuda/ff_linear*.{cu,cpp}). The label overlay only changes the
+  // first C input features, so one GEMM on the label-free input x0 (x with its first C features
+  // zeroed), pre = x0 @ W^T [B, out], plus a rank-1 term per label gives row b * C + c:
+  //   h[b*C + c, j] = relu(scale[b] * (pre[b, j] + on[b] * label_weight[j, c]) + bias[j])
+  //   sumsq[b*C + c] = sum_j h[b*C + c, j]^2
+  // pre [B, out] contiguous (float32 / float64 / float16 / bfloat16); on [B] (the overlay's on value)
+  // and scale [B] (the input's length normalization, or None: 1) of the stat type; label_weight
+  // [out, C] = W[:, :C], C >= 1, and bias [out] (or None) contiguous, of pre's dtype. Computed in the
+  // stat type; h contiguous [B*C, out] of pre's dtype, sumsq [B*C] of the stat type (from the
+  // unrounded h). Returns (h, sumsq).
+  m.def("ff_label_rows(Tensor pre, Tensor on, Tensor? scale, Tensor label_weight, Tensor? bias) -> (Tensor, Tensor)");
 
   // ---- Memory-saving activations and norms (csrc/cpu/activations.cpp, csrc/cpu/norms.cpp,
   //      csrc/cuda/memory*.{cu,cpp}) ------------------------------------------------------------

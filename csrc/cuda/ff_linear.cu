@@ -1,6 +1,7 @@
-// CUDA epilogues of the fused Forward-Forward linear layer (ff_linear_fwd / ff_linear_bwd). The
-// GEMMs run in cuBLAS on the torch side (csrc/cuda/ff_linear_cuda.cpp); these kernels do the
-// rest in one pass over the [rows, out] matrix. No torch headers: launchers in ff_linear.h.
+// CUDA epilogues of the fused Forward-Forward linear layer (ff_linear_fwd / ff_linear_bwd) and its
+// all-label prediction rows (ff_label_rows). The GEMMs run in cuBLAS on the torch side
+// (csrc/cuda/ff_linear_cuda.cpp) or in the caller; these kernels do the rest in one pass over the
+// [rows, out] matrix. No torch headers: launchers in ff_linear.h.
 //
 // Work mapping (as in ff.cu): each row is handled by a "group" of threads, a power-of-two slice
 // of a warp (1..32 lanes, 256-thread blocks) for short rows, or the whole block (128..1024
@@ -16,6 +17,9 @@
 // with shuffles and the warps of the block in shared memory. The grid is capped at one resident
 // wave (occupancy API), which bounds the number of atomics per column by the number of resident
 // blocks. Accumulation is in float (double for double data).
+//
+// ff_label_rows (all-label prediction rows, no GEMM and no column sums) has a simpler mapping: one
+// warp per output row, see label_rows_kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -198,6 +202,52 @@ __global__ void __launch_bounds__(1024)
   flush_cols<A, N, I, kBlock>(col, slot0, nslots, m.lane, group, true, colsum);
 }
 
+constexpr int kLabelRowsBlock = 256;  // threads per block of label_rows_kernel: 8 warps, 8 rows at a time
+
+// All-label rows (see launch_ff_label_rows): one warp per output row r = b * labels + c, warps
+// striding over the rows; a row is walked in slots of N elements (one 16-byte access when
+// vectorized, else N = 1), lane l owning slots l, l + 32, ...; the row's sum of squares is a warp
+// reduction. The labels rows of a sample reread its row of pre (from cache). The loop condition is
+// uniform across a warp, so every lane reaches the shuffles.
+template <typename T, int N, bool kBias>
+__global__ void __launch_bounds__(kLabelRowsBlock)
+    label_rows_kernel(const T* __restrict__ pre, int64_t rows, int64_t out, int64_t nslots,
+                      const acc_t<T>* __restrict__ on, const acc_t<T>* __restrict__ scale, const T* __restrict__ wt,
+                      int64_t labels, const T* __restrict__ bias, T* __restrict__ h, acc_t<T>* __restrict__ sumsq) {
+  using A = acc_t<T>;
+  using P = Pack<T, N>;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  const int64_t total = rows * labels;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < total; r += step) {
+    const int64_t b = r / labels;
+    const int64_t c = r - b * labels;
+    const P* pr = reinterpret_cast<const P*>(pre + b * out);
+    const P* wr = reinterpret_cast<const P*>(wt + c * out);
+    P* hr = reinterpret_cast<P*>(h + r * out);
+    const A o = on[b];
+    const A sc = scale != nullptr ? scale[b] : A(1);
+    A ss = A(0);
+    for (int64_t s = lane; s < nslots; s += 32) {
+      const P p = pr[s];
+      const P w = wr[s];
+      P q;  // the bias, then (element by element) the output
+      if constexpr (kBias) q = reinterpret_cast<const P*>(bias)[s];
+#pragma unroll
+      for (int e = 0; e < N; ++e) {
+        A v = sc * (to_acc(p.v[e]) + o * to_acc(w.v[e]));
+        if constexpr (kBias) v += to_acc(q.v[e]);
+        v = relu(v);
+        q.v[e] = from_acc<T>(v);
+        ss += v * v;  // unrounded h
+      }
+      hr[s] = q;
+    }
+    ss = warp_allreduce(ss, 32);
+    if (lane == 0) sumsq[r] = ss;
+  }
+}
+
 // dst[j] = src[j] / d for j < n (dst may be src).
 template <typename A>
 __global__ void div_kernel(const A* src, int64_t n, A d, A* dst) {
@@ -367,6 +417,38 @@ cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t 
           static_cast<T*>(u), static_cast<A*>(grad_bias_acc));
       return cudaGetLastError();
     });
+  });
+}
+
+cudaError_t launch_ff_label_rows(FFDtype dtype, const void* pre, int64_t rows, int64_t out, const void* on,
+                                 const void* scale, const void* wt, int64_t labels, const void* bias, void* h,
+                                 void* sumsq, cudaStream_t stream) {
+  if (rows < 0 || out < 0 || labels < 1) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;  // h and sumsq are empty
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    const auto launch = [&](auto n_tag, auto bias_tag) -> cudaError_t {
+      constexpr int N = decltype(n_tag)::value;
+      const auto kernel = label_rows_kernel<T, N, decltype(bias_tag)::value>;
+      unsigned grid_x = 0;
+      const Cfg one_warp_per_row{kLabelRowsBlock, 1, 32, false};
+      const cudaError_t e = rows_grid(kernel, one_warp_per_row, rows * labels, &grid_x);
+      if (e != cudaSuccess) return e;
+      kernel<<<grid_x, kLabelRowsBlock, 0, stream>>>(
+          static_cast<const T*>(pre), rows, out, out / N, static_cast<const A*>(on), static_cast<const A*>(scale),
+          static_cast<const T*>(wt), labels, static_cast<const T*>(bias), static_cast<T*>(h), static_cast<A*>(sumsq));
+      return cudaGetLastError();
+    };
+    constexpr int kVec = static_cast<int>(16 / sizeof(T));
+    const bool vec = out % kVec == 0 && aligned16(pre) && aligned16(wt) && aligned16(h) &&
+                     (bias == nullptr || aligned16(bias));
+    const auto with_bias = [&](auto n_tag) -> cudaError_t {
+      if (bias != nullptr) return launch(n_tag, std::true_type{});
+      return launch(n_tag, std::false_type{});
+    };
+    if (vec) return with_bias(std::integral_constant<int, kVec>{});
+    return with_bias(std::integral_constant<int, 1>{});
   });
 }
 

@@ -1,7 +1,8 @@
-// Launchers of the fused Forward-Forward linear layer's CUDA epilogues (csrc/cuda/ff_linear.cu).
-// Plain C++: raw pointers, int64_t sizes, no torch headers. The GEMMs themselves run in cuBLAS
-// (at::mm) on the torch-facing side, csrc/cuda/ff_linear_cuda.cpp; the math is in the schema
-// comments of ff_linear_fwd / ff_linear_bwd in csrc/ops.cpp.
+// Launchers of the fused Forward-Forward linear layer's CUDA epilogues and of its all-label
+// prediction rows (csrc/cuda/ff_linear.cu). Plain C++: raw pointers, int64_t sizes, no torch
+// headers. The GEMMs themselves run in cuBLAS (at::mm) on the torch-facing side,
+// csrc/cuda/ff_linear_cuda.cpp, or in the caller (ff_label_rows); the math is in the schema
+// comments of ff_linear_fwd / ff_linear_bwd / ff_label_rows in csrc/ops.cpp.
 //
 // Common contract:
 //  * Dense [rows, out] matrices (h, u) are contiguous (row stride out) and of the data dtype;
@@ -52,5 +53,16 @@ cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t 
                                           const void* x_scale, const void* grad_sumsq, const void* grad_pos_mean,
                                           int64_t n_pos, void* u, void* grad_bias_acc, void* pos_coef,
                                           cudaStream_t stream);
+
+// All-label rows of the first layer (ff_label_rows), row r = b * labels + c of h [rows * labels, out]:
+//   h[r, j] = relu((scale ? scale[b] : 1) * (pre[b, j] + on[b] * wt[c, j]) + (bias ? bias[j] : 0))
+//   sumsq[r] = sum_j h[r, j]^2                (opmath, of the unrounded value; 0 when out == 0)
+// pre: [rows, out] data dtype. on: rows opmath values. scale: rows opmath values or nullptr.
+// wt: [labels, out] data dtype, contiguous (the transposed label weights W[:, :labels]^T).
+// bias: out values of the data dtype or nullptr. h: [rows * labels, out] data dtype (output).
+// sumsq: rows * labels opmath values (output). labels >= 1. Deterministic (no atomics).
+cudaError_t launch_ff_label_rows(FFDtype dtype, const void* pre, int64_t rows, int64_t out, const void* on,
+                                 const void* scale, const void* wt, int64_t labels, const void* bias, void* h,
+                                 void* sumsq, cudaStream_t stream);
 
 }  // namespace ffops::gpu

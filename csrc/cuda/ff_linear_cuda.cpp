@@ -1,9 +1,9 @@
 // Fused Forward-Forward linear layer on CUDA: the torch-facing side of csrc/cuda/ff_linear.cu.
 // The GEMMs run in cuBLAS through at::mm; the epilogues (bias, scale, relu and the statistics in
 // the forward, the dpre matrix and bias gradient in the backward) are one CUDA kernel each, see
-// cuda/ff_linear.h. Validates the raw-pointer contract (the kernels index x_scale, bias, ... by
-// the shapes of x and h), allocates the outputs and launches on the current stream of x's device.
-// Schemas and math: csrc/ops.cpp.
+// cuda/ff_linear.h; so are the all-label prediction rows (ff_label_rows). Validates the
+// raw-pointer contract (the kernels index x_scale, bias, ... by the shapes of x and h), allocates
+// the outputs and launches on the current stream of x's device. Schemas and math: csrc/ops.cpp.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -115,10 +115,32 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
   return {grad_weight, grad_bias};
 }
 
+// (h, sumsq); see ff_label_rows in csrc/ops.cpp.
+std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at::Tensor& on,
+                                                 const std::optional<at::Tensor>& scale,
+                                                 const at::Tensor& label_weight,
+                                                 const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(pre.is_cuda(), "ffops: pre must be a CUDA tensor, got ", pre.device());
+  const int64_t labels = check_label_rows_args(pre, on, scale, label_weight, bias);
+  const int64_t batch = pre.size(0), out = pre.size(1);
+
+  const c10::cuda::CUDAGuard guard(pre.device());
+  at::Tensor h = at::empty({batch * labels, out}, pre.options());
+  at::Tensor sumsq = at::empty({batch * labels}, pre.options().dtype(stat_type(pre.scalar_type())));
+  const at::Tensor wt = label_weight.t().contiguous();  // [C, out]: each label row's weights read coalesced
+  check_launch(launch_ff_label_rows(ffdtype_of(pre.scalar_type()), pre.const_data_ptr(), batch, out,
+                                    on.const_data_ptr(), opt_ptr(scale), wt.const_data_ptr(), labels, opt_ptr(bias),
+                                    h.mutable_data_ptr(), sumsq.mutable_data_ptr(),
+                                    c10::cuda::getCurrentCUDAStream().stream()),
+               "ff_label_rows");
+  return {h, sumsq};
+}
+
 }  // namespace
 }  // namespace ffops::gpu
 
 TORCH_LIBRARY_IMPL(ffops, CUDA, m) {
   m.impl("ff_linear_fwd", &ffops::gpu::ff_linear_fwd);
   m.impl("ff_linear_bwd", &ffops::gpu::ff_linear_bwd);
+  m.impl("ff_label_rows", &ffops::gpu::ff_label_rows);
 }

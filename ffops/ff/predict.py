@@ -5,7 +5,8 @@
     layer's log-odds ``sign * (G - threshold)`` (optionally skipping the first layer, as Hinton does);
     argmax. Because the label only changes the first ``C`` input features, the first layer is run
     once per sample plus a rank-``C`` correction (exact: the input norm does not depend on which
-    label is on), which makes it ``C`` times cheaper than a plain pass.
+    label is on), which makes it ``C`` times cheaper than a plain pass; the ``C`` rows of a sample are
+    written in one fused pass (ffops' ff_label_rows kernels).
 (b) By a linear softmax head (``LinearHead``) on the length-normalized activities of (upper)
     layers, computed in one pass with a neutral label (``1 / C`` in every label position).
 """
@@ -17,6 +18,7 @@ from torch import nn
 
 from ffops.ff.labels import neutral_overlay, overlay_all_labels
 from ffops.ff.model import FFNet
+from ffops.ops.ff_linear import ff_label_rows
 
 METHODS = ("goodness", "head")
 
@@ -37,22 +39,19 @@ def _check_chunk(op: str, chunk_size) -> int:
 
 def _first_layer_all_labels(layer, x: torch.Tensor, num_classes: int, on_value):
     """``layer`` (an FFLinear) on every (sample, label) overlay of ``x``: ``(h, sumsq)`` with
-    ``B * C`` rows, from one GEMM on ``B`` rows. Row ``b * C + c``: sample ``b`` with label ``c``."""
-    b, c = x.shape[0], num_classes
-    on = x.amax(1) if on_value == "max" else x.new_full((b,), float(on_value))
+    ``B * C`` rows, from one GEMM on ``B`` rows and one fused expansion pass (ffops' ff_label_rows).
+    Row ``b * C + c``: sample ``b`` with label ``c``."""
+    c = num_classes
+    on = x.amax(1) if on_value == "max" else x.new_full((x.shape[0],), float(on_value))
     base = x.clone()
     base[:, :c] = 0
     pre = base @ layer.weight.t()  # [B, out]
-    pre = pre[:, None, :] + on[:, None, None] * layer.weight[:, :c].t()[None]  # [B, C, out]
-    if layer.normalize_input:
+    scale = None
+    if layer.normalize_input:  # FFLinear's input scale, from |overlay|^2 = |base|^2 + on^2
         x_sumsq = base.float().square().sum(1) + on.float().square()
         norm_scale = 1.0 if layer.norm == "l2" else 1.0 / layer.in_features
         scale = 1.0 / (torch.sqrt(x_sumsq * norm_scale) + layer.eps)
-        pre = pre * scale.to(pre.dtype)[:, None, None]
-    if layer.bias is not None:
-        pre = pre + layer.bias
-    h = torch.relu(pre).reshape(b * c, -1)
-    return h, h.float().square().sum(1)
+    return ff_label_rows(pre, on, layer.weight[:, :c], layer.bias, scale=scale)
 
 
 @torch.no_grad()

@@ -1,9 +1,12 @@
 """torch.library wiring of the fused FF layer: fake implementations, autograd, and the Triton
-launchers (ffops.kernels.ff_linear) wrapped as opaque custom ops ``ffops::triton_ff_linear_*``.
+launchers (ffops.kernels.ff_linear) wrapped as opaque custom ops ``ffops::triton_ff_linear_*`` and
+``ffops::triton_ff_label_rows``.
 
 The layer output ``h`` is the *activity handed to the next layer*: it is marked non-differentiable
 (gradient never crosses FF layers). Gradients flow from the per-row ``sumsq`` (the goodness) and
 the positive-row column means ``pos_mean`` (peer normalization) into the weight and bias only.
+``ff_label_rows`` (the first layer on every label overlay, for prediction) is inference-only: it
+has no autograd.
 """
 
 from typing import NamedTuple
@@ -17,6 +20,7 @@ from ffops.ops._ff_library import stat_dtype
 class FFLinearKernels(NamedTuple):
     fwd: object
     bwd: object
+    label_rows: object
 
 
 def _fake_fwd(x, x_scale, weight, bias, n_pos):
@@ -30,6 +34,11 @@ def _fake_fwd(x, x_scale, weight, bias, n_pos):
 
 def _fake_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos):
     return x.new_empty((h.shape[1], x.shape[1])), x.new_empty((h.shape[1],))
+
+
+def _fake_label_rows(pre, on, scale, label_weight, bias):
+    rows = pre.shape[0] * label_weight.shape[1]
+    return pre.new_empty((rows, pre.shape[1])), pre.new_empty((rows,), dtype=stat_dtype(pre.dtype))
 
 
 def _register_autograd(fwd_name: str, kernels: FFLinearKernels) -> None:
@@ -56,9 +65,11 @@ def _wire(prefix: str) -> FFLinearKernels:
     fwd_name, bwd_name = f"ffops::{prefix}ff_linear_fwd", f"ffops::{prefix}ff_linear_bwd"
     torch.library.register_fake(fwd_name)(_fake_fwd)
     torch.library.register_fake(bwd_name)(_fake_bwd)
+    torch.library.register_fake(f"ffops::{prefix}ff_label_rows")(_fake_label_rows)
     kernels = FFLinearKernels(
         getattr(torch.ops.ffops, prefix + "ff_linear_fwd").default,
         getattr(torch.ops.ffops, prefix + "ff_linear_bwd").default,
+        getattr(torch.ops.ffops, prefix + "ff_label_rows").default,
     )
     _register_autograd(fwd_name, kernels)
     return kernels
@@ -87,6 +98,18 @@ def _define_triton_ops() -> None:
         from ffops.kernels import ff_linear
 
         return ff_linear.ff_linear_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos)
+
+    @torch.library.custom_op("ffops::triton_ff_label_rows", mutates_args=())
+    def label_rows(
+        pre: torch.Tensor,
+        on: torch.Tensor,
+        scale: torch.Tensor | None,
+        label_weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ffops.kernels import ff_linear
+
+        return ff_linear.ff_label_rows(pre, on, scale, label_weight, bias)
 
 
 KERNELS: dict[str, FFLinearKernels] = {}

@@ -5,6 +5,10 @@ and the positive-row column means fused into its epilogue, and the input's lengt
 applied as a per-row scale after the GEMM (so the normalized input is never materialized). The
 backward forms ``x_scale * dL/dpre`` in one pass over ``h`` and multiplies it into the weight
 gradient. ffops.nn.FFLinear builds the FF loss on top of it.
+
+``ff_label_rows`` is the first layer's inference on every (sample, label) overlay (prediction by
+goodness, ffops.ff.goodness_per_label): one GEMM on the label-free input, expanded into the ``C``
+label rows of every sample in one fused pass.
 """
 
 import torch
@@ -68,4 +72,59 @@ def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     return KERNELS[impl].fwd(
         x.detach().contiguous(), x_scale, weight.contiguous(),
         None if bias is None else bias.contiguous(), n_pos,
+    )
+
+
+def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tensor,
+                  bias: torch.Tensor | None = None, *, scale: torch.Tensor | None = None):
+    """An FF layer's output on every (sample, label) overlay, from one GEMM on the label-free input.
+
+    The label overlay only changes the first ``C`` input features, so with ``x0`` the input with
+    those features zeroed and ``pre = x0 @ W^T``, row ``b * C + c`` (sample ``b`` with ``on[b]`` at
+    feature ``c``) is ``relu(scale[b] * (pre[b] + on[b] * W[:, c]) + bias)``. Inference only (no
+    autograd).
+
+    Args:
+        pre: ``[B, out]``, the GEMM on the label-free input.
+        on: ``[B]``, the value written at the label's feature.
+        label_weight: ``W[:, :C]``, ``[out, C]`` with ``C >= 1``, dtype of ``pre``.
+        bias: ``[out]`` (dtype of ``pre``) or None.
+        scale: ``[B]``, the input's length normalization (a per-sample scale applied after the GEMM,
+            as ``ff_linear``'s ``x_scale``), or None.
+
+    Returns:
+        ``(h, sumsq)``: ``h [B * C, out]`` in ``pre``'s dtype (computed in float32, float64 for float64
+        ``pre``) and ``sumsq [B * C]`` its per-row sum of squares (float32; float64 for float64).
+    """
+    op = "ffops.ff_label_rows"
+    check_float_tensor(op, "pre", pre, min_ndim=2)
+    for name, t in {"on": on, "label_weight": label_weight, "bias": bias, "scale": scale}.items():
+        if t is not None:
+            check_float_tensor(op, name, t)
+            if t.device != pre.device:
+                raise ValueError(f"{op}: {name} must be on the device of pre ({pre.device}), got {t.device}")
+    if pre.dim() != 2:
+        raise ValueError(f"{op}: pre must be 2-D [batch, out], got {tuple(pre.shape)}")
+    batch, out = pre.shape
+    if label_weight.dim() != 2 or label_weight.shape[0] != out or label_weight.shape[1] < 1:
+        raise ValueError(f"{op}: label_weight must be [{out}, C] with C >= 1 for pre of shape "
+                         f"{tuple(pre.shape)}, got {tuple(label_weight.shape)}")
+    if label_weight.dtype != pre.dtype:
+        raise TypeError(f"{op}: label_weight must have the dtype of pre ({pre.dtype}), got {label_weight.dtype}")
+    if bias is not None and (bias.shape != (out,) or bias.dtype != pre.dtype):
+        raise ValueError(f"{op}: bias must be a [{out}] tensor of {pre.dtype}, got {tuple(bias.shape)} {bias.dtype}")
+    for name, t in (("on", on), ("scale", scale)):
+        if t is not None and t.shape != (batch,):
+            raise ValueError(f"{op}: {name} must have shape ({batch},), got {tuple(t.shape)}")
+
+    pre, on, label_weight = pre.detach(), on.detach(), label_weight.detach()
+    bias = None if bias is None else bias.detach()
+    scale = None if scale is None else scale.detach()
+    impl = _backend.resolve(pre.device)
+    if impl == "reference":
+        return reference.ff_label_rows(pre, on, label_weight, bias, scale=scale)
+    stat = stat_dtype(pre.dtype)
+    return KERNELS[impl].label_rows(
+        pre.contiguous(), on.to(stat).contiguous(), None if scale is None else scale.to(stat).contiguous(),
+        label_weight.contiguous(), None if bias is None else bias.contiguous(),
     )

@@ -19,3 +19,24 @@ def ff_linear(x, weight, bias=None, *, x_scale=None, n_pos=0):
         pre = pre + bias.to(acc_dtype)
     h = torch.relu(pre)
     return h.detach().to(x.dtype), h.square().sum(1), h[:n_pos].mean(0)
+
+
+def ff_label_rows(pre, on, label_weight, bias=None, *, scale=None):
+    """The first FF layer on every (sample, label) overlay, from the GEMM on the label-free input.
+
+    ``pre = x0 @ W^T`` ``[B, out]`` with ``x0`` the input with its first ``C`` (label) features zeroed,
+    ``on [B]`` the value written at the label's feature, ``label_weight = W[:, :C]`` ``[out, C]``:
+    ``h[b * C + c, j] = relu(scale[b] * (pre[b, j] + on[b] * label_weight[j, c]) + bias[j])``, computed
+    in float32 (float64 for float64 ``pre``) and returned in ``pre``'s dtype ``[B * C, out]``, with
+    ``sumsq[b * C + c] = sum_j h[b * C + c, j]^2`` (of the unrounded ``h``). ``scale`` / ``bias``:
+    None for 1 / 0.
+    """
+    acc_dtype = torch.float64 if pre.dtype == torch.float64 else torch.float32
+    rows = pre.shape[0] * label_weight.shape[1]
+    z = pre.to(acc_dtype)[:, None, :] + on.to(acc_dtype)[:, None, None] * label_weight.t().to(acc_dtype)  # [B, C, out]
+    if scale is not None:
+        z = z * scale.to(acc_dtype)[:, None, None]
+    if bias is not None:
+        z = z + bias.to(acc_dtype)
+    h = torch.relu(z).reshape(rows, pre.shape[1])
+    return h.to(pre.dtype), h.square().sum(1)
