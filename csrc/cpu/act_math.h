@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
-#define FFOPS_AI inline __attribute__((always_inline))
+#include "cpu/row_math.h"  // FFOPS_AI
 
 namespace ffops::cpu::actmath {
 

@@ -23,32 +23,50 @@ namespace {
 
 int64_t grain_rows(int64_t features) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, features)); }
 
-// sum_i x[i]
+// sum_i x[i]. The row is split into four quarters summed side by side, so the vectorized loop
+// carries four independent accumulator chains instead of one (a single chain is bound by the latency
+// of the add, not by the loads, on rows that sit in L1).
 template <typename T>
-inline opmath_t<T> row_sum_impl(const T* x, int64_t n) {
-  opmath_t<T> acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += cvt::ld(x, i);
-  return acc;
-}
-
-// sum_i (x[i] - m)^2
-template <typename T>
-inline opmath_t<T> row_sqdev_impl(const T* x, opmath_t<T> m, int64_t n) {
-  opmath_t<T> acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) {
-    const opmath_t<T> d = cvt::ld(x, i) - m;
-    acc += d * d;
+FFOPS_AI opmath_t<T> row_sum_impl(const T* x, int64_t n) {
+  using A = opmath_t<T>;
+  const int64_t q = n / 4;
+  A s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t i = 0; i < q; ++i) {
+    s0 += cvt::ld(x, i);
+    s1 += cvt::ld(x, i + q);
+    s2 += cvt::ld(x, i + 2 * q);
+    s3 += cvt::ld(x, i + 3 * q);
   }
-  return acc;
+  for (int64_t i = 4 * q; i < n; ++i) s0 += cvt::ld(x, i);
+  return (s0 + s1) + (s2 + s3);
 }
 
-// (sum_i g[i], sum_i g[i] * y[i]) in one pass. The row is split into four quarters reduced side by
-// side, so the vectorized loop carries four independent accumulator chains per sum instead of one
-// (a single chain is bound by the latency of the add, not by the loads).
+// sum_i (x[i] - m)^2, four chains as row_sum_impl.
 template <typename T>
-inline std::pair<opmath_t<T>, opmath_t<T>> row_sum_dot_impl(const T* g, const T* y, int64_t n) {
+FFOPS_AI opmath_t<T> row_sqdev_impl(const T* x, opmath_t<T> m, int64_t n) {
+  using A = opmath_t<T>;
+  const int64_t q = n / 4;
+  A s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t i = 0; i < q; ++i) {
+    const A d0 = cvt::ld(x, i) - m, d1 = cvt::ld(x, i + q) - m;
+    const A d2 = cvt::ld(x, i + 2 * q) - m, d3 = cvt::ld(x, i + 3 * q) - m;
+    s0 += d0 * d0;
+    s1 += d1 * d1;
+    s2 += d2 * d2;
+    s3 += d3 * d3;
+  }
+  for (int64_t i = 4 * q; i < n; ++i) {
+    const A d = cvt::ld(x, i) - m;
+    s0 += d * d;
+  }
+  return (s0 + s1) + (s2 + s3);
+}
+
+// (sum_i g[i], sum_i g[i] * y[i]) in one pass, four chains per sum as row_sum_impl.
+template <typename T>
+FFOPS_AI std::pair<opmath_t<T>, opmath_t<T>> row_sum_dot_impl(const T* g, const T* y, int64_t n) {
   using A = opmath_t<T>;
   const int64_t q = n / 4;
   A s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0 = 0, d1 = 0, d2 = 0, d3 = 0;
@@ -74,14 +92,14 @@ inline std::pair<opmath_t<T>, opmath_t<T>> row_sum_dot_impl(const T* g, const T*
 
 // y[i] = (x[i] - m) * r
 template <typename T, typename O>
-inline void row_normalize_impl(const T* x, opmath_t<T> m, opmath_t<T> r, O* y, int64_t n) {
+FFOPS_AI void row_normalize_impl(const T* x, opmath_t<T> m, opmath_t<T> r, O* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) cvt::st(y, i, (cvt::ld(x, i) - m) * r);
 }
 
 // dx[i] = r * (g[i] - a - y[i] * b)
 template <typename O, typename D>
-inline void row_backward_impl(const O* g, const O* y, opmath_t<O> r, opmath_t<O> a, opmath_t<O> b, D* dx, int64_t n) {
+FFOPS_AI void row_backward_impl(const O* g, const O* y, opmath_t<O> r, opmath_t<O> a, opmath_t<O> b, D* dx, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     cvt::st(dx, i, r * (cvt::ld(g, i) - a - cvt::ld(y, i) * b));

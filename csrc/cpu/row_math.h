@@ -17,6 +17,10 @@
 #define FFOPS_MULTIVERSION
 #endif
 
+// The bodies that multiversioned entry points call must be forced inline: a plain `inline` body that
+// GCC declines to inline is compiled once for the default target, and every clone jumps to it.
+#define FFOPS_AI inline __attribute__((always_inline))
+
 namespace ffops::cpu {
 
 template <typename T>
@@ -32,7 +36,7 @@ using opmath_t = typename OpMath<T>::type;
 
 // sum_i x[i]^2
 template <typename T>
-inline opmath_t<T> sumsq_impl(const T* x, int64_t n) {
+FFOPS_AI opmath_t<T> sumsq_impl(const T* x, int64_t n) {
   opmath_t<T> acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) {
@@ -44,7 +48,7 @@ inline opmath_t<T> sumsq_impl(const T* x, int64_t n) {
 
 // sum_i a[i] * b[i]
 template <typename T>
-inline opmath_t<T> dot_impl(const T* a, const T* b, int64_t n) {
+FFOPS_AI opmath_t<T> dot_impl(const T* a, const T* b, int64_t n) {
   opmath_t<T> acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) {
@@ -55,7 +59,7 @@ inline opmath_t<T> dot_impl(const T* a, const T* b, int64_t n) {
 
 // out[i] = c * x[i]
 template <typename T>
-inline void scale_impl(const T* x, opmath_t<T> c, T* out, int64_t n) {
+FFOPS_AI void scale_impl(const T* x, opmath_t<T> c, T* out, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     out[i] = static_cast<T>(c * static_cast<opmath_t<T>>(x[i]));
@@ -64,7 +68,7 @@ inline void scale_impl(const T* x, opmath_t<T> c, T* out, int64_t n) {
 
 // out[i] = a * x[i] + b * y[i]
 template <typename T>
-inline void axpby_impl(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, T* out, int64_t n) {
+FFOPS_AI void axpby_impl(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, T* out, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     out[i] = static_cast<T>(a * static_cast<opmath_t<T>>(x[i]) + b * static_cast<opmath_t<T>>(y[i]));
@@ -74,7 +78,7 @@ inline void axpby_impl(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, T* 
 // In place h[i] = relu(s * h[i] + b[i]) (b may be nullptr; relu keeps NaN, as torch.relu) and
 // returns sum_i h[i]^2; with col != nullptr also col[i] += h[i] (both from the unrounded value).
 template <typename T, bool kBias, bool kCol>
-inline opmath_t<T> bias_relu_sumsq_loop(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
+FFOPS_AI opmath_t<T> bias_relu_sumsq_loop(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
   using A = opmath_t<T>;
   A acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -90,14 +94,14 @@ inline opmath_t<T> bias_relu_sumsq_loop(T* h, const T* b, opmath_t<T> s, opmath_
 }
 
 template <typename T>
-inline opmath_t<T> bias_relu_sumsq_impl(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
+FFOPS_AI opmath_t<T> bias_relu_sumsq_impl(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
   if (b) return col ? bias_relu_sumsq_loop<T, true, true>(h, b, s, col, n) : bias_relu_sumsq_loop<T, true, false>(h, b, s, col, n);
   return col ? bias_relu_sumsq_loop<T, false, true>(h, b, s, col, n) : bias_relu_sumsq_loop<T, false, false>(h, b, s, col, n);
 }
 
 // u[i] = s * d[i], db[i] += d[i], with d[i] = q * h[i] + (v && h[i] > 0 ? v[i] : 0)  (v may be nullptr).
 template <typename T, bool kPeer>
-inline void dpre_loop(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
+FFOPS_AI void dpre_loop(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
                       int64_t n) {
   using A = opmath_t<T>;
 #pragma omp simd
@@ -111,7 +115,7 @@ inline void dpre_loop(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T
 }
 
 template <typename T>
-inline void dpre_impl(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
+FFOPS_AI void dpre_impl(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
                       int64_t n) {
   if (v) {
     dpre_loop<T, true>(h, q, s, v, u, db, n);

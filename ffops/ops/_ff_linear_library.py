@@ -43,7 +43,7 @@ def _fake_label_rows(pre, on, scale, label_weight, bias):
 
 def _register_autograd(fwd_name: str, kernels: FFLinearKernels) -> None:
     def setup_context(ctx, inputs, output):
-        x, x_scale, weight, bias, n_pos = inputs
+        x, x_scale, _weight, bias, n_pos = inputs
         h, _, _ = output
         ctx.mark_non_differentiable(h)
         ctx.save_for_backward(x, x_scale, h)

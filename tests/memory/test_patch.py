@@ -13,6 +13,7 @@ from torch import nn
 import ffops
 from ffops.memory import patch, saved_bytes
 
+
 def _tf():
     return pytest.importorskip("transformers")  # the Hugging Face models; the torch ones run without it
 

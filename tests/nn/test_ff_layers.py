@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ffops
 from ffops import reference
 from ffops.nn import FFConv2d, FFLinear
 
