@@ -1,14 +1,31 @@
-// Device helpers shared by the CUDA kernels (ff.cu, ff_linear.cu, memory.cu). No torch headers.
+// Device helpers shared by the CUDA kernels (ff.cu, ff_linear.cu, memory.cu, sparse.cu). No torch headers.
 // Internal linkage (an anonymous namespace): each .cu file gets its own copy.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <type_traits>
 
 namespace ffops::gpu {
 namespace {
+
+// ---- row mapping ---------------------------------------------------------------------------
+
+// Groups of `group` threads each handle one row: block b's groups take rows b * rpb + [0, rpb)
+// (rpb = blockDim.x / group), then stride by gridDim.x * rpb (first / step: uniform across the block).
+struct RowMap {
+  int group, sub, lane;
+  int64_t first, step;
+  __device__ __forceinline__ explicit RowMap(int group_) : group(group_) {
+    const int rpb = static_cast<int>(blockDim.x) / group;
+    sub = static_cast<int>(threadIdx.x) / group;
+    lane = static_cast<int>(threadIdx.x) - sub * group;
+    first = static_cast<int64_t>(blockIdx.x) * rpb;
+    step = static_cast<int64_t>(gridDim.x) * rpb;
+  }
+};
 
 // ---- element types -------------------------------------------------------------------------
 

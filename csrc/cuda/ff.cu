@@ -78,19 +78,6 @@ __device__ __forceinline__ void row_axpby(acc_t<T> a, const T* __restrict__ x, a
   for (int64_t i = nvec * N + lane; i < k; i += group) out[i] = f(x[i], kTwo ? y[i] : x[i]);
 }
 
-// Row mapping: block b handles rows b * rpb + [0, rpb), then strides by gridDim.x * rpb.
-struct RowMap {
-  int64_t first, step;
-  int sub, lane;
-  __device__ __forceinline__ explicit RowMap(int group) {
-    const int rpb = static_cast<int>(blockDim.x) / group;
-    sub = static_cast<int>(threadIdx.x) / group;
-    lane = static_cast<int>(threadIdx.x) - sub * group;
-    first = static_cast<int64_t>(blockIdx.x) * rpb;
-    step = static_cast<int64_t>(gridDim.x) * rpb;
-  }
-};
-
 // ---- kernels (`base` is uniform across the block; `active` is uniform across a group) -----
 
 // g[r] = scale * sum h^2; when loss != nullptr also the FF loss (target may be nullptr).

@@ -5,7 +5,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cuda_runtime_api.h>
@@ -24,8 +23,6 @@ void check_rows(const at::Tensor& h, const char* name) {
   TORCH_CHECK(h.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", h.device());
   ffops::check_rows(h, name);
 }
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 at::Tensor goodness_fwd(const at::Tensor& h, double scale) {
   check_rows(h, "h");

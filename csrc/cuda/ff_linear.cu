@@ -38,19 +38,6 @@ namespace {
 template <typename A>
 __device__ __forceinline__ A relu(A v) { return v < A(0) ? A(0) : v; }
 
-// Row mapping: block b handles rows b * rpb + [0, rpb), then strides by gridDim.x * rpb.
-struct RowMap {
-  int64_t first, step;
-  int sub, lane;
-  __device__ __forceinline__ explicit RowMap(int group) {
-    const int rpb = static_cast<int>(blockDim.x) / group;
-    sub = static_cast<int>(threadIdx.x) / group;
-    lane = static_cast<int>(threadIdx.x) - sub * group;
-    first = static_cast<int64_t>(blockIdx.x) * rpb;
-    step = static_cast<int64_t>(gridDim.x) * rpb;
-  }
-};
-
 // Adds this block's column partials to colsum (global, opmath). col[i][e] belongs to column
 // (slot0 + i * group + lane) * N + e. Must be reached by every thread of the block; `enabled`
 // must be uniform across the block (false: the block adds nothing).

@@ -8,7 +8,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cuda_runtime_api.h>
@@ -77,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
   check_launch(launch_ff_linear_fwd_epilogue(ffdtype_of(x.scalar_type()), h.mutable_data_ptr(), rows, out,
                                              opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
                                              pos_mean.mutable_data_ptr(),
-                                             c10::cuda::getCurrentCUDAStream().stream()),
+                                             current_stream()),
                "ff_linear_fwd");
   return {h, sumsq, pos_mean};
 }
@@ -107,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
                    ffdtype_of(x.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
                    grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
                    grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
-                   c10::cuda::getCurrentCUDAStream().stream()),
+                   current_stream()),
                "ff_linear_bwd");
   // grad_weight = u^T @ x in cuBLAS (zeros when rows == 0); grad_bias rounded to x's dtype.
   at::Tensor grad_weight = at::mm(u.t(), x);
@@ -131,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at
   check_launch(launch_ff_label_rows(ffdtype_of(pre.scalar_type()), pre.const_data_ptr(), batch, out,
                                     on.const_data_ptr(), opt_ptr(scale), wt.const_data_ptr(), labels, opt_ptr(bias),
                                     h.mutable_data_ptr(), sumsq.mutable_data_ptr(),
-                                    c10::cuda::getCurrentCUDAStream().stream()),
+                                    current_stream()),
                "ff_label_rows");
   return {h, sumsq};
 }

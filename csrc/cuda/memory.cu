@@ -184,27 +184,13 @@ __device__ __forceinline__ A group_sum(A v) {
   }
 }
 
-// Rows of this group: the block's rows start at blockIdx.x * rpb and stride by gridDim.x * rpb
-// (uniform across the block); kBlock: one row per block, else one row per warp.
-template <bool kBlock>
-struct RowMap {
-  int group, lane, sub, rpb;
-  __device__ __forceinline__ RowMap() {
-    group = kBlock ? static_cast<int>(blockDim.x) : 32;
-    rpb = static_cast<int>(blockDim.x) / group;
-    sub = static_cast<int>(threadIdx.x) / group;
-    lane = static_cast<int>(threadIdx.x) - sub * group;
-  }
-};
-
 template <typename T, typename O, bool kBlock>
 __global__ void ms_norm_fwd_kernel(const T* __restrict__ x, int64_t rows, int64_t k, int64_t ld, acc_t<T> eps,
                                    bool center, O* __restrict__ y, acc_t<T>* __restrict__ rstd) {
   using A = acc_t<T>;
-  const RowMap<kBlock> m;
+  const RowMap m(kBlock ? static_cast<int>(blockDim.x) : 32);  // kBlock: one row per block, else per warp
   const A inv_k = div_rn(A(1), static_cast<A>(k > 0 ? k : 1));
-  for (int64_t base = static_cast<int64_t>(blockIdx.x) * m.rpb; base < rows;
-       base += static_cast<int64_t>(gridDim.x) * m.rpb) {
+  for (int64_t base = m.first; base < rows; base += m.step) {
     const int64_t r = base + m.sub;
     const bool active = r < rows;
     const T* xr = x + (active ? r : 0) * ld;
@@ -235,10 +221,9 @@ __global__ void ms_norm_bwd_kernel(const O* __restrict__ g, int64_t ld_g, const 
                                    const acc_t<O>* __restrict__ rstd, int64_t rows, int64_t k, bool center,
                                    D* __restrict__ dx) {
   using A = acc_t<O>;
-  const RowMap<kBlock> m;
+  const RowMap m(kBlock ? static_cast<int>(blockDim.x) : 32);  // kBlock: one row per block, else per warp
   const A inv_k = div_rn(A(1), static_cast<A>(k > 0 ? k : 1));
-  for (int64_t base = static_cast<int64_t>(blockIdx.x) * m.rpb; base < rows;
-       base += static_cast<int64_t>(gridDim.x) * m.rpb) {
+  for (int64_t base = m.first; base < rows; base += m.step) {
     const int64_t r = base + m.sub;
     const bool active = r < rows;
     const O* gr = g + (active ? r : 0) * ld_g;

@@ -5,7 +5,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cuda_runtime_api.h>
@@ -80,7 +79,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
   check_launch(launch_sparse_linear_fwd(ffdtype_of(xt.scalar_type(), "xt"), index, xt.const_data_ptr(), B,
                                         values.const_data_ptr(), crow.const_data_ptr(), col.const_data_ptr(), N,
                                         opt_ptr(bias), yt.mutable_data_ptr(),
-                                        c10::cuda::getCurrentCUDAStream().stream()),
+                                        current_stream()),
                "sparse_linear_fwd");
   return yt;
 }
@@ -124,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
                                         t_perm.const_data_ptr(), dxt_ptr,
                                         need_dvalues ? dvalues.mutable_data_ptr() : nullptr,
                                         ws.defined() ? ws.mutable_data_ptr() : nullptr,
-                                        c10::cuda::getCurrentCUDAStream().stream()),
+                                        current_stream()),
                "sparse_linear_bwd");
   return {dxt, dvalues};
 }
