@@ -5,8 +5,9 @@
 // Work is split into chunks of kChunk elements (a multiple of 8, so every chunk starts on a byte
 // boundary of the packed codes) and parallelized over chunks. Per chunk: convert to float, apply
 // the activation in one vectorized loop (csrc/cpu/act_math.h), count the borders below each
-// element in a vectorized loop, pack 8 codes per `bits` bytes with word operations. The backward
-// spreads the codes back to one byte each and multiplies by the gathered level, both vectorized.
+// element in a vectorized loop (16-bit inputs: on their bit patterns), pack 8 codes per `bits` bytes
+// with word operations. The backward spreads the codes back to one byte each and multiplies by the
+// gathered level, both vectorized.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -17,6 +18,7 @@
 #include <array>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 
 #include "cpu/act_math.h"
 #include "cpu/alloc.h"
@@ -123,23 +125,72 @@ FFOPS_AI void count_borders(const T* x, const opmath_t<T>* borders, int64_t n, I
   }
 }
 
-// One chunk of the forward: y = f(x), codes of x packed at `out_codes`.
+// 16-bit inputs (half, bfloat16) compare their bit patterns instead: order_key maps a pattern to an
+// int16 in the order of the values (+-0 -> 0, negatives mirrored below), so a vector compares 32
+// elements at once instead of 16 floats, and x > b  <=>  order_key(x) > border_key(b).
+FFOPS_AI int16_t order_key(uint16_t u) {
+  const auto mag = static_cast<int16_t>(u & 0x7FFFu);
+  return (u & 0x8000u) ? static_cast<int16_t>(-mag) : mag;
+}
+
+// The key of the largest T value <= b: b rounded to nearest, one key lower if that rounded up.
+template <typename T>
+int16_t border_key(float b) {
+  const T r = static_cast<T>(b);
+  uint16_t u;
+  std::memcpy(&u, &r, sizeof u);
+  const int16_t k = order_key(u);
+  return static_cast<float>(r) > b ? static_cast<int16_t>(k - 1) : k;
+}
+
+// The key of +inf: a NaN's key is above it (or below -inf's), and a NaN's code is 0.
+template <typename T>
+constexpr int16_t inf_key() {
+  return std::is_same_v<T, c10::Half> ? 0x7C00 : 0x7F80;
+}
+
+// c[i] = number of the NB border keys below x[i]'s key (0 for NaN).
+template <typename T, int NB>
+FFOPS_AI void count_border_keys(const T* x, const int16_t* keys, int64_t n, uint8_t* c) {
+  int16_t k[NB];
+  for (int j = 0; j < NB; ++j) k[j] = keys[j];
+  const auto* bits = reinterpret_cast<const cvt::u16_alias*>(x);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const int16_t v = order_key(bits[i]);
+    int16_t count = 0;
+    for (int j = 0; j < NB; ++j) count = v > k[j] ? static_cast<int16_t>(count + 1) : count;
+    c[i] = static_cast<uint8_t>(v > inf_key<T>() ? 0 : count);
+  }
+}
+
+// One chunk of the forward: y = f(x), codes of x packed at `out_codes`. `keys`: the borders'
+// border_key for 16-bit T (unused otherwise).
 template <typename T>
 FFOPS_AI void fwd_chunk_impl(const T* x, T* y, uint8_t* out_codes, int64_t n, int fn, const opmath_t<T>* borders,
-                             int nb, int bits) {
-  using A = opmath_t<T>;
-  using I = std::conditional_t<std::is_same_v<A, double>, int64_t, int32_t>;  // lanes as wide as A's
-  alignas(64) I ci[kChunk];
+                             const int16_t* keys, int nb, int bits) {
   alignas(64) uint8_t c[kChunk];
   act_dispatch<T>(fn, x, y, n);
-  switch (nb) {  // nb = 2^bits - 1: a fixed count lets every element meet all borders in registers
-    case 1: count_borders<T, I, 1>(x, borders, n, ci); break;
-    case 3: count_borders<T, I, 3>(x, borders, n, ci); break;
-    case 7: count_borders<T, I, 7>(x, borders, n, ci); break;
-    default: count_borders<T, I, 15>(x, borders, n, ci); break;
-  }
+  // nb = 2^bits - 1: a fixed count lets every element meet all borders in registers
+  if constexpr (sizeof(T) == 2) {
+    switch (nb) {
+      case 1: count_border_keys<T, 1>(x, keys, n, c); break;
+      case 3: count_border_keys<T, 3>(x, keys, n, c); break;
+      case 7: count_border_keys<T, 7>(x, keys, n, c); break;
+      default: count_border_keys<T, 15>(x, keys, n, c); break;
+    }
+  } else {
+    using I = std::conditional_t<std::is_same_v<T, double>, int64_t, int32_t>;  // lanes as wide as T's
+    alignas(64) I ci[kChunk];
+    switch (nb) {
+      case 1: count_borders<T, I, 1>(x, borders, n, ci); break;
+      case 3: count_borders<T, I, 3>(x, borders, n, ci); break;
+      case 7: count_borders<T, I, 7>(x, borders, n, ci); break;
+      default: count_borders<T, I, 15>(x, borders, n, ci); break;
+    }
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) c[i] = static_cast<uint8_t>(ci[i]);
+    for (int64_t i = 0; i < n; ++i) c[i] = static_cast<uint8_t>(ci[i]);
+  }
   pack_codes(c, n, bits, out_codes);
 }
 
@@ -200,8 +251,8 @@ FFOPS_AI void bwd_chunk_impl(const T* g, const uint8_t* codes, T* dx, int64_t n,
 // One multiversioned entry point per storage type (target_clones needs plain functions).
 #define FFOPS_ACT_CHUNKS_FOR(T)                                                                              \
   FFOPS_MULTIVERSION void fwd_chunk(const T* x, T* y, uint8_t* out, int64_t n, int fn,                        \
-                                    const opmath_t<T>* borders, int nb, int bits) {                          \
-    fwd_chunk_impl<T>(x, y, out, n, fn, borders, nb, bits);                                                   \
+                                    const opmath_t<T>* borders, const int16_t* keys, int nb, int bits) {     \
+    fwd_chunk_impl<T>(x, y, out, n, fn, borders, keys, nb, bits);                                             \
   }                                                                                                           \
   FFOPS_MULTIVERSION void bwd_chunk(const T* g, const uint8_t* codes, T* dx, int64_t n, int bits,             \
                                     const opmath_t<T>* levels) {                                             \
@@ -225,7 +276,11 @@ std::tuple<at::Tensor, at::Tensor> packed_act_fwd(const at::Tensor& x, int64_t f
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffops_packed_act_fwd", [&] {
     using A = opmath_t<scalar_t>;
     std::array<A, 15> b{};
-    for (size_t j = 0; j < borders.size(); ++j) b[j] = static_cast<A>(borders[j]);
+    std::array<int16_t, 15> keys{};
+    for (size_t j = 0; j < borders.size(); ++j) {
+      b[j] = static_cast<A>(borders[j]);
+      if constexpr (sizeof(scalar_t) == 2) keys[j] = border_key<scalar_t>(b[j]);
+    }
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     uint8_t* cp = codes.mutable_data_ptr<uint8_t>();
@@ -233,7 +288,8 @@ std::tuple<at::Tensor, at::Tensor> packed_act_fwd(const at::Tensor& x, int64_t f
     at::parallel_for(0, (n + kChunk - 1) / kChunk, kGrainChunks, [&](int64_t begin, int64_t end) {
       for (int64_t ch = begin; ch < end; ++ch) {
         const int64_t start = ch * kChunk;
-        fwd_chunk(xp + start, yp + start, cp + start / 8 * k, std::min(kChunk, n - start), f, b.data(), nb, k);
+        fwd_chunk(xp + start, yp + start, cp + start / 8 * k, std::min(kChunk, n - start), f, b.data(), keys.data(),
+                  nb, k);
       }
     });
   });

@@ -53,6 +53,30 @@ def test_packed_codes_are_exact(backend_device, n, bits, dtype):
     assert y.shape == x.shape and y.dtype == dtype and y.is_contiguous()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_16_bit_codes_exact_on_every_value(backend_device, dtype):
+    """Every 16-bit pattern (NaNs, infinities, -0, subnormals) against borders that are representable
+    in the dtype, lie between two of its values, or lie beyond its range: the codes equal the reference's
+    float comparisons (the C++ CPU path compares bit-pattern keys instead). Not under the Triton
+    interpreter: its numpy bfloat16 -> float32 conversion flushes subnormals to zero."""
+    backend, device = backend_device
+    if backend == "triton" and device == "cpu":
+        pytest.skip("the Triton interpreter flushes bfloat16 subnormals to zero")
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).to(device)
+    tiny = torch.finfo(dtype).tiny
+    cases = {
+        1: [0.0],
+        2: [-1.0, 1e-3, 3.0e4],
+        3: [-7e4, -0.5, -tiny, 0.1, 0.3333, float(torch.tensor(2.5, dtype=dtype)), 6.1e4],
+        4: [-3e38, -2.0, -1.0, -1.0 / 3, -1e-6, -tiny / 4, 0.0, tiny / 4, 1e-6, 0.2, 0.7, 1.0, 1.5, 1e4, 3e38],
+    }
+    for bits, borders in cases.items():
+        levels = [float(i) for i in range(2**bits)]
+        _, codes = _kernels(backend).packed_act_fwd(x, 0, borders, levels, bits)
+        _, codes_ref = ref.packed_act_fwd(x.cpu(), "gelu", borders, bits)
+        assert torch.equal(codes.cpu(), codes_ref), f"{bits} bits"
+
+
 def test_two_bit_layout_is_lomems():
     """bits = 2: element i at bits 2 * (i % 4) of byte i // 4 (lomem's layout), spelled out by hand."""
     codes = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0, 2])
