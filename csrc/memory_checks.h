@@ -7,6 +7,7 @@
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <optional>
 
 #include "ff_checks.h"
@@ -30,6 +31,10 @@ inline void check_packed_act_args(const at::Tensor& x, const char* name, int64_t
               "-bit codes need ", (int64_t(1) << bits) - 1, " borders, got ", borders.size());
   TORCH_CHECK(static_cast<int64_t>(levels.size()) == (int64_t(1) << bits), "ffops: ", bits, "-bit codes need ",
               (int64_t(1) << bits), " levels, got ", levels.size());
+  for (size_t j = 0; j < borders.size(); ++j) {
+    TORCH_CHECK(!std::isnan(borders[j]) && (j == 0 || borders[j - 1] <= borders[j]),
+                "ffops: borders must be ascending numbers, got ", borders);
+  }
 }
 
 inline void check_packed_act_bwd_args(const at::Tensor& grad_y, const at::Tensor& codes, at::ArrayRef<double> levels,

@@ -152,6 +152,9 @@ def test_kernel_checks_guard_direct_calls():
         op.packed_act_fwd(X, 0, [0.0], [0.0] * 4, 2)
     with pytest.raises(RuntimeError, match="fn must be an activation id"):
         op.packed_act_fwd(X, 8, [0.0], [0.0, 1.0], 1)
+    for borders in ([1.0, 0.0, 2.0], [0.0, float("nan"), 2.0]):
+        with pytest.raises(RuntimeError, match="borders must be ascending numbers"):
+            op.packed_act_fwd(X, 0, borders, [0.0] * 4, 2)
     with pytest.raises(RuntimeError, match="codes must be a contiguous uint8 vector of 8 bytes"):
         op.packed_act_bwd(X, torch.zeros(3, dtype=torch.uint8), [0.0] * 4, 2)
     with pytest.raises(RuntimeError, match="x must be 2-D"):
