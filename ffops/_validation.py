@@ -23,6 +23,22 @@ def check_float_tensor(op: str, name: str, value, *, min_ndim: int = 1) -> None:
         )
 
 
+def check_same_device(op: str, ref_name: str, ref: torch.Tensor, tensors: dict) -> None:
+    """Every tensor of ``tensors`` (name -> tensor or None) is on ``ref``'s device."""
+    for name, t in tensors.items():
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+
+
+def check_bias(op: str, bias, size: int, dtype: torch.dtype) -> None:
+    """``bias`` is None or a float ``[size]`` tensor of ``dtype``."""
+    if bias is None:
+        return
+    check_float_tensor(op, "bias", bias)
+    if bias.shape != (size,) or bias.dtype != dtype:
+        raise ValueError(f"{op}: bias must be a [{size}] tensor of {dtype}, got {tuple(bias.shape)} {bias.dtype}")
+
+
 def check_choice(op: str, name: str, value, choices) -> None:
     if not isinstance(value, str) or value not in choices:
         expected = " | ".join(repr(c) for c in choices)

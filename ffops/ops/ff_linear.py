@@ -14,7 +14,7 @@ label rows of every sample in one fused pass.
 import torch
 
 from ffops import _backend, reference
-from ffops._validation import check_float_tensor
+from ffops._validation import check_bias, check_float_tensor, check_same_device
 from ffops.ops._ff_library import stat_dtype
 from ffops.ops._ff_linear_library import KERNELS
 
@@ -46,17 +46,10 @@ def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"{op}: weight must be [out, {x.shape[1]}] for x of shape {tuple(x.shape)}, "
                          f"got {tuple(weight.shape)}")
-    tensors = {"weight": weight, "bias": bias, "x_scale": x_scale}
-    for name, t in tensors.items():
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{op}: {name} must be on the device of x ({x.device}), got {t.device}")
+    check_same_device(op, "x", x, {"weight": weight, "bias": bias, "x_scale": x_scale})
     if weight.dtype != x.dtype:
         raise TypeError(f"{op}: weight must have the dtype of x ({x.dtype}), got {weight.dtype}")
-    if bias is not None:
-        check_float_tensor(op, "bias", bias)
-        if bias.shape != (weight.shape[0],) or bias.dtype != x.dtype:
-            raise ValueError(f"{op}: bias must be a [{weight.shape[0]}] tensor of {x.dtype}, "
-                             f"got {tuple(bias.shape)} {bias.dtype}")
+    check_bias(op, bias, weight.shape[0], x.dtype)
     if x_scale is not None:
         check_float_tensor(op, "x_scale", x_scale)
         if x_scale.shape != (x.shape[0],):
@@ -98,11 +91,11 @@ def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tenso
     """
     op = "ffops.ff_label_rows"
     check_float_tensor(op, "pre", pre, min_ndim=2)
-    for name, t in {"on": on, "label_weight": label_weight, "bias": bias, "scale": scale}.items():
+    tensors = {"on": on, "label_weight": label_weight, "bias": bias, "scale": scale}
+    for name, t in tensors.items():
         if t is not None:
             check_float_tensor(op, name, t)
-            if t.device != pre.device:
-                raise ValueError(f"{op}: {name} must be on the device of pre ({pre.device}), got {t.device}")
+    check_same_device(op, "pre", pre, tensors)
     if pre.dim() != 2:
         raise ValueError(f"{op}: pre must be 2-D [batch, out], got {tuple(pre.shape)}")
     batch, out = pre.shape
@@ -111,8 +104,7 @@ def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tenso
                          f"{tuple(pre.shape)}, got {tuple(label_weight.shape)}")
     if label_weight.dtype != pre.dtype:
         raise TypeError(f"{op}: label_weight must have the dtype of pre ({pre.dtype}), got {label_weight.dtype}")
-    if bias is not None and (bias.shape != (out,) or bias.dtype != pre.dtype):
-        raise ValueError(f"{op}: bias must be a [{out}] tensor of {pre.dtype}, got {tuple(bias.shape)} {bias.dtype}")
+    check_bias(op, bias, out, pre.dtype)
     for name, t in (("on", on), ("scale", scale)):
         if t is not None and t.shape != (batch,):
             raise ValueError(f"{op}: {name} must have shape ({batch},), got {tuple(t.shape)}")

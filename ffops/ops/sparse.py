@@ -17,7 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ffops import _backend, reference
-from ffops._validation import check_float_tensor
+from ffops._validation import check_bias, check_float_tensor, check_same_device
 from ffops.ops._sparse_library import KERNELS
 from ffops.sparse.pattern import INDEX_DTYPES, TransposedPattern, transpose_pattern
 
@@ -133,16 +133,10 @@ def check_args(x, values, crow, col, bias, out_features) -> int:
     if crow.numel() != out_features + 1:
         raise ValueError(f"{OP}: crow_indices must have out_features + 1 = {out_features + 1} entries, "
                          f"got {crow.numel()}")
-    for name, t in (("values", values), ("bias", bias), ("crow_indices", crow), ("col_indices", col)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{OP}: {name} must be on the device of x ({x.device}), got {t.device}")
+    check_same_device(OP, "x", x, {"values": values, "bias": bias, "crow_indices": crow, "col_indices": col})
     if values.dtype != x.dtype:
         raise TypeError(f"{OP}: values must have the dtype of x ({x.dtype}), got {values.dtype}")
-    if bias is not None:
-        check_float_tensor(OP, "bias", bias)
-        if bias.shape != (out_features,) or bias.dtype != x.dtype:
-            raise ValueError(f"{OP}: bias must be a [{out_features}] tensor of {x.dtype}, "
-                             f"got {tuple(bias.shape)} {bias.dtype}")
+    check_bias(OP, bias, out_features, x.dtype)
     return out_features
 
 
