@@ -65,3 +65,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_prototype_idx(root, n_train=600, n_test=200, classes=10, seed=0):
+    """Learnable 28 x 28 IDX data (MNIST file names) under ``root``: one random prototype per class
+    plus noise."""
+    import numpy as np
+
+    from tests.test_data import write_idx
+
+    rng = np.random.default_rng(seed)
+    protos = rng.integers(0, 256, size=(classes, 28, 28))
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, classes, size=n)
+        images = np.clip(protos[labels] + rng.normal(0, 60, size=(n, 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))

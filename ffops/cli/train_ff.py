@@ -18,10 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
     p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
     p.add_argument("--layers", default="784,500,500", help="input size and layer widths, e.g. 784,2000,2000")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the schedule (default 30; with --resume: the resumed run's)")
     p.add_argument("--batch-size", type=int, default=100, help="positive samples per step (as many negatives)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--mode", default="collaborative", help="collaborative | all | greedy")
+    p.add_argument("--collab-layers", default="others",
+                   help="collaborative mode: the goodness of all other layers (others) or of those below (past)")
+    p.add_argument("--skip-first", action="store_true", help="leave layer 1 out of goodness prediction (Hinton)")
     p.add_argument("--loss", default="softplus", help="softplus | symba")
     p.add_argument("--goodness", default="mean", help="mean | sum")
     p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
@@ -33,7 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output directory (default: runs/train-ff-<time>)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: runs/train-ff-<time>; with --resume: the checkpoint's)")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="go on with an interrupted run from its checkpoint.pt (saved after every epoch) with the "
+                        "run's own settings; only --epochs, --device, --threads and --out may be given anew")
 
 
 class _ConsoleCallback(ff.Callback):
@@ -68,12 +76,61 @@ class _ConsoleCallback(ff.Callback):
         print("  ".join(parts), flush=True)
 
 
+# options a resumed run may change; the others come from its checkpoint
+_RESUME_OPTIONS = ("epochs", "device", "threads", "out", "resume")
+
+
+class _SaveEachEpoch(ff.Callback):
+    """Writes checkpoint.pt and log.json after every epoch, so that an interrupted run can resume."""
+
+    def __init__(self, out, log):
+        self.out, self.log = out, log
+
+    def on_epoch_end(self, trainer, record):
+        save(self.out, trainer, self.log)
+
+
+def save(out: Path, trainer, log: dict) -> None:
+    log["history"] = trainer.history
+    (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
+    ff.save_checkpoint(out / "checkpoint.pt", trainer, cli_args=log["args"])
+
+
+def _resumed_args(args: argparse.Namespace, defaults: dict) -> tuple[argparse.Namespace, dict]:
+    """The saved run's arguments (with the options a resume may change) and its checkpoint state."""
+    import torch
+
+    path = Path(args.resume)
+    if not path.is_file():
+        raise SystemExit(f"error: --resume {path}: no such checkpoint file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state.get("cli_args")
+    if saved is None:
+        raise SystemExit(f"error: --resume {path}: not a checkpoint written by train-ff (no cli_args)")
+    changed = [k for k, v in vars(args).items()
+               if k not in _RESUME_OPTIONS and v != defaults.get(k) and v != saved.get(k)]
+    if changed:
+        raise SystemExit("error: --resume takes the run's own settings; these options differ from the run's: "
+                         + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (run: {saved.get(k)})"
+                                     for k in changed))
+    merged = dict(saved)
+    merged.update({k: getattr(args, k) for k in _RESUME_OPTIONS if getattr(args, k) is not None})
+    merged["out"] = args.out or str(path.parent)
+    return argparse.Namespace(**merged), state
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ffops import data
     from ffops.cli.plots import plot_ff_history
 
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    state = None
+    if args.resume:
+        args, state = _resumed_args(args, vars(parser.parse_args([])))
+    args.epochs = 30 if args.epochs is None else args.epochs
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.layers.split(",") if s.strip()]
@@ -86,19 +143,33 @@ def run(args: argparse.Namespace) -> int:
         train_x, train_y = train_x[: args.train_subset], train_y[: args.train_subset]
     print(f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
           f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}", flush=True)
-    torch.manual_seed(args.seed)
-    model = ff.FFNet(sizes, num_classes=train_set.num_classes, threshold=args.threshold, goodness=args.goodness,
-                     norm=args.norm, loss=args.loss, peer_weight=args.peer_weight, device=args.device)
-    trainer = ff.FFTrainer(model, mode=args.mode, negatives=args.negatives, optimizer=args.optimizer, lr=args.lr,
-                           seed=args.seed, callbacks=[_ConsoleCallback()])
+    callbacks = [_ConsoleCallback()]
+    if state is None:
+        torch.manual_seed(args.seed)
+        model = ff.FFNet(sizes, num_classes=train_set.num_classes, threshold=args.threshold,
+                         goodness=args.goodness, norm=args.norm, loss=args.loss, peer_weight=args.peer_weight,
+                         device=args.device)
+        trainer = ff.FFTrainer(model, mode=args.mode, collab_layers=args.collab_layers, negatives=args.negatives,
+                               optimizer=args.optimizer, lr=args.lr, skip_first=args.skip_first, seed=args.seed,
+                               callbacks=callbacks)
+        done, wall_before = 0, 0.0
+    else:
+        trainer = ff.load_checkpoint(args.resume, device=args.device, callbacks=callbacks)
+        model = trainer.model
+        done = len(trainer.history)
+        wall_before = sum(r["time_s"] + r["eval_time_s"] for r in trainer.history)
+        if done >= args.epochs * (len(model.layers) if args.mode == "greedy" else 1):
+            raise SystemExit(f"error: --resume {args.resume}: the run has done all its {done} epochs; "
+                             f"give a larger --epochs to train on")
+        print(f"resuming {args.resume} after epoch {done} of {args.epochs}", flush=True)
+    log = {"args": vars(args), "model": model.config, "trainer": trainer.config}
+    trainer.callbacks.append(_SaveEachEpoch(out, log))
     t0 = time.perf_counter()
     history = trainer.fit(train_x, train_y, test_images=test_set.images, test_labels=test_set.labels,
-                          epochs=args.epochs, batch_size=args.batch_size)
-    wall = time.perf_counter() - t0
-    log = {"args": vars(args), "model": model.config, "trainer": trainer.config, "wall_time_s": wall,
-           "history": history}
-    (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
-    ff.save_checkpoint(out / "checkpoint.pt", trainer)
+                          epochs=args.epochs, batch_size=args.batch_size, start_epoch=done)
+    wall = wall_before + time.perf_counter() - t0
+    log["wall_time_s"] = wall
+    save(out, trainer, log)
     plot_ff_history(history, out / "curves.png", title=f"FF {args.dataset} {sizes}")
     last = history[-1]
     best = {k: last[k] for k in last if k.startswith("test_error")}

@@ -255,9 +255,13 @@ class FFTrainer:
 
     # ---- the loop --------------------------------------------------------------------------------
     def fit(self, train_images, train_labels, *, test_images=None, test_labels=None, epochs: int = 30,
-            batch_size: int = 100, eval_every: int = 1) -> list:
+            batch_size: int = 100, eval_every: int = 1, start_epoch: int = 0) -> list:
         """Train for ``epochs`` (greedy: per layer, one layer after the other), ``batch_size`` positive
         samples (global, over all ranks) per step; the last partial batch of each epoch is dropped.
+
+        ``start_epoch`` resumes an interrupted ``fit`` (e.g. from a checkpoint saved after each epoch):
+        the first ``start_epoch`` epochs of the schedule (greedy: counted over the phases in order) are
+        taken as done, and training goes on with the learning rates they would have been given.
 
         Appends to and returns ``self.history``: per epoch a dict with ``phase`` (greedy: the
         learning layer, else None), ``epoch`` (1-based, within the phase), ``loss`` (mean per layer,
@@ -271,6 +275,11 @@ class FFTrainer:
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_every", eval_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{op}: {name} must be an int >= 1, got {value!r}")
+        phases = [[i] for i in range(len(model.layers))] if cfg["mode"] == "greedy" else [None]
+        total = len(phases) * epochs
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or not 0 <= start_epoch < total:
+            raise ValueError(f"{op}: start_epoch must be an int in [0, {total}) (epochs done of "
+                             f"this schedule), got {start_epoch!r}")
         x, y, shape = _as_data(op, "train_images", train_images, "train_labels", train_labels,
                                model.num_classes, model.in_features, model.device, model.dtype)
         if cfg["image_shape"] is None and shape is not None:
@@ -289,15 +298,14 @@ class FFTrainer:
         subset = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"] + 2)).to(x.device)
         train_eval = subset[: cfg["eval_train_samples"] or n]
         hist_idx = subset[: cfg["hist_samples"]]
-        phases = [[i] for i in range(len(model.layers))] if cfg["mode"] == "greedy" else [None]
         for cb in self.callbacks:
             cb.on_fit_start(self, {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps,
-                                   "phases": [p and p[0] for p in phases], "train_samples": n,
-                                   "world_size": self.world_size})
-        for train_layers in phases:
+                                   "phases": [p and p[0] for p in phases], "start_epoch": start_epoch,
+                                   "train_samples": n, "world_size": self.world_size})
+        for p, train_layers in enumerate(phases):
             phase = None if train_layers is None else train_layers[0]
             num_layers = None if phase is None else phase + 1
-            for epoch in range(epochs):
+            for epoch in range(max(0, start_epoch - p * epochs), epochs):
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, {"phase": phase, "epoch": epoch + 1, "epochs": epochs})
                 record = self._train_epoch(x, y, batch_size, steps, train_layers, phase, epoch, epochs)

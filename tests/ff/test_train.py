@@ -184,3 +184,5 @@ def test_fit_rejects_bad_data():
         trainer.fit(x, y + 4, epochs=1, batch_size=5)
     with pytest.raises(ValueError, match="test_images and test_labels"):
         trainer.fit(x, y, test_images=x, epochs=1, batch_size=5)
+    with pytest.raises(ValueError, match=r"start_epoch must be an int in \[0, 2\)"):
+        trainer.fit(x, y, epochs=2, batch_size=5, start_epoch=2)

@@ -3,7 +3,6 @@
 import itertools
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from ffops.sparse.pruning import (
     nested_magnitude_mask,
     schedule_points,
 )
-from tests.test_data import write_idx
+from tests.helpers import write_prototype_idx
 
 HAS_CPU_KERNEL = torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", "CPU")
 
@@ -167,21 +166,9 @@ def test_finetuned_sparse_pattern_is_the_pruning_mask(sparse_backend):
 
 # ---------------------------------------------------------------------------------- the command
 
-def _write_dataset(root, n_train=600, n_test=200, classes=10, seed=0):
-    """Learnable 28 x 28 IDX data: one random prototype per class plus noise."""
-    rng = np.random.default_rng(seed)
-    protos = rng.integers(0, 256, size=(classes, 28, 28))
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, classes, size=n)
-        images = np.clip(protos[labels] + rng.normal(0, 60, size=(n, 28, 28)), 0, 255).astype(np.uint8)
-        write_idx(root / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))
-
-
 def test_command_end_to_end_writes_log_png_and_checkpoints(tmp_path, capsys):
     data_root, out = tmp_path / "data", tmp_path / "run"
-    _write_dataset(data_root)
+    write_prototype_idx(data_root)
     backend = ffops.get_backend()
     rc = main(["train-sparse", "--data-root", str(data_root), "--layers", "784,64,64,10", "--epochs", "2",
                "--prune-epochs", "1", "--finetune-epochs", "1", "--prune-every", "3", "--batch-size", "50",
