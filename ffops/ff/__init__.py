@@ -6,7 +6,7 @@
 * Labels and negatives: ``overlay_labels``, ``neutral_overlay``, ``random_wrong_labels``,
   ``hard_wrong_labels``, ``hybrid_images``.
 * Prediction: ``goodness_per_label`` / ``predict`` (goodness over all labels in one batched pass, or
-  a ``LinearHead`` on neutral-label activities).
+  a ``LinearHead`` on neutral-label activities); ``layer_goodness_per_label``: per layer.
 * ``saved_bytes_per_step``: the peak memory saved for backward in one step (flat in depth).
 * ``save_checkpoint`` / ``load_checkpoint``; DDP helpers in ``ffops.ff.distributed``.
 """
@@ -22,7 +22,7 @@ from ffops.ff.negatives import (
     hybrid_mask,
     random_wrong_labels,
 )
-from ffops.ff.predict import LinearHead, goodness_per_label, head_features, predict
+from ffops.ff.predict import LinearHead, goodness_per_label, head_features, layer_goodness_per_label, predict
 from ffops.ff.step import layer_losses
 from ffops.ff.train import Callback, FFTrainer, train
 
@@ -38,6 +38,7 @@ __all__ = [
     "head_features",
     "hybrid_images",
     "hybrid_mask",
+    "layer_goodness_per_label",
     "layer_losses",
     "load_checkpoint",
     "neutral_overlay",

@@ -63,7 +63,22 @@ def goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, skip_firs
     several layers). ``chunk_size`` samples (``chunk_size * C`` rows) go through the net at a time.
     ``fast_first_layer=False`` runs the first layer on all ``B * C`` overlays (the plain way).
     ``num_layers``: use only the first ``num_layers`` layers (e.g. while greedy training is below)."""
-    op = "ffops.ff.goodness_per_label"
+    layer_g = layer_goodness_per_label(model, x, on_value=on_value, chunk_size=chunk_size,
+                                       fast_first_layer=fast_first_layer, num_layers=num_layers,
+                                       op="ffops.ff.goodness_per_label")
+    first = 1 if skip_first and len(layer_g) > 1 else 0
+    scores = torch.zeros(layer_g.shape[1:], device=layer_g.device)
+    for i in range(first, len(layer_g)):
+        scores += model.layer_logit(i, layer_g[i])
+    return scores
+
+
+@torch.no_grad()
+def layer_goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, chunk_size: int = 1024,
+                             fast_first_layer: bool = True, num_layers: int | None = None,
+                             op: str = "ffops.ff.layer_goodness_per_label") -> torch.Tensor:
+    """Each layer's own goodness ``G`` ``[L, B, C]`` (float32) for every sample with every label
+    overlaid (see ``goodness_per_label`` for the arguments; ``L`` is ``num_layers`` or all layers)."""
     x = _check_x(op, model, x)
     chunk_size = _check_chunk(op, chunk_size)
     c, n_layers = model.num_classes, len(model.layers)
@@ -71,10 +86,9 @@ def goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, skip_firs
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= n_layers:
             raise ValueError(f"{op}: num_layers must be an int in [1, {n_layers}] or None, got {num_layers!r}")
         n_layers = num_layers
-    first = 1 if skip_first and n_layers > 1 else 0
-    scores = []
-    for xb in x.split(chunk_size):
-        total = torch.zeros(xb.shape[0] * c, device=x.device)
+    out_g = torch.empty(n_layers, x.shape[0], c, device=x.device)
+    for start in range(0, x.shape[0], chunk_size):
+        xb = x[start:start + chunk_size]
         if fast_first_layer:
             h, sumsq = _first_layer_all_labels(model.layers[0], xb, c, on_value)
         else:
@@ -84,11 +98,10 @@ def goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, skip_firs
             if i > 0:
                 out = model.layers[i](h, None, x_sumsq=sumsq)
                 h, sumsq = out.h, out.sumsq
-            if i >= first:
-                g = sumsq * (1.0 / model.layers[i].out_features if model.layers[i].goodness_kind == "mean" else 1.0)
-                total += model.layer_logit(i, g)
-        scores.append(total.view(xb.shape[0], c))
-    return torch.cat(scores) if scores else torch.zeros(0, c, device=x.device)
+            layer = model.layers[i]
+            g = sumsq * (1.0 / layer.out_features if layer.goodness_kind == "mean" else 1.0)
+            out_g[i, start:start + xb.shape[0]] = g.view(xb.shape[0], c)
+    return out_g
 
 
 def resolve_head_layers(layers, n_layers: int) -> list[int]:

@@ -17,7 +17,10 @@ Modes:
   ``theta = sum_t theta_t``: every layer's logit is the whole net's summed log-odds, with gradient
   through its own goodness only. ``"others"`` needs the upper layers' goodness before the lower
   layers learn: it first runs the whole net once without autograd, which costs one extra forward
-  pass per step (about a third more compute); ``"past"`` needs nothing extra (single pass).
+  pass per step (about a third more compute), unless the caller already has those goodnesses
+  (``centered_goodness``: FFTrainer takes them from its hard-negative pass, which scores every
+  label, the true and the drawn wrong one included, with the same parameters); ``"past"`` needs
+  nothing extra (single pass).
 """
 
 import torch
@@ -28,7 +31,7 @@ BACKWARDS = ("per_layer", "joint")
 
 
 def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", collab_layers: str = "others",
-                 train_layers=None, backward: str = "per_layer", modules=None):
+                 train_layers=None, backward: str = "per_layer", modules=None, centered_goodness=None):
     """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows.
 
     Args:
@@ -37,6 +40,8 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
         train_layers: indices of the layers that learn (default all; greedy: one).
         modules: callables to run in place of ``model.layers[i]`` for the learning layers (e.g. each
             layer wrapped in its own DistributedDataParallel); default the layers themselves.
+        centered_goodness: for collaborative ``"others"``: per layer ``[rows]`` its goodness minus its
+            threshold on the rows of ``x`` with the current parameters; saves the extra forward pass.
 
     Returns:
         ``(losses, goodness)``: ``losses`` a dict ``{layer index: detached loss}`` of the learning
@@ -49,9 +54,15 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
     modules = modules if modules is not None else model.layers
     offsets = None
     if mode == "collaborative" and collab_layers == "others":
-        with torch.no_grad():  # the extra pass: every layer's goodness with the current parameters
-            centered = [model.layer_goodness(i, out) - model.layers[i].threshold for i, out in enumerate(model(x))]
-        total = torch.stack(centered).sum(0)
+        centered = centered_goodness
+        if centered is None:
+            with torch.no_grad():  # the extra pass: every layer's goodness with the current parameters
+                centered = [model.layer_goodness(i, out) - model.layers[i].threshold
+                            for i, out in enumerate(model(x))]
+        elif len(centered) != n_layers or any(c.shape != (x.shape[0],) for c in centered):
+            raise ValueError(f"layer_losses: centered_goodness must hold {n_layers} tensors of shape "
+                             f"[{x.shape[0]}], got {[tuple(c.shape) for c in centered]}")
+        total = torch.stack(list(centered)).sum(0)
         offsets = [total - c for c in centered]
     losses, goodness, joint = {}, [], []
     past = torch.zeros(x.shape[0], device=x.device)

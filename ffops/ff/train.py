@@ -30,7 +30,7 @@ from ffops.ff import distributed
 from ffops.ff.labels import check_labels, overlay_labels
 from ffops.ff.model import FFNet
 from ffops.ff.negatives import gumbel_noise, hard_wrong_labels, hybrid_images, random_wrong_labels
-from ffops.ff.predict import LinearHead, goodness_per_label, head_features, predict, resolve_head_layers
+from ffops.ff.predict import LinearHead, head_features, layer_goodness_per_label, predict, resolve_head_layers
 from ffops.ff.stats import goodness_histograms
 from ffops.ff.step import BACKWARDS, COLLAB_LAYERS, MODES, layer_losses
 
@@ -179,7 +179,9 @@ class FFTrainer:
     def make_batch(self, x: torch.Tensor, y: torch.Tensor, num_layers: int | None = None):
         """Positive + negative rows of this rank's shard of the global batch ``x, y``.
 
-        Returns ``(batch, n_pos, x_shard, y_shard)``. Random numbers are drawn for the global batch."""
+        Returns ``(batch, n_pos, x_shard, y_shard, centered)``. Random numbers are drawn for the global
+        batch. ``centered``: with hard negatives, per layer the rows' goodness minus threshold, from
+        the hard-negative pass (collaborative FF's offsets without another forward); else None."""
         c, cfg = self.model.num_classes, self.config
         if cfg["input_dropout"] > 0:  # the same pixels dropped in the positive and negative copies
             x = x * (torch.rand(x.shape, generator=self._noise_gen, device=x.device) >= cfg["input_dropout"])
@@ -187,17 +189,22 @@ class FFTrainer:
         xs, ys = x[lo:hi], y[lo:hi]
         if not self.supervised:
             neg = hybrid_images(x, cfg["image_shape"], blur_steps=cfg["blur_steps"], generator=self._noise_gen)
-            return torch.cat([xs, neg[lo:hi]]), hi - lo, xs, ys
+            return torch.cat([xs, neg[lo:hi]]), hi - lo, xs, ys, None
+        centered = None
         if cfg["negatives"] == "random":
             wrong = random_wrong_labels(y, c, generator=self._noise_gen)[lo:hi]
         else:
             noise = gumbel_noise((x.shape[0], c), generator=self._noise_gen, device=x.device)[lo:hi]
-            scores = goodness_per_label(self.model, xs, on_value=cfg["on_value"], chunk_size=cfg["chunk_size"],
-                                        num_layers=num_layers)
+            layer_g = layer_goodness_per_label(self.model, xs, on_value=cfg["on_value"],
+                                               chunk_size=cfg["chunk_size"], num_layers=num_layers)
+            scores = sum(self.model.layer_logit(i, g) for i, g in enumerate(layer_g))
             wrong = hard_wrong_labels(scores, ys, temperature=cfg["hard_temperature"], noise=noise)
+            rows = torch.cat([ys, wrong])[:, None]
+            centered = [torch.cat([g, g]).gather(1, rows)[:, 0] - self.model.layers[i].threshold
+                        for i, g in enumerate(layer_g)]
         pos = overlay_labels(xs, ys, c, cfg["on_value"])
         neg = overlay_labels(xs, wrong, c, cfg["on_value"])
-        return torch.cat([pos, neg]), hi - lo, xs, ys
+        return torch.cat([pos, neg]), hi - lo, xs, ys, centered
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, train_layers=None) -> dict:
         """One optimizer step on the global batch ``x [B, D]``, ``y [B]`` (on the model's device).
@@ -207,9 +214,10 @@ class FFTrainer:
         n_layers = len(self.model.layers)
         train_layers = list(range(n_layers)) if train_layers is None else list(train_layers)
         top = max(train_layers) + 1 if cfg["mode"] == "greedy" else None
-        batch, n_pos, xs, ys = self.make_batch(x, y, num_layers=top)
+        batch, n_pos, xs, ys, centered = self.make_batch(x, y, num_layers=top)
         losses, _ = layer_losses(self.model, batch, n_pos, mode=cfg["mode"], collab_layers=cfg["collab_layers"],
-                                 train_layers=train_layers, backward=cfg["backward"], modules=self._layer_modules)
+                                 train_layers=train_layers, backward=cfg["backward"], modules=self._layer_modules,
+                                 centered_goodness=centered)
         head_loss = None
         if self.head is not None:
             feats = head_features(self.model, xs, self.head.layers, on_value=cfg["on_value"],

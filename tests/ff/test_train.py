@@ -87,6 +87,28 @@ def test_collaborative_offsets_are_the_other_layers_centered_goodness():
                 assert torch.allclose(seen[-3 + i], sum(others), atol=1e-5)
 
 
+def test_hard_negative_pass_gives_the_collaborative_offsets():
+    """The hard-negative pass scores the true and the drawn wrong label with the current parameters:
+    its per-layer goodness is what the extra forward of collaborative "others" would compute, so a
+    step with it matches a step with that forward."""
+    x, y = blobs(32)
+    trainer = ff.FFTrainer(_net((24, 16, 16, 16)), negatives="hard", seed=3)
+    batch, n_pos, _, _, centered = trainer.make_batch(x, y)
+    expected = [trainer.model.layer_goodness(i, o) - trainer.model.layers[i].threshold
+                for i, o in enumerate(trainer.model(batch))]
+    for got, want in zip(centered, expected, strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    grads = {}
+    for given in (centered, None):
+        trainer.model.zero_grad(set_to_none=True)
+        ff.layer_losses(trainer.model, batch, n_pos, mode="collaborative", centered_goodness=given)
+        grads[given is None] = [p.grad.clone() for p in trainer.model.parameters()]
+    for a, b in zip(grads[False], grads[True], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="centered_goodness must hold 3 tensors"):
+        ff.layer_losses(trainer.model, batch, n_pos, mode="collaborative", centered_goodness=centered[:2])
+
+
 def test_greedy_trains_one_layer_per_phase():
     x, y = blobs(200)
     trainer = ff.FFTrainer(_net(), mode="greedy", hist_samples=32)
