@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="collaborative", help="collaborative | all | greedy")
     p.add_argument("--collab-layers", default="others",
                    help="collaborative mode: the goodness of all other layers (others) or of those below (past)")
+    p.add_argument("--collab-weight", type=float, default=1.0,
+                   help="scale of the other layers' goodness in a layer's logit (1: collaborative FF, 0: plain)")
     p.add_argument("--skip-first", action="store_true", help="leave layer 1 out of goodness prediction (Hinton)")
     p.add_argument("--loss", default="softplus", help="softplus | symba")
     p.add_argument("--goodness", default="mean", help="mean | sum")
@@ -149,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         model = ff.FFNet(sizes, num_classes=train_set.num_classes, threshold=args.threshold,
                          goodness=args.goodness, norm=args.norm, loss=args.loss, peer_weight=args.peer_weight,
                          device=args.device)
-        trainer = ff.FFTrainer(model, mode=args.mode, collab_layers=args.collab_layers, negatives=args.negatives,
+        trainer = ff.FFTrainer(model, mode=args.mode, collab_layers=args.collab_layers,
+                               collab_weight=args.collab_weight, negatives=args.negatives,
                                optimizer=args.optimizer, lr=args.lr, skip_first=args.skip_first, seed=args.seed,
                                callbacks=callbacks)
         done, wall_before = 0, 0.0

@@ -20,7 +20,9 @@ Modes:
   pass per step (about a third more compute), unless the caller already has those goodnesses
   (``centered_goodness``: FFTrainer takes them from its hard-negative pass, which scores every
   label, the true and the drawn wrong one included, with the same parameters); ``"past"`` needs
-  nothing extra (single pass).
+  nothing extra (single pass). ``collab_weight`` (``w`` in ``G_i + w * gamma_i``) scales the offset:
+  1 is the paper's collaborative FF, 0 plain FF, values in between let each layer keep part of its
+  own objective (in deep nets full collaboration can silence the upper layers).
 """
 
 import torch
@@ -31,12 +33,13 @@ BACKWARDS = ("per_layer", "joint")
 
 
 def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", collab_layers: str = "others",
-                 train_layers=None, backward: str = "per_layer", modules=None, centered_goodness=None):
+                 train_layers=None, backward: str = "per_layer", modules=None, centered_goodness=None,
+                 collab_weight: float = 1.0):
     """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows.
 
     Args:
         model: an ffops.ff.FFNet.
-        mode, collab_layers, backward: see the module docstring.
+        mode, collab_layers, collab_weight, backward: see the module docstring.
         train_layers: indices of the layers that learn (default all; greedy: one).
         modules: callables to run in place of ``model.layers[i]`` for the learning layers (e.g. each
             layer wrapped in its own DistributedDataParallel); default the layers themselves.
@@ -73,6 +76,8 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
             offset = None
             if mode == "collaborative":
                 offset = offsets[i] if offsets is not None else (past if i > 0 else None)
+                if offset is not None and collab_weight != 1.0:
+                    offset = collab_weight * offset
             out = modules[i](h, n_pos, x_sumsq=sumsq, goodness_offset=offset)
             if backward == "per_layer":
                 out.loss.backward()

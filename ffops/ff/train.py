@@ -77,7 +77,9 @@ class FFTrainer:
 
     Args:
         model: the FFNet. mode: ``"all"`` | ``"greedy"`` | ``"collaborative"`` (ffops.ff.step).
-        collab_layers: ``"others"`` (all other layers; one extra no-grad forward per step) or ``"past"``.
+        collab_layers: ``"others"`` (all other layers; with random negatives one extra no-grad forward
+            per step) or ``"past"``. collab_weight: scale of the other layers' goodness in a layer's
+            logit (1: collaborative FF as published; see ffops.ff.step).
         negatives: ``"random"`` wrong labels | ``"hard"`` (sampled from the net's own per-label
             softmax, true label excluded; costs a ``B * C``-row inference per step) | ``"hybrid"``
             (unsupervised: no labels in the input, hybrid-image negatives; predict with the head).
@@ -97,8 +99,8 @@ class FFTrainer:
             permutation-invariant regularizer; the label is written afterwards). callbacks: Callback objects.
     """
 
-    def __init__(self, model: FFNet, *, mode="collaborative", collab_layers="others", negatives="hard",
-                 hard_temperature=1.0, on_value=1.0, neutral_value=None, optimizer="adam", lr=3e-3,
+    def __init__(self, model: FFNet, *, mode="collaborative", collab_layers="others", collab_weight=1.0,
+                 negatives="hard", hard_temperature=1.0, on_value=1.0, neutral_value=None, optimizer="adam", lr=3e-3,
                  weight_decay=0.0, momentum=0.9, cooldown=True, head=True, head_layers="all", head_lr=1e-3,
                  head_weight_decay=0.0, skip_first=False, backward="per_layer", ddp=False, seed=0,
                  image_shape=None, blur_steps=6, hist_bins=30, hist_samples=1000, eval_train_samples=10000,
@@ -113,7 +115,7 @@ class FFTrainer:
         for name, value in (("lr", lr), ("head_lr", head_lr), ("hard_temperature", hard_temperature)):
             check_finite_real(op, name, value, positive=True)
         for name, value in (("weight_decay", weight_decay), ("head_weight_decay", head_weight_decay),
-                            ("momentum", momentum)):
+                            ("momentum", momentum), ("collab_weight", collab_weight)):
             if check_finite_real(op, name, value) < 0:
                 raise ValueError(f"{op}: {name} must be >= 0, got {value}")
         for name, value, low in (("seed", seed, 0), ("blur_steps", blur_steps, 0), ("hist_bins", hist_bins, 1),
@@ -139,7 +141,7 @@ class FFTrainer:
         head_layers = head_layers if isinstance(head_layers, str) else list(head_layers)
         self.model, self.callbacks = model, list(callbacks)
         self.config = {
-            "mode": mode, "collab_layers": collab_layers, "negatives": negatives,
+            "mode": mode, "collab_layers": collab_layers, "collab_weight": collab_weight, "negatives": negatives,
             "hard_temperature": hard_temperature, "on_value": on_value, "neutral_value": neutral_value,
             "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
             "cooldown": cooldown, "head": head, "head_layers": head_layers, "head_lr": head_lr,
@@ -217,7 +219,7 @@ class FFTrainer:
         batch, n_pos, xs, ys, centered = self.make_batch(x, y, num_layers=top)
         losses, _ = layer_losses(self.model, batch, n_pos, mode=cfg["mode"], collab_layers=cfg["collab_layers"],
                                  train_layers=train_layers, backward=cfg["backward"], modules=self._layer_modules,
-                                 centered_goodness=centered)
+                                 centered_goodness=centered, collab_weight=cfg["collab_weight"])
         head_loss = None
         if self.head is not None:
             feats = head_features(self.model, xs, self.head.layers, on_value=cfg["on_value"],

@@ -87,6 +87,20 @@ def test_collaborative_offsets_are_the_other_layers_centered_goodness():
                 assert torch.allclose(seen[-3 + i], sum(others), atol=1e-5)
 
 
+@pytest.mark.parametrize("collab", ["others", "past"])
+def test_collab_weight_scales_the_offsets_between_plain_and_collaborative_ff(collab):
+    x, y = blobs(16)
+    batch = torch.cat([ff.overlay_labels(x, y, 4), ff.overlay_labels(x, (y + 1) % 4, 4)])
+    grads = {}
+    for name, kw in (("all", {"mode": "all"}), ("w0", {"collab_weight": 0.0}), ("w1", {"collab_weight": 1.0}),
+                     ("w.5", {"collab_weight": 0.5})):
+        net = _net((24, 16, 16, 16))
+        ff.layer_losses(net, batch, 16, **{"mode": "collaborative", "collab_layers": collab, **kw})
+        grads[name] = [p.grad for p in net.parameters()]
+    same = lambda a, b: all(torch.allclose(u, v, atol=1e-7) for u, v in zip(grads[a], grads[b]))  # noqa: E731
+    assert same("all", "w0") and not same("w0", "w1") and not same("w.5", "w1") and not same("w.5", "w0")
+
+
 def test_hard_negative_pass_gives_the_collaborative_offsets():
     """The hard-negative pass scores the true and the drawn wrong label with the current parameters:
     its per-layer goodness is what the extra forward of collaborative "others" would compute, so a
