@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of the schedule (default 30; with --resume: the resumed run's)")
     p.add_argument("--batch-size", type=int, default=100, help="positive samples per step (as many negatives)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu; with --resume: the run's)")
     p.add_argument("--mode", default="collaborative", help="collaborative | all | greedy")
     p.add_argument("--collab-layers", default="others",
                    help="collaborative mode: the goodness of all other layers (others) or of those below (past)")
@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="train / test errors every N epochs and after the last (default 1; with --resume: the run's)")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory (default: runs/train-ff-<time>; with --resume: the checkpoint's)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="go on with an interrupted run from its checkpoint.pt (saved after every epoch) with the "
-                        "run's own settings; only --epochs, --device, --threads and --out may be given anew")
+                        "run's own settings; only --epochs, --eval-every, --device, --threads and --out may be given anew")
 
 
 class _ConsoleCallback(ff.Callback):
@@ -79,7 +81,7 @@ class _ConsoleCallback(ff.Callback):
 
 
 # options a resumed run may change; the others come from its checkpoint
-_RESUME_OPTIONS = ("epochs", "device", "threads", "out", "resume")
+_RESUME_OPTIONS = ("epochs", "eval_every", "device", "threads", "out", "resume")
 
 
 class _SaveEachEpoch(ff.Callback):
@@ -108,7 +110,8 @@ def _resumed_args(args: argparse.Namespace, defaults: dict) -> tuple[argparse.Na
     state = torch.load(path, map_location="cpu", weights_only=True)
     saved = state.get("cli_args")
     if saved is None:
-        raise SystemExit(f"error: --resume {path}: not a checkpoint written by train-ff (no cli_args)")
+        raise SystemExit(f"error: --resume {path}: no train-ff arguments in it (saved by save_checkpoint "
+                         f"directly, or by a train-ff older than --resume)")
     changed = [k for k, v in vars(args).items()
                if k not in _RESUME_OPTIONS and v != defaults.get(k) and v != saved.get(k)]
     if changed:
@@ -132,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     state = None
     if args.resume:
         args, state = _resumed_args(args, vars(parser.parse_args([])))
-    args.epochs = 30 if args.epochs is None else args.epochs
+    for name, default in (("epochs", 30), ("eval_every", 1), ("device", "cpu")):
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.layers.split(",") if s.strip()]
@@ -169,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     trainer.callbacks.append(_SaveEachEpoch(out, log))
     t0 = time.perf_counter()
     history = trainer.fit(train_x, train_y, test_images=test_set.images, test_labels=test_set.labels,
-                          epochs=args.epochs, batch_size=args.batch_size, start_epoch=done)
+                          epochs=args.epochs, batch_size=args.batch_size, eval_every=args.eval_every,
+                          start_epoch=done)
     wall = wall_before + time.perf_counter() - t0
     log["wall_time_s"] = wall
     save(out, trainer, log)
