@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="scale of the other layers' goodness in a layer's logit (1: collaborative FF, 0: plain)")
     p.add_argument("--skip-first", action="store_true", help="leave layer 1 out of goodness prediction (Hinton)")
     p.add_argument("--loss", default="softplus", help="softplus | symba")
+    p.add_argument("--alpha", type=float, default=4.0, help="SymBa's scale of G_pos - G_neg (default 4)")
     p.add_argument("--goodness", default="mean", help="mean | sum")
     p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
     p.add_argument("--threshold", type=float, default=None, help="default: 2.0 (mean) or the width (sum)")
@@ -154,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if state is None:
         torch.manual_seed(args.seed)
         model = ff.FFNet(sizes, num_classes=train_set.num_classes, threshold=args.threshold,
-                         goodness=args.goodness, norm=args.norm, loss=args.loss, peer_weight=args.peer_weight,
-                         device=args.device)
+                         goodness=args.goodness, norm=args.norm, loss=args.loss, alpha=args.alpha,
+                         peer_weight=args.peer_weight, device=args.device)
         trainer = ff.FFTrainer(model, mode=args.mode, collab_layers=args.collab_layers,
                                collab_weight=args.collab_weight, negatives=args.negatives,
                                optimizer=args.optimizer, lr=args.lr, skip_first=args.skip_first, seed=args.seed,
