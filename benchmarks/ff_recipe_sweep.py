@@ -5,12 +5,12 @@ Run from the repository root::
     python -m benchmarks.ff_recipe_sweep                          # every recipe below, 4 x 1000, 2 epochs
     python -m benchmarks.ff_recipe_sweep --recipes all-symba-a8,collaborative --width 2000 --epochs 1
 
-Each recipe trains ``784 - width x 4`` from the same initial weights (seed 0) on MNIST's 50k
-training split with Adam, batch 100, the linear cooldown over the given epochs, and is scored on
-the 10k validation split (never on the test set): error by goodness over all layers, without the
-first layer, and by the softmax head. Per epoch it prints the mean loss per layer and the mean
+Each recipe trains ``784 - width x depth`` (default 4 x 1000) from the same initial weights
+(seed 0) on MNIST's 50k training split with Adam, batch 100, the linear cooldown over the given
+epochs, and is scored on the 10k validation split (never on the test set): error by goodness over
+all layers, without the first layer, and by the softmax head. Per epoch it prints the mean loss per layer and the mean
 positive / negative goodness per layer (a layer near zero for both is silent). One line per recipe
-goes to ``benchmarks/results/ff_recipe_sweep_<width>x4_<epochs>ep_cpu.jsonl`` (appended).
+goes to ``benchmarks/results/ff_recipe_sweep_<width>x<depth>_<epochs>ep_cpu.jsonl`` (appended).
 A 2-epoch run is a proxy: it ranks recipes by how fast the upper layers learn, not by where a
 60-epoch run ends.
 """
@@ -41,19 +41,20 @@ RECIPES = {
 }
 
 
-def run_recipe(name: str, width: int, epochs: int, train, valid) -> dict:
+def run_recipe(name: str, width: int, depth: int, epochs: int, train, valid) -> dict:
     from ffops import ff
 
     net_kw, trainer_kw = RECIPES[name]
     torch.manual_seed(0)
-    model = ff.FFNet([784] + [width] * 4, num_classes=10, **net_kw)
+    model = ff.FFNet([784] + [width] * depth, num_classes=10, **net_kw)
     trainer = ff.FFTrainer(model, eval_train_samples=5000, **trainer_kw)
     t0 = time.perf_counter()
     history = trainer.fit(train.images, train.labels, epochs=epochs, batch_size=100)
     for r in history:
         print(f"{name} epoch {r['epoch']} loss {[round(v, 3) for v in r['loss']]} goodness pos/neg "
               f"{[(round(g['pos_mean'], 2), round(g['neg_mean'], 2)) for g in r['goodness']]}", flush=True)
-    result = {"recipe": name, "width": width, "epochs": epochs, "net": net_kw, "trainer": trainer_kw}
+    result = {"recipe": name, "width": width, "depth": depth, "epochs": epochs, "net": net_kw,
+              "trainer": trainer_kw}
     for skip in (False, True):
         trainer.config["skip_first"] = skip
         errors = trainer.evaluate(valid.images, valid.labels)
@@ -71,6 +72,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names from RECIPES")
     p.add_argument("--width", type=int, default=1000)
+    p.add_argument("--depth", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -83,9 +85,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     train = data.load_dataset("mnist", split="train")
     valid = data.load_dataset("mnist", split="valid")
-    out = Path(__file__).parent / "results" / f"ff_recipe_sweep_{args.width}x4_{args.epochs}ep_cpu.jsonl"
+    out = Path(__file__).parent / "results" / f"ff_recipe_sweep_{args.width}x{args.depth}_{args.epochs}ep_cpu.jsonl"
     for name in names:
-        result = run_recipe(name, args.width, args.epochs, train, valid)
+        result = run_recipe(name, args.width, args.depth, args.epochs, train, valid)
         with out.open("a") as f:
             f.write(json.dumps(result) + "\n")
     return 0
