@@ -22,22 +22,25 @@ from pathlib import Path
 
 import torch
 
-# name -> (FFNet keyword arguments, FFTrainer keyword arguments); hard negatives unless noted
+# name -> (FFNet keyword arguments, FFTrainer keyword arguments), spelled out in full so that a
+# recipe does not change with the library's defaults; hard negatives unless noted
+SOFTPLUS, SYMBA = {"loss": "softplus"}, {"loss": "symba", "alpha": 4.0}
+COLLAB, ALL = {"mode": "collaborative", "collab_layers": "others"}, {"mode": "all"}
 RECIPES = {
-    "collaborative": ({}, {}),
-    "collaborative-peer": ({"peer_weight": 0.03}, {}),
-    "collaborative-past": ({}, {"collab_layers": "past"}),
-    "collaborative-w0.5": ({}, {"collab_weight": 0.5}),
-    "collaborative-w0.25": ({}, {"collab_weight": 0.25}),
-    "collaborative-symba": ({"loss": "symba"}, {}),
-    "all": ({}, {"mode": "all"}),
-    "all-peer": ({"peer_weight": 0.03}, {"mode": "all"}),
-    "all-random": ({}, {"mode": "all", "negatives": "random"}),
-    "all-symba": ({"loss": "symba"}, {"mode": "all"}),
-    "all-symba-a2": ({"loss": "symba", "alpha": 2.0}, {"mode": "all"}),
-    "all-symba-a8": ({"loss": "symba", "alpha": 8.0}, {"mode": "all"}),
-    "all-symba-lr1e-3": ({"loss": "symba"}, {"mode": "all", "lr": 1e-3}),
-    "all-symba-random": ({"loss": "symba"}, {"mode": "all", "negatives": "random"}),
+    "collaborative": (SOFTPLUS, COLLAB),
+    "collaborative-peer": ({**SOFTPLUS, "peer_weight": 0.03}, COLLAB),
+    "collaborative-past": (SOFTPLUS, {**COLLAB, "collab_layers": "past"}),
+    "collaborative-w0.5": (SOFTPLUS, {**COLLAB, "collab_weight": 0.5}),
+    "collaborative-w0.25": (SOFTPLUS, {**COLLAB, "collab_weight": 0.25}),
+    "collaborative-symba": (SYMBA, COLLAB),
+    "all": (SOFTPLUS, ALL),
+    "all-peer": ({**SOFTPLUS, "peer_weight": 0.03}, ALL),
+    "all-random": (SOFTPLUS, {**ALL, "negatives": "random"}),
+    "all-symba": (SYMBA, ALL),
+    "all-symba-a2": ({**SYMBA, "alpha": 2.0}, ALL),
+    "all-symba-a8": ({**SYMBA, "alpha": 8.0}, ALL),
+    "all-symba-lr1e-3": (SYMBA, {**ALL, "lr": 1e-3}),
+    "all-symba-random": (SYMBA, {**ALL, "negatives": "random"}),
 }
 
 
