@@ -22,14 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="epochs of the schedule (default 30; with --resume: the resumed run's)")
     p.add_argument("--batch-size", type=int, default=100, help="positive samples per step (as many negatives)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu; with --resume: the run's)")
-    p.add_argument("--mode", default="collaborative", help="collaborative | all | greedy")
+    p.add_argument("--mode", default="all", help="all | collaborative | greedy")
     p.add_argument("--collab-layers", default="others",
                    help="collaborative mode: the goodness of all other layers (others) or of those below (past)")
     p.add_argument("--collab-weight", type=float, default=1.0,
                    help="scale of the other layers' goodness in a layer's logit (1: collaborative FF, 0: plain)")
     p.add_argument("--skip-first", action="store_true", help="leave layer 1 out of goodness prediction (Hinton)")
-    p.add_argument("--loss", default="softplus", help="softplus | symba")
-    p.add_argument("--alpha", type=float, default=4.0, help="SymBa's scale of G_pos - G_neg (default 4)")
+    p.add_argument("--loss", default="symba", help="symba | softplus")
+    p.add_argument("--alpha", type=float, default=8.0, help="SymBa's scale of G_pos - G_neg")
     p.add_argument("--goodness", default="mean", help="mean | sum")
     p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
     p.add_argument("--threshold", type=float, default=None, help="default: 2.0 (mean) or the width (sum)")

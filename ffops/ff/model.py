@@ -46,12 +46,14 @@ class FFNet(nn.Module):
             ``default_threshold`` (2.0 for mean goodness, the width for sum goodness).
         goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum: as ffops.nn.FFLinear
             (``norm`` is the length normalization of each layer's input, the raw image included).
+            The defaults (SymBa's loss with alpha 8) are the recipe measured best with FFTrainer's
+            (see RECIPE_NOTES in ffops.ff.train); FFLinear's own default is Hinton's softplus loss.
         init: ``"torch"`` (nn.Linear's default), ``"fan_in"`` / ``"fan_out"``: normal weights with std
             ``1 / sqrt(fan)`` and zero biases (Hinton's code / the loeweX port use these).
     """
 
     def __init__(self, sizes, *, num_classes: int = 10, threshold=None, goodness: str = "mean",
-                 norm: str = "rms", loss: str = "softplus", alpha: float = 4.0, sign: int = 1,
+                 norm: str = "rms", loss: str = "symba", alpha: float = 8.0, sign: int = 1,
                  eps: float = 1e-8, peer_weight: float = 0.0, peer_momentum: float = 0.9,
                  init: str = "fan_in", device=None, dtype=None):
         super().__init__()

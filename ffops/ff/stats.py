@@ -1,9 +1,14 @@
 """Per-layer statistics for the training history: histograms of positive / negative goodness.
 
-The bins are fixed per layer (``[0, 3 * threshold]``, values outside are clamped into the end
-bins) so that epochs can be compared and plotted; the sample (a fixed training subset) and its
-negatives (a generator reseeded every time) are the same at every epoch.
+The bins of a layer trained with the logistic (softplus) loss are fixed, ``[0, 3 * threshold]``
+(values outside are clamped into the end bins), so that epochs can be compared and plotted. Under
+SymBa's loss the threshold means nothing and the goodness grows during training, so the range is
+``[0, m]`` with ``m`` the sample's largest goodness rounded up to 1, 2 or 5 times a power of ten.
+The sample (a fixed training subset) and its negatives (a generator reseeded every time) are the
+same at every epoch.
 """
+
+import math
 
 import torch
 
@@ -19,11 +24,19 @@ def histogram(values: torch.Tensor, low: float, high: float, bins: int) -> list[
     return [int(c) for c in torch.histc(v, bins=bins, min=low, max=high).tolist()]
 
 
-def bin_range(layer) -> tuple[float, float]:
-    """The fixed histogram range of a layer's goodness: ``[0, 3 * threshold]`` (``[0, 1]`` when the
-    threshold is not positive)."""
-    t = float(layer.threshold)
-    return (0.0, 3.0 * t) if t > 0 else (0.0, 1.0)
+def nice_ceil(value: float) -> float:
+    """The smallest of 1, 2, 5 times a power of ten that is >= ``value`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= value)
+
+
+def bin_range(layer, goodness: torch.Tensor) -> tuple[float, float]:
+    """The histogram range of a layer's ``goodness``: ``[0, 3 * threshold]`` for the softplus loss,
+    ``[0, nice_ceil(max)]`` for SymBa's (``[0, 1]`` when either bound is not positive or not finite)."""
+    high = 3.0 * float(layer.threshold) if layer.loss_kind == "softplus" else float(goodness.max())
+    if not (math.isfinite(high) and high > 0):
+        return 0.0, 1.0
+    return 0.0, (high if layer.loss_kind == "softplus" else nice_ceil(high))
 
 
 @torch.no_grad()
@@ -44,7 +57,7 @@ def goodness_histograms(trainer, x: torch.Tensor, y: torch.Tensor, *, bins: int 
     result = []
     for i, out in enumerate(outs[:num_layers]):
         g = model.layer_goodness(i, out)
-        low, high = bin_range(model.layers[i])
+        low, high = bin_range(model.layers[i], g)
         edges = [low + (high - low) * k / bins for k in range(bins + 1)]
         result.append({"layer": i, "edges": edges, "pos": histogram(g[:n], low, high, bins),
                        "neg": histogram(g[n:], low, high, bins), "pos_mean": float(g[:n].mean()),

@@ -8,16 +8,22 @@ Alongside, a linear softmax head learns from the neutral-label activities (detac
 Progress output stays out of the library: ``fit`` calls ``callbacks`` (``Callback`` subclasses) and
 returns ``history``, a JSON-serializable list with one dict per epoch (see ``fit``).
 
-RECIPE_NOTES (MNIST, 784-500-500, CPU, validation error on the 10k held out of the 50k training
-split; +-0.14 % is one standard error): collaborative FF beats training each layer on its own
-(30 epochs, hard negatives: 1.88 % vs 2.19 %; at 20 epochs 1.98 %, "past"-only collaboration
-2.29 %); hard negatives beat random ones (30 epochs, plain FF: 2.19 % vs 2.78 %); Adam lr 3e-3
-beats 1e-3 (2.89 % at 20 epochs) and 1e-2; mean goodness with threshold 2 beats sum goodness with
-threshold = width (3.1 %); peer normalization (0.03: 2.12 %) and AdamW weight decay (0.05: 2.05 %)
-made no measurable difference. Trained on all 60k for 30 epochs: 1.96 % test error (goodness), 531 s of training on
-one CPU thread. The softmax head on neutral-label activities is much worse (about 5-10 %) and
-degrades as FF training goes on; ``input_dropout=0.2`` improves it (2.8 %) at some cost in goodness
-error (2.16 %).
+RECIPE_NOTES (MNIST, CPU; validation error on the 10k held out of the 50k training split, +-0.14 %
+is one standard error; benchmarks/ff_recipe_sweep.py and its results). The defaults: plain FF (each
+layer on its own loss, every step), SymBa's pairwise loss ``softplus(-alpha (G_pos - G_neg))`` with
+alpha 8, hard negatives, Adam 3e-3 with the cooldown, batch 100. On 784-500-500, 30 epochs: 1.64 %
+(the earlier default, collaborative FF with the softplus loss: 1.88 %; plain FF with softplus
+2.19 %); trained on all 60k: 1.37 % test error by goodness, 1.40 % by the softmax head, 508 s of
+training on one CPU thread (benchmarks/results/train_ff_mnist_2x500_30ep_cpu.*). On 784-1000 x 4,
+2 epochs: SymBa alpha 8 / 4 / 2: 2.83 / 2.94 / 3.25 %; collaborative softplus 3.71 %, with layer 4
+silent (its goodness goes to 0 for all data: every layer's logit is the whole net's log-odds, the
+lower layers already separate the data and the upper ones are only pushed down); plain softplus
+4.97 % (the upper layers stay alive but barely learn); collab_weight 0.5: 3.83 %; random instead of
+hard negatives: 1.7 points worse. Earlier findings with the softplus loss (784-500-500): hard
+negatives beat random ones (2.19 % vs 2.78 %); Adam lr 3e-3 beats 1e-3 and 1e-2; mean goodness with
+threshold 2 beats sum goodness with threshold = width (3.1 %); peer normalization and AdamW weight
+decay made no measurable difference; the head was much worse than goodness prediction (5-10 %) and
+``input_dropout=0.2`` helped it (2.8 %). With SymBa the head is as good as goodness prediction.
 """
 
 import time
@@ -70,10 +76,11 @@ def _as_data(op, name, images, labels_name, labels, num_classes, in_features, de
 class FFTrainer:
     """Trains an FFNet (and a linear softmax head) with Forward-Forward.
 
-    The defaults (with FFNet's: mean goodness, threshold 2, RMS normalization) are the recipe tuned
-    on MNIST for a 784-500-500 net on a 2-core CPU: collaborative FF over all other layers, hard
-    negatives, Adam lr 3e-3 with the linear cooldown, batch 100, 30 epochs, prediction by goodness
-    summed over all layers (see RECIPE_NOTES in the module docstring for the measurements).
+    The defaults (with FFNet's: SymBa's loss with alpha 8, mean goodness, RMS normalization) are the
+    recipe measured best on MNIST for 784-500-500 and 784-1000 x 4 nets on a 2-core CPU: every layer
+    learns from every step on its own loss ("all"), hard negatives, Adam lr 3e-3 with the linear
+    cooldown, batch 100, 30 epochs, prediction by goodness summed over all layers (see RECIPE_NOTES
+    in the module docstring for the measurements).
 
     Args:
         model: the FFNet. mode: ``"all"`` | ``"greedy"`` | ``"collaborative"`` (ffops.ff.step).
@@ -99,7 +106,7 @@ class FFTrainer:
             permutation-invariant regularizer; the label is written afterwards). callbacks: Callback objects.
     """
 
-    def __init__(self, model: FFNet, *, mode="collaborative", collab_layers="others", collab_weight=1.0,
+    def __init__(self, model: FFNet, *, mode="all", collab_layers="others", collab_weight=1.0,
                  negatives="hard", hard_temperature=1.0, on_value=1.0, neutral_value=None, optimizer="adam", lr=3e-3,
                  weight_decay=0.0, momentum=0.9, cooldown=True, head=True, head_layers="all", head_lr=1e-3,
                  head_weight_decay=0.0, skip_first=False, backward="per_layer", ddp=False, seed=0,
@@ -279,7 +286,7 @@ class FFTrainer:
         ``samples_per_s``, ``train_error_goodness`` / ``train_error_head`` (fractions, on a fixed
         ``eval_train_samples`` subset), ``test_error_*`` (when test data is given), ``eval_time_s``,
         and ``goodness``: per layer ``{"layer", "edges", "pos", "neg", "pos_mean", "neg_mean"}``,
-        histogram counts of positive / negative goodness over fixed bins (ffops.ff.stats).
+        histogram counts of positive / negative goodness (bins: ffops.ff.stats).
         Errors are evaluated every ``eval_every`` epochs and after the last."""
         model, cfg, op = self.model, self.config, "FFTrainer.fit"
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_every", eval_every)):

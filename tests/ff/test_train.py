@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -15,11 +16,12 @@ def _net(sizes=(24, 32, 32), **kw):
 @pytest.mark.parametrize("mode, collab", [("all", "others"), ("greedy", "others"), ("collaborative", "others"),
                                           ("collaborative", "past")])
 @pytest.mark.parametrize("negatives", ["random", "hard"])
-def test_modes_learn_a_separable_task_both_prediction_ways(mode, collab, negatives):
+@pytest.mark.parametrize("loss", ["symba", "softplus"])
+def test_modes_learn_a_separable_task_both_prediction_ways(mode, collab, negatives, loss):
     x, y = blobs(600)
     xt, yt = blobs(300, seed=1)
-    trainer = ff.FFTrainer(_net(), mode=mode, collab_layers=collab, negatives=negatives, lr=1e-2, head_lr=3e-2,
-                           hist_samples=64)
+    trainer = ff.FFTrainer(_net(loss=loss), mode=mode, collab_layers=collab, negatives=negatives, lr=1e-2,
+                           head_lr=3e-2, hist_samples=64)
     history = trainer.fit(x, y, test_images=xt, test_labels=yt, epochs=4, batch_size=50)
     last = history[-1]
     assert len(history) == (8 if mode == "greedy" else 4)
@@ -175,8 +177,21 @@ def test_history_is_json_serializable_with_histograms_and_callbacks_in_order():
     assert len(rec["goodness"]) == 2
     for layer in rec["goodness"]:
         assert len(layer["edges"]) == 11 and sum(layer["pos"]) == 50 and sum(layer["neg"]) == 50
-    assert history[0]["goodness"][0]["edges"] == rec["goodness"][0]["edges"]  # fixed bins
+    for r in history:  # SymBa (FFNet's default loss): [0, the largest goodness rounded up to 1, 2, 5 x 10^k]
+        for layer in r["goodness"]:
+            top = layer["edges"][-1]
+            assert layer["edges"][0] == 0 and max(layer["pos_mean"], layer["neg_mean"]) <= top
+            assert top / 10 ** math.floor(math.log10(top)) in (1, 2, 5, 10)
     assert rec["lr"] < trainer.config["lr"] * 0.5  # linear cooldown in the second half
+
+
+def test_histogram_bins_of_the_softplus_loss_are_fixed_by_the_threshold():
+    x, y = blobs(200)
+    trainer = ff.FFTrainer(_net(loss="softplus", threshold=1.5), hist_samples=50, hist_bins=10)
+    history = trainer.fit(x, y, epochs=2, batch_size=64)
+    for r in history:
+        assert [layer["edges"][-1] for layer in r["goodness"]] == [4.5, 4.5]
+        assert [sum(layer["pos"]) for layer in r["goodness"]] == [50, 50]  # values above clamped in
 
 
 def test_checkpoint_round_trip(tmp_path):
