@@ -92,10 +92,11 @@ class _SaveEachEpoch(ff.Callback):
         self.out, self.log = out, log
 
     def on_epoch_end(self, trainer, record):
-        save(self.out, trainer, self.log)
+        _save_run(self.out, trainer, self.log)
 
 
-def save(out: Path, trainer, log: dict) -> None:
+def _save_run(out: Path, trainer, log: dict) -> None:
+    """log.json (with the history so far) and checkpoint.pt (with the command's arguments, for --resume)."""
     log["history"] = trainer.history
     (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
     ff.save_checkpoint(out / "checkpoint.pt", trainer, cli_args=log["args"])
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
                           start_epoch=done)
     wall = wall_before + time.perf_counter() - t0
     log["wall_time_s"] = wall
-    save(out, trainer, log)
+    _save_run(out, trainer, log)
     plot_ff_history(history, out / "curves.png", title=f"FF {args.dataset} {sizes}")
     last = history[-1]
     best = {k: last[k] for k in last if k.startswith("test_error")}
