@@ -6,15 +6,22 @@ Run from the repository root::
     python -m benchmarks.bench_ff_train --device cpu --quick  # tiny smoke configuration
 
 Network 784-2000-2000 (two FF layers), batch 1000 positive + 1000 negative rows, float32, one
-Adam (lr 0.03) per layer; random data in [0, 1) shaped like MNIST (fixed seeds; values do not
-matter for speed). Contenders, all from identical initial weights, in one process:
+Adam (lr 0.03) per layer. The data is supervised FF's: 1000 random images in [0, 1) shaped like
+MNIST (fixed seeds; values do not matter for speed), each overlaid once with a random label
+(positive rows) and once with a different random label (negative rows), the port's
+``overlay_y_on_x`` (on value: the images' maximum). Contenders, all from identical initial
+weights, in one process:
 
   eager-port     benchmarks.baselines.ff_eager.eager_ff_step (mohammadpz/pytorch_forward_forward's
                  step: the next layer's input recomputed after the optimizer step);
   eager-fair     eager_ff_step_fair (pre-step activities handed on: one forward per layer);
   compile-fair   eager_ff_step_fair with torch.compile'd per-layer loss (optimizer step eager);
-  ffops          FFLinear: one call per layer on cat([x_pos, x_neg]), per-layer loss.backward(),
-                 Adam step, x_sumsq handed to the next layer.
+  ffops          FFLinear, as FFTrainer runs it: the first layer on ffops.nn.OverlayRows (the 1000
+                 images once plus the 2000 row labels: its GEMMs run on 1000 rows, the labels enter
+                 as one weight column per row), the next layers on the activity; per-layer
+                 loss.backward(), Adam step, x_sumsq handed to the next layer;
+  ffops-rows     the same FFLinear layers on the materialized rows cat([x_pos, x_neg]) (context:
+                 the fused layer alone, without sharing the images).
 
 Metric: seconds per training step (harness.time_callables: warm-up, interleaved rounds, median
 and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels: ffops' library
@@ -68,8 +75,9 @@ def make_networks(sizes, device, seed: int = 0):
     return eager, ffops_layers
 
 
-def ffops_step(layers, optimizers, x: torch.Tensor, n_pos: int) -> list[torch.Tensor]:
-    """One ffops training step: per layer one fused call on the whole batch, backward, Adam step."""
+def ffops_step(layers, optimizers, x: torch.Tensor | ff.OverlayRows, n_pos: int) -> list[torch.Tensor]:
+    """One ffops training step: per layer one fused call on the whole batch (rows or OverlayRows),
+    backward, Adam step."""
     losses, sumsq = [], None
     for layer, opt in zip(layers, optimizers):
         out = layer(x, n_pos, x_sumsq=sumsq)
@@ -81,17 +89,30 @@ def ffops_step(layers, optimizers, x: torch.Tensor, n_pos: int) -> list[torch.Te
     return losses
 
 
-def build_steps(sizes, x: torch.Tensor, n_pos: int, device, compile_: bool) -> dict:
+def make_batch(images: torch.Tensor, seed: int) -> ff.OverlayRows:
+    """Supervised FF's batch of ``images`` ``[B, D]``: each with a random label, then with a different
+    random label (the port's overlay: on value = the images' maximum outside the label features)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    y = torch.randint(0, C, (images.shape[0],), generator=gen)
+    wrong = (y + torch.randint(1, C, y.shape, generator=gen)) % C
+    return ff.overlay_rows(images, torch.cat([y, wrong]).to(images.device), C, overlay_on_value(images))
+
+
+def build_steps(sizes, batch: ff.OverlayRows, device, compile_: bool) -> dict:
     """Zero-argument training-step callables, each on its own copy of the same initial weights."""
     eager, ffops_layers = make_networks(sizes, device)
+    rows_layers = copy.deepcopy(ffops_layers)
+    n_pos = batch.base.shape[0]
+    x = batch.materialize()
     x_pos, x_neg = x[:n_pos], x[n_pos:]
     nets = {"eager-port": eager, "eager-fair": copy.deepcopy(eager)}
     if compile_:
         nets["compile-fair"] = copy.deepcopy(eager)
     opts = {name: ff_eager.make_optimizers(layers) for name, layers in nets.items()}
-    ffops_opts = ff_eager.make_optimizers(ffops_layers)
+    ffops_opts, rows_opts = ff_eager.make_optimizers(ffops_layers), ff_eager.make_optimizers(rows_layers)
     steps = {
-        BASELINE: lambda: ffops_step(ffops_layers, ffops_opts, x, n_pos),
+        BASELINE: lambda: ffops_step(ffops_layers, ffops_opts, batch, n_pos),
+        "ffops-rows": lambda: ffops_step(rows_layers, rows_opts, x, n_pos),
         "eager-fair": lambda: ff_eager.eager_ff_step_fair(nets["eager-fair"], opts["eager-fair"], x_pos, x_neg),
         "eager-port": lambda: ff_eager.eager_ff_step(nets["eager-port"], opts["eager-port"], x_pos, x_neg),
     }
@@ -419,8 +440,8 @@ def main(argv=None) -> int:
     print(f"network {'-'.join(map(str, sizes))}, batch {batch}+{batch}, Adam lr {ff_eager.LR}; "
           "times: median [p20-p80] ms; 'x ffops' = contender / ffops (>1: ffops faster)\n")
 
-    x = make_data(2 * batch, in_f, device, seed=0)
-    steps = build_steps(sizes, x, batch, device, not args.no_compile)
+    steps = build_steps(sizes, make_batch(make_data(batch, in_f, device, seed=0), seed=4), device,
+                        not args.no_compile)
     losses, first_s, bad = first_step_check(steps, device)
     print("first-step loss per layer (identical initial weights):")
     for name, ls in losses.items():

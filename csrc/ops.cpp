@@ -53,6 +53,23 @@ TORCH_LIBRARY(ffops, m) {
   // stat type; h contiguous [B*C, out] of pre's dtype, sumsq [B*C] of the stat type (from the
   // unrounded h). Returns (h, sumsq).
   m.def("ff_label_rows(Tensor pre, Tensor on, Tensor? scale, Tensor label_weight, Tensor? bias) -> (Tensor, Tensor)");
+  // The first layer trained on label-overlaid rows that share their images (supervised FF: the
+  // positive and negative rows are the same images with different labels; csrc/cpu/ff_linear_overlay.cpp,
+  // csrc/cuda/ff_linear_cuda.cpp). base [B, in] contiguous; labels [R] int64 contiguous with
+  // R = k * B (k >= 1) and values in [0, C), C = num_classes in [1, in]; on [B] of the stat type.
+  // Row r is base[r % B] with its first C features replaced by on[r % B] * one_hot(labels[r], C):
+  //   pre[r, j] = x_scale[r] * (base[r % B, C:] . weight[j, C:] + on[r % B] * weight[j, labels[r]]) + bias[j]
+  // and h, sumsq, pos_mean are ff_linear_fwd's on those rows (x_scale [R] or None, bias, n_pos as
+  // there). The GEMM runs on the B shared rows only (k times fewer FLOPs than on the R rows).
+  m.def(
+      "ff_linear_overlay_fwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor weight, Tensor? bias, "
+      "int num_classes, int n_pos) -> (Tensor, Tensor, Tensor)");
+  // ff_linear_bwd on those rows: with dpre as there and u[r] = x_scale[r] * dpre[r, :],
+  //   grad_weight[:, C:] = (sum_{r % B == b} u[r])^T @ base[:, C:]   (one GEMM over the B shared rows)
+  //   grad_weight[j, c]  = sum_{r : labels[r] == c} on[r % B] * u[r, j];  grad_bias = sum_r dpre[r, :]
+  m.def(
+      "ff_linear_overlay_bwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor h, Tensor grad_sumsq, "
+      "Tensor? grad_pos_mean, int num_classes, int n_pos) -> (Tensor, Tensor)");
 
   // ---- Memory-saving activations and norms (csrc/cpu/activations.cpp, csrc/cpu/norms.cpp,
   //      csrc/cuda/memory*.{cu,cpp}) ------------------------------------------------------------

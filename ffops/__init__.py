@@ -15,7 +15,7 @@ from ffops._backend import (  # noqa: E402
     use_backend,
 )
 from ffops.ops.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
-from ffops.ops.ff_linear import ff_linear  # noqa: E402
+from ffops.ops.ff_linear import ff_linear, ff_linear_overlay  # noqa: E402
 from ffops.ops.memory import fewbit, ms_layernorm, ms_rmsnorm, regelu2, resilu2  # noqa: E402
 from ffops.ops.sparse import sparse_linear  # noqa: E402
 
@@ -24,6 +24,7 @@ __all__ = [
     "BackendUnavailableError",
     "available",
     "ff_linear",
+    "ff_linear_overlay",
     "ff_loss",
     "ff_normalize",
     "fewbit",

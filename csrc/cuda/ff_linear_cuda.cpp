@@ -1,12 +1,14 @@
 // Fused Forward-Forward linear layer on CUDA: the torch-facing side of csrc/cuda/ff_linear.cu.
 // The GEMMs run in cuBLAS through at::mm; the epilogues (bias, scale, relu and the statistics in
 // the forward, the dpre matrix and bias gradient in the backward) are one CUDA kernel each, see
-// cuda/ff_linear.h; so are the all-label prediction rows (ff_label_rows). Validates the
+// cuda/ff_linear.h; so are the all-label prediction rows (ff_label_rows). The overlay layer
+// (ff_linear_overlay_*) reuses both epilogues around ATen gathers and sums. Validates the
 // raw-pointer contract (the kernels index x_scale, bias, ... by the shapes of x and h), allocates
 // the outputs and launches on the current stream of x's device. Schemas and math: csrc/ops.cpp.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -114,6 +116,74 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
   return {grad_weight, grad_bias};
 }
 
+// (h, sumsq, pos_mean); see ff_linear_overlay_fwd in csrc/ops.cpp. cuBLAS runs the GEMM on the B
+// shared rows without their label features (strided views, no copies); the rows are expanded to the
+// R = k * B overlay rows with each row's label column added, and the forward epilogue turns them
+// into h in place.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
+    const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on, const std::optional<at::Tensor>& x_scale,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t num_classes, int64_t n_pos) {
+  check_matrix(base, "base");
+  check_matrix(weight, "weight");
+  check_like_x(weight, base, "weight");
+  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  const int64_t batch = base.size(0), in = base.size(1), rows = labels.size(0), out = weight.size(0);
+  const int64_t c = num_classes;
+  TORCH_CHECK(weight.size(1) == in, "ffops: weight must be [out, ", in, "], got ", weight.sizes());
+  if (bias.has_value()) check_vector(*bias, base, out, base.scalar_type(), "bias");
+
+  const c10::cuda::CUDAGuard guard(base.device());
+  const at::Tensor pre = in > c ? at::mm(base.narrow(1, c, in - c), weight.narrow(1, c, in - c).t())
+                                : at::zeros({batch, out}, base.options());
+  at::Tensor h = pre.repeat({copies, 1});
+  const at::Tensor on_rows = on.repeat({copies}).to(base.scalar_type()).unsqueeze(1);
+  h.add_(weight.narrow(1, 0, c).t().index_select(0, labels).mul_(on_rows));
+  at::Tensor sumsq = at::empty({rows}, base.options().dtype(stat_type(base.scalar_type())));
+  at::Tensor pos_mean = at::empty({out}, sumsq.options());
+  check_launch(launch_ff_linear_fwd_epilogue(ffdtype_of(base.scalar_type()), h.mutable_data_ptr(), rows, out,
+                                             opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
+                                             pos_mean.mutable_data_ptr(), current_stream()),
+               "ff_linear_overlay_fwd");
+  return {h, sumsq, pos_mean};
+}
+
+// (grad_weight, grad_bias); see ff_linear_overlay_bwd in csrc/ops.cpp. The backward epilogue forms
+// u = x_scale * dpre and grad_bias over the R rows; u is summed over the k copies of each shared row
+// for the one cuBLAS GEMM on B rows, whose first C columns are replaced by the label columns
+// u^T @ L (L [R, C]: on[r % B] at column labels[r]).
+std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base, const at::Tensor& labels,
+                                                         const at::Tensor& on, const std::optional<at::Tensor>& x_scale,
+                                                         const at::Tensor& h, const at::Tensor& grad_sumsq,
+                                                         const std::optional<at::Tensor>& grad_pos_mean,
+                                                         int64_t num_classes, int64_t n_pos) {
+  check_matrix(base, "base");
+  check_matrix(h, "h");
+  check_like_x(h, base, "h");
+  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  const int64_t batch = base.size(0), rows = labels.size(0), out = h.size(1), c = num_classes;
+  TORCH_CHECK(h.size(0) == rows, "ffops: h must have ", rows, " rows like labels, got ", h.sizes());
+  const at::ScalarType st = stat_type(base.scalar_type());
+  check_stat(grad_sumsq, h, "grad_sumsq");
+  if (grad_pos_mean.has_value()) check_vector(*grad_pos_mean, base, out, st, "grad_pos_mean");
+
+  const c10::cuda::CUDAGuard guard(base.device());
+  at::Tensor u = at::empty({rows, out}, base.options());
+  at::Tensor grad_bias_acc = at::empty({out}, base.options().dtype(st));
+  at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
+  if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, base.options().dtype(st));
+  check_launch(launch_ff_linear_bwd_epilogue(
+                   ffdtype_of(base.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                   grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
+                   grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
+                   current_stream()),
+               "ff_linear_overlay_bwd");
+  at::Tensor grad_weight = at::mm(u.view({copies, batch, out}).sum(0).t(), base);
+  at::Tensor label_rows = at::zeros({rows, c}, base.options());
+  label_rows.scatter_(1, labels.unsqueeze(1), on.repeat({copies}).to(base.scalar_type()).unsqueeze(1));
+  grad_weight.narrow(1, 0, c).copy_(at::mm(u.t(), label_rows));
+  return {grad_weight, grad_bias_acc.to(base.scalar_type())};
+}
+
 // (h, sumsq); see ff_label_rows in csrc/ops.cpp.
 std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at::Tensor& on,
                                                  const std::optional<at::Tensor>& scale,
@@ -142,4 +212,6 @@ TORCH_LIBRARY_IMPL(ffops, CUDA, m) {
   m.impl("ff_linear_fwd", &ffops::gpu::ff_linear_fwd);
   m.impl("ff_linear_bwd", &ffops::gpu::ff_linear_bwd);
   m.impl("ff_label_rows", &ffops::gpu::ff_label_rows);
+  m.impl("ff_linear_overlay_fwd", &ffops::gpu::ff_linear_overlay_fwd);
+  m.impl("ff_linear_overlay_bwd", &ffops::gpu::ff_linear_overlay_bwd);
 }

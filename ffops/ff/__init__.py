@@ -12,7 +12,7 @@
 """
 
 from ffops.ff.checkpoint import load_checkpoint, save_checkpoint
-from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels
+from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels, overlay_rows
 from ffops.ff.memory import saved_bytes_per_step
 from ffops.ff.model import FFNet, default_threshold
 from ffops.ff.negatives import (
@@ -25,12 +25,14 @@ from ffops.ff.negatives import (
 from ffops.ff.predict import LinearHead, goodness_per_label, head_features, layer_goodness_per_label, predict
 from ffops.ff.step import layer_losses
 from ffops.ff.train import Callback, FFTrainer, train
+from ffops.nn.ff import OverlayRows
 
 __all__ = [
     "Callback",
     "FFNet",
     "FFTrainer",
     "LinearHead",
+    "OverlayRows",
     "default_threshold",
     "goodness_per_label",
     "gumbel_noise",
@@ -44,6 +46,7 @@ __all__ = [
     "neutral_overlay",
     "overlay_all_labels",
     "overlay_labels",
+    "overlay_rows",
     "predict",
     "random_wrong_labels",
     "save_checkpoint",

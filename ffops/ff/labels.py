@@ -10,6 +10,8 @@ import numbers
 
 import torch
 
+from ffops.nn.ff import OverlayRows
+
 
 def _check_images(op: str, x: torch.Tensor, num_classes: int) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -56,6 +58,23 @@ def overlay_labels(x: torch.Tensor, labels: torch.Tensor, num_classes: int, on_v
     out[:, :num_classes] = 0
     out[torch.arange(x.shape[0], device=x.device), labels] = on[:, 0].to(x.dtype)
     return out
+
+
+def overlay_rows(x: torch.Tensor, labels: torch.Tensor, num_classes: int, on_value=1.0) -> OverlayRows:
+    """``overlay_labels`` of ``x`` ``[B, D]`` with ``k`` labels per sample, kept unmaterialized:
+    ``labels`` ``[k * B]``, row ``r`` is sample ``r % B`` with label ``labels[r]`` (e.g.
+    ``cat([y, y_wrong])``: supervised FF's positive then negative rows). FFLinear runs it with one
+    GEMM over the ``B`` samples (ffops.ff_linear_overlay); ``.materialize()`` gives the rows."""
+    op = "ffops.ff.overlay_rows"
+    _check_images(op, x, num_classes)
+    b = x.shape[0]
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or (
+            labels.shape[0] != 0 if b == 0 else (labels.shape[0] < b or labels.shape[0] % b)):
+        raise ValueError(f"{op}: labels must be a [k * {b}] tensor (k >= 1 labels per sample), got "
+                         f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    labels = check_labels(op, labels, labels.shape[0], num_classes, x.device)
+    stat = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return OverlayRows(x, labels, _on_values(op, x, on_value)[:, 0].to(stat), num_classes)
 
 
 def overlay_all_labels(x: torch.Tensor, num_classes: int, on_value=1.0) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ffops._validation import check_choice
-from ffops.nn.ff import GOODNESS, LOSSES, NORMS, FFLayerOutput, FFLinear
+from ffops.nn.ff import GOODNESS, LOSSES, NORMS, FFLayerOutput, FFLinear, OverlayRows
 
 INITS = ("torch", "fan_in", "fan_out")
 
@@ -122,11 +122,12 @@ class FFNet(nn.Module):
         return layer.sign * (goodness - layer.threshold)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> list[FFLayerOutput]:
+    def forward(self, x: torch.Tensor | OverlayRows) -> list[FFLayerOutput]:
         """Inference through all layers (no loss, no autograd): one FFLayerOutput per layer.
 
-        ``x``: ``[B, in_features]`` with labels already overlaid (see ffops.ff.overlay_labels)."""
-        if x.dim() != 2 or x.shape[1] != self.in_features:
+        ``x``: ``[B, in_features]`` with labels already overlaid (see ffops.ff.overlay_labels), or
+        ffops.nn.OverlayRows."""
+        if (not isinstance(x, OverlayRows) and x.dim() != 2) or x.shape[1] != self.in_features:
             raise ValueError(f"FFNet: x must be [batch, {self.in_features}], got {tuple(x.shape)}")
         outs, h, sumsq = [], x, None
         for layer in self.layers:

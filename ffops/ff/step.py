@@ -35,7 +35,8 @@ BACKWARDS = ("per_layer", "joint")
 def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", collab_layers: str = "others",
                  train_layers=None, backward: str = "per_layer", modules=None, centered_goodness=None,
                  collab_weight: float = 1.0):
-    """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows.
+    """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows
+    (a tensor, or ffops.nn.OverlayRows: label overlays of shared images, for the first layer).
 
     Args:
         model: an ffops.ff.FFNet.

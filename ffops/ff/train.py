@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ffops._validation import check_choice, check_finite_real
 from ffops.ff import distributed
-from ffops.ff.labels import check_labels, overlay_labels
+from ffops.ff.labels import check_labels, overlay_rows
 from ffops.ff.model import FFNet
 from ffops.ff.negatives import gumbel_noise, hard_wrong_labels, hybrid_images, random_wrong_labels
 from ffops.ff.predict import LinearHead, head_features, layer_goodness_per_label, predict, resolve_head_layers
@@ -188,8 +188,9 @@ class FFTrainer:
     def make_batch(self, x: torch.Tensor, y: torch.Tensor, num_layers: int | None = None):
         """Positive + negative rows of this rank's shard of the global batch ``x, y``.
 
-        Returns ``(batch, n_pos, x_shard, y_shard, centered)``. Random numbers are drawn for the global
-        batch. ``centered``: with hard negatives, per layer the rows' goodness minus threshold, from
+        Returns ``(batch, n_pos, x_shard, y_shard, centered)``; ``batch`` is ffops.nn.OverlayRows when
+        supervised (the images once, labels ``cat([y, y_wrong])``), else a tensor. Random numbers are
+        drawn for the global batch. ``centered``: with hard negatives, per layer the rows' goodness minus threshold, from
         the hard-negative pass (collaborative FF's offsets without another forward); else None."""
         c, cfg = self.model.num_classes, self.config
         if cfg["input_dropout"] > 0:  # the same pixels dropped in the positive and negative copies
@@ -211,9 +212,8 @@ class FFTrainer:
             rows = torch.cat([ys, wrong])[:, None]
             centered = [torch.cat([g, g]).gather(1, rows)[:, 0] - self.model.layers[i].threshold
                         for i, g in enumerate(layer_g)]
-        pos = overlay_labels(xs, ys, c, cfg["on_value"])
-        neg = overlay_labels(xs, wrong, c, cfg["on_value"])
-        return torch.cat([pos, neg]), hi - lo, xs, ys, centered
+        # positive then negative rows of the same images: the first layer's GEMMs see each image once
+        return overlay_rows(xs, torch.cat([ys, wrong]), c, cfg["on_value"]), hi - lo, xs, ys, centered
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, train_layers=None) -> dict:
         """One optimizer step on the global batch ``x [B, D]``, ``y [B]`` (on the model's device).

@@ -1,6 +1,6 @@
 """nn.Module layers built on ffops' fused ops."""
 
-from ffops.nn.ff import FFConv2d, FFLayerOutput, FFLinear
+from ffops.nn.ff import FFConv2d, FFLayerOutput, FFLinear, OverlayRows
 from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
 from ffops.nn.sparse import SparseConv2d, SparseLinear
 
@@ -8,6 +8,7 @@ __all__ = [
     "FFConv2d",
     "FFLayerOutput",
     "FFLinear",
+    "OverlayRows",
     "FewBitAct",
     "MSLayerNorm",
     "MSRMSNorm",

@@ -14,10 +14,51 @@ from torch import nn
 
 import ffops
 from ffops._validation import check_choice, check_finite_real
+from ffops.reference.ff_linear import overlay_rows
 
 GOODNESS = ("mean", "sum")
 NORMS = ("l2", "rms")
 LOSSES = ("softplus", "symba")
+
+
+class OverlayRows(NamedTuple):
+    """Label-overlaid input rows that share their images, kept unmaterialized (a first layer's input).
+
+    Row ``r`` is ``base[r % B]`` with its first ``num_classes`` features replaced by
+    ``on[r % B] * one_hot(labels[r])``. Supervised FF's batch is ``labels = cat([y, y_wrong])``: the
+    positive rows, then the negative rows of the same images. ``FFLinear`` runs such rows through
+    ffops.ff_linear_overlay, whose GEMMs take the ``B`` images once instead of every row.
+    ``shape``, ``device`` and ``dtype`` are those of the materialized ``[R, features]`` rows.
+    """
+
+    base: torch.Tensor  # [B, features]
+    labels: torch.Tensor  # [R], R = k * B
+    on: torch.Tensor  # [B] float
+    num_classes: int
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.labels.shape[0], self.base.shape[1]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    def sumsq(self) -> torch.Tensor:
+        """Per-row ``sum x^2`` ``[R]`` (the label features hold ``on`` once), in float32 (float64 for
+        float64 rows)."""
+        stat = torch.float64 if self.base.dtype == torch.float64 else torch.float32
+        rest = ffops.goodness(self.base[:, self.num_classes:].detach(), reduction="sum").to(stat)
+        per_image = rest + self.on.detach().to(stat).square()
+        return per_image.repeat(self.labels.shape[0] // max(self.base.shape[0], 1))
+
+    def materialize(self) -> torch.Tensor:
+        """The ``[R, features]`` rows as a tensor."""
+        return overlay_rows(self.base, self.labels, self.on, self.num_classes)
 
 
 class FFLayerOutput(NamedTuple):
@@ -56,11 +97,11 @@ class _FFLossMixin:
             raise ValueError(f"{name}: need peer_weight >= 0 and 0 <= peer_momentum < 1, "
                              f"got {peer_weight} and {peer_momentum}")
 
-    def _input_scale(self, x: torch.Tensor, x_sumsq: torch.Tensor | None) -> torch.Tensor:
+    def _input_scale(self, x, x_sumsq: torch.Tensor | None) -> torch.Tensor:
         """Per-sample length normalization of the input as a scale: ``1 / (||x|| + eps)`` (l2) or
         ``1 / (rms(x) + eps)``. ``x_sumsq`` (the previous layer's ``sumsq``) avoids a pass over x."""
         if x_sumsq is None:
-            x_sumsq = ffops.goodness(x.detach(), reduction="sum").float()
+            x_sumsq = x.sumsq() if isinstance(x, OverlayRows) else ffops.goodness(x.detach(), reduction="sum").float()
         features = math.prod(x.shape[1:])
         norm_scale = 1.0 if self.norm == "l2" else 1.0 / max(features, 1)
         return 1.0 / (torch.sqrt(x_sumsq.detach().float() * norm_scale) + self.eps)
@@ -126,16 +167,21 @@ class FFLinear(_FFLossMixin, nn.Module):
         self.bias = linear.bias
         self.register_buffer("running_mean", torch.zeros(out_features, device=device, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor, n_pos: int | None = None, *, x_sumsq: torch.Tensor | None = None,
-                goodness_offset: torch.Tensor | None = None) -> FFLayerOutput:
-        """``x``: ``[B, in_features]`` (positive rows first); ``n_pos``: number of positive rows, or
-        None for inference (no loss). ``x_sumsq``: the previous layer's ``sumsq`` (saves a pass).
+    def forward(self, x: torch.Tensor | OverlayRows, n_pos: int | None = None, *,
+                x_sumsq: torch.Tensor | None = None, goodness_offset: torch.Tensor | None = None) -> FFLayerOutput:
+        """``x``: ``[B, in_features]`` (positive rows first), or ``OverlayRows`` (label overlays of shared
+        images: the GEMMs run on the images once); ``n_pos``: number of positive rows, or None for
+        inference (no loss). ``x_sumsq``: the previous layer's ``sumsq`` (saves a pass).
         ``goodness_offset``: per-row value added to the goodness in the logit (collaborative FF)."""
-        if x.dim() != 2 or x.shape[1] != self.in_features:
+        overlay = isinstance(x, OverlayRows)
+        if (not overlay and x.dim() != 2) or x.shape[1] != self.in_features:
             raise ValueError(f"FFLinear: x must be [batch, {self.in_features}], got {tuple(x.shape)}")
-        x = x.detach()
         scale = self._input_scale(x, x_sumsq) if self.normalize_input else None
-        h, sumsq, pos_mean = ffops.ff_linear(x, self.weight, self.bias, x_scale=scale, n_pos=n_pos or 0)
+        if overlay:
+            h, sumsq, pos_mean = ffops.ff_linear_overlay(x.base.detach(), x.labels, x.on, self.weight, self.bias,
+                                                         num_classes=x.num_classes, x_scale=scale, n_pos=n_pos or 0)
+        else:
+            h, sumsq, pos_mean = ffops.ff_linear(x.detach(), self.weight, self.bias, x_scale=scale, n_pos=n_pos or 0)
         loss, g = self._loss(sumsq, pos_mean, self.out_features, n_pos, goodness_offset)
         return FFLayerOutput(loss, h, sumsq.detach(), g)
 

@@ -9,6 +9,11 @@ gradient. ffops.nn.FFLinear builds the FF loss on top of it.
 ``ff_label_rows`` is the first layer's inference on every (sample, label) overlay (prediction by
 goodness, ffops.ff.goodness_per_label): one GEMM on the label-free input, expanded into the ``C``
 label rows of every sample in one fused pass.
+
+``ff_linear_overlay`` is ``ff_linear`` (with autograd) on label-overlaid rows that share their
+images, as supervised FF's positive and negative rows do: the GEMMs of the forward and of the
+weight gradient run on the shared images only (half the first layer's FLOPs for one negative per
+positive), the labels enter as one weight column per row.
 """
 
 import torch
@@ -119,4 +124,85 @@ def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tenso
     return KERNELS[impl].label_rows(
         pre.contiguous(), on.to(stat).contiguous(), None if scale is None else scale.to(stat).contiguous(),
         label_weight.contiguous(), None if bias is None else bias.contiguous(),
+    )
+
+
+def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torch.Tensor,
+                      bias: torch.Tensor | None = None, *, num_classes: int, x_scale: torch.Tensor | None = None,
+                      n_pos: int = 0):
+    """``ff_linear`` on the label overlays of shared inputs, without materializing them.
+
+    Row ``r`` of the layer's input is ``base[r % B]`` with its first ``num_classes`` features replaced
+    by ``on[r % B] * one_hot(labels[r])``: e.g. ``labels = cat([y, y_wrong])`` gives supervised FF's
+    positive rows then its negative rows of the same ``B`` images. The result equals
+    ``ff_linear(rows, weight, bias, x_scale=x_scale, n_pos=n_pos)`` on the materialized rows (up to
+    float rounding), but the GEMMs of the forward and of the weight gradient run on the ``B`` shared
+    rows (``k`` times fewer FLOPs for ``k = R / B`` labels per input).
+
+    Args:
+        base: ``[B, in]`` inputs; their first ``num_classes`` features are ignored (replaced).
+        labels: integer ``[R]``, ``R = k * B`` (``k >= 1``), values in ``[0, num_classes)``.
+        on: the value written at the label's feature: a number or a ``[B]`` float tensor.
+        weight: ``[out, in]`` of base's dtype; bias ``[out]`` or None.
+        num_classes: how many leading features hold the label (``1 <= num_classes <= in``).
+        x_scale: per-row scale ``[R]`` of the input (its length normalization) or None.
+        n_pos: how many leading rows are positive data (for ``pos_mean``).
+
+    Returns:
+        ``(h, sumsq, pos_mean)`` as ``ff_linear`` over the ``R`` rows: ``h`` ``[R, out]``
+        non-differentiable, ``sumsq`` ``[R]`` and ``pos_mean`` ``[out]`` differentiable w.r.t. weight
+        and bias.
+    """
+    op = "ffops.ff_linear_overlay"
+    check_float_tensor(op, "base", base, min_ndim=2)
+    check_float_tensor(op, "weight", weight, min_ndim=2)
+    if base.dim() != 2 or weight.dim() != 2:
+        raise ValueError(f"{op}: base and weight must be 2-D, got {tuple(base.shape)} and {tuple(weight.shape)}")
+    batch, in_features = base.shape
+    if weight.shape[1] != in_features:
+        raise ValueError(f"{op}: weight must be [out, {in_features}] for base of shape {tuple(base.shape)}, "
+                         f"got {tuple(weight.shape)}")
+    if weight.dtype != base.dtype:
+        raise TypeError(f"{op}: weight must have the dtype of base ({base.dtype}), got {weight.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= in_features:
+        raise ValueError(f"{op}: num_classes must be an int in [1, {in_features}], got {num_classes!r}")
+    if (not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex
+            or labels.dtype == torch.bool or labels.dim() != 1):
+        raise TypeError(f"{op}: labels must be a 1-D integer tensor, got "
+                        f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+                        f"{' ' + str(tuple(labels.shape)) if isinstance(labels, torch.Tensor) else ''}")
+    rows = labels.shape[0]
+    if (rows != 0) if batch == 0 else (rows < batch or rows % batch):
+        raise ValueError(f"{op}: labels must hold k * {batch} row labels (k >= 1: k labels per base row), "
+                         f"got {rows}")
+    if rows and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{op}: labels must be in [0, {num_classes}), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    stat = stat_dtype(base.dtype)
+    if isinstance(on, torch.Tensor):
+        check_float_tensor(op, "on", on)
+        if on.shape != (batch,):
+            raise ValueError(f"{op}: on must be a number or a [{batch}] tensor, got shape {tuple(on.shape)}")
+    elif isinstance(on, (int, float)) and not isinstance(on, bool):
+        on = torch.full((batch,), float(on), dtype=stat, device=base.device)
+    else:
+        raise TypeError(f"{op}: on must be a number or a [{batch}] float tensor, got {type(on).__name__}")
+    check_same_device(op, "base", base, {"labels": labels, "on": on, "weight": weight, "bias": bias,
+                                         "x_scale": x_scale})
+    check_bias(op, bias, weight.shape[0], base.dtype)
+    if x_scale is not None:
+        check_float_tensor(op, "x_scale", x_scale)
+        if x_scale.shape != (rows,):
+            raise ValueError(f"{op}: x_scale must have shape ({rows},), got {tuple(x_scale.shape)}")
+    if isinstance(n_pos, bool) or not isinstance(n_pos, int) or not 0 <= n_pos <= rows:
+        raise ValueError(f"{op}: n_pos must be an int in [0, {rows}], got {n_pos!r}")
+
+    impl = _backend.resolve(base.device)
+    if impl == "reference":
+        return reference.ff_linear_overlay(base, labels.long(), on, weight, bias, num_classes=num_classes,
+                                           x_scale=x_scale, n_pos=n_pos)
+    return KERNELS[impl].overlay_fwd(
+        base.detach().contiguous(), labels.detach().long().contiguous(), on.detach().to(stat).contiguous(),
+        None if x_scale is None else x_scale.detach().to(stat).contiguous(), weight.contiguous(),
+        None if bias is None else bias.contiguous(), num_classes, n_pos,
     )

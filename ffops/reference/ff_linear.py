@@ -40,3 +40,20 @@ def ff_label_rows(pre, on, label_weight, bias=None, *, scale=None):
         z = z + bias.to(acc_dtype)
     h = torch.relu(z).reshape(rows, pre.shape[1])
     return h.to(pre.dtype), h.square().sum(1)
+
+
+def overlay_rows(base, labels, on, num_classes):
+    """The ``R = k * B`` input rows of ``ff_linear_overlay``: row ``r`` is ``base[r % B]`` with its first
+    ``num_classes`` features replaced by ``on[r % B] * one_hot(labels[r])``."""
+    b = base.shape[0]
+    rows = base.detach().repeat(labels.shape[0] // max(b, 1), 1)
+    rows[:, :num_classes] = 0
+    idx = torch.arange(rows.shape[0], device=base.device)
+    rows[idx, labels] = on.detach().to(base.dtype).repeat(labels.shape[0] // max(b, 1))
+    return rows
+
+
+def ff_linear_overlay(base, labels, on, weight, bias=None, *, num_classes, x_scale=None, n_pos=0):
+    """``ff_linear`` on the label-overlaid rows of :func:`overlay_rows` (materialized here; the kernels
+    run the GEMM on the ``B`` shared rows only)."""
+    return ff_linear(overlay_rows(base, labels, on, num_classes), weight, bias, x_scale=x_scale, n_pos=n_pos)

@@ -50,3 +50,21 @@ def test_overlay_errors_name_the_argument(kwargs, match):
         ff.overlay_labels(torch.rand(2, 20), **kwargs)
     with pytest.raises(ValueError, match="on_value"):
         ff.overlay_labels(torch.rand(2, 20), torch.tensor([0, 1]), 5, on_value="min")
+
+
+@pytest.mark.parametrize("on_value", [0.7, "max"])
+def test_overlay_rows_materialize_to_overlay_labels(on_value):
+    x = torch.rand(4, 12) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None]
+    y, wrong = torch.tensor([1, 0, 2, 1]), torch.tensor([0, 2, 1, 2])
+    rows = ff.overlay_rows(x, torch.cat([y, wrong]), 3, on_value)
+    expected = torch.cat([ff.overlay_labels(x, y, 3, on_value), ff.overlay_labels(x, wrong, 3, on_value)])
+    assert rows.shape == expected.shape and rows.dtype == x.dtype and rows.device == x.device
+    assert torch.equal(rows.materialize(), expected)
+    torch.testing.assert_close(rows.sumsq(), expected.square().sum(1))
+
+
+def test_overlay_rows_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"labels must be a \[k \* 2\] tensor"):
+        ff.overlay_rows(torch.rand(2, 20), torch.tensor([0, 1, 2]), 5)
+    with pytest.raises(ValueError, match="labels must be in"):
+        ff.overlay_rows(torch.rand(2, 20), torch.tensor([0, 1, 2, 5]), 5)

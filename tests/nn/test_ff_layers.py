@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ffops import reference
+from ffops import ff, reference
 from ffops.nn import FFConv2d, FFLinear
 
 
@@ -44,6 +44,24 @@ def test_fflinear_equals_eager_composition(backend_device, goodness, norm, loss,
     torch.testing.assert_close(out.sumsq, h.detach().square().sum(1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grads[0], layer.weight.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(grads[1], layer.bias.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["l2", "rms"])
+@pytest.mark.parametrize("loss", ["softplus", "symba"])
+def test_fflinear_on_overlay_rows_equals_the_materialized_rows(backend_device, norm, loss):
+    _, device = backend_device
+    layer = FFLinear(30, 40, threshold=2.0, norm=norm, loss=loss, peer_weight=0.03).to(device)
+    x = torch.rand(8, 30, device=device)
+    rows = ff.overlay_rows(x, torch.randint(0, 10, (16,), device=device), 10, on_value="max")
+    results = []
+    for inp in (rows, rows.materialize()):
+        layer.zero_grad()
+        layer.running_mean.zero_()
+        out = layer(inp, 8)
+        out.loss.backward()
+        results.append((out.loss, out.h, out.sumsq, layer.weight.grad.clone(), layer.bias.grad.clone()))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_fflinear_uses_previous_sumsq_for_normalization(backend_device):
