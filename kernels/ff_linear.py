@@ -126,7 +126,7 @@ def _ff_linear_fwd_kernel(x_ptr, w_ptr, xs_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr, B,
             tl.store(cs_ptr + pid_m.to(tl.int64) * N + cols, cs, mask=cmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_pos"])  # n_pos == 1 would become a constexpr int (no .to)
 def _ff_linear_bwd_kernel(x_ptr, xs_ptr, h_ptr, gs_ptr, gpm_ptr, gw_ptr, gb_ptr, B, N, K, n_pos,
                           HAS_SCALE: tl.constexpr, HAS_GPM: tl.constexpr, EVEN_M: tl.constexpr,
                           PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
