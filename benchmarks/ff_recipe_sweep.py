@@ -39,6 +39,7 @@ RECIPES = {
     "all-symba": (SYMBA, ALL),
     "all-symba-a2": ({**SYMBA, "alpha": 2.0}, ALL),
     "all-symba-a8": ({**SYMBA, "alpha": 8.0}, ALL),
+    "all-symba-a8-head": ({**SYMBA, "alpha": 8.0}, {**ALL, "negatives": "head"}),
     "all-symba-lr1e-3": (SYMBA, {**ALL, "lr": 1e-3}),
     "all-symba-random": (SYMBA, {**ALL, "negatives": "random"}),
 }

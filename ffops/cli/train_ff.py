@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goodness", default="mean", help="mean | sum")
     p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
     p.add_argument("--threshold", type=float, default=None, help="default: 2.0 (mean) or the width (sum)")
-    p.add_argument("--negatives", default="hard", help="random | hard | hybrid (unsupervised)")
+    p.add_argument("--negatives", default="hard", help="random | hard (from the net's goodness per label) | head (from the softmax head) | hybrid (unsupervised)")
     p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")

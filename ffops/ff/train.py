@@ -27,6 +27,7 @@ decay made no measurable difference; the head was much worse than goodness predi
 """
 
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,25 @@ from ffops.ff.stats import goodness_histograms
 from ffops.ff.step import BACKWARDS, COLLAB_LAYERS, MODES, layer_losses
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-NEGATIVES = ("random", "hard", "hybrid")
+NEGATIVES = ("random", "hard", "head", "hybrid")
+
+
+class StepBatch(NamedTuple):
+    """One step's data on this rank (FFTrainer.make_batch).
+
+    rows: positive then negative rows (ffops.nn.OverlayRows when supervised, a tensor of images and
+    hybrid images when not); n_pos: positive rows; images / labels: this rank's positive samples;
+    centered: with hard negatives, per layer the rows' goodness minus threshold from the hard-negative
+    pass (collaborative FF's offsets without another forward), else None; head_features: the softmax
+    head's input for ``images`` when already computed (negatives="head"), else None.
+    """
+
+    rows: object
+    n_pos: int
+    images: torch.Tensor
+    labels: torch.Tensor
+    centered: list | None = None
+    head_features: torch.Tensor | None = None
 
 
 class Callback:
@@ -88,9 +107,11 @@ class FFTrainer:
             per step) or ``"past"``. collab_weight: scale of the other layers' goodness in a layer's
             logit (1: collaborative FF as published; see ffops.ff.step).
         negatives: ``"random"`` wrong labels | ``"hard"`` (sampled from the net's own per-label
-            softmax, true label excluded; costs a ``B * C``-row inference per step) | ``"hybrid"``
+            softmax, true label excluded; costs a ``B * C``-row inference per step) | ``"head"``
+            (sampled from the softmax head's prediction, true label excluded: no extra pass, the
+            head's neutral-label features are computed every step anyway) | ``"hybrid"``
             (unsupervised: no labels in the input, hybrid-image negatives; predict with the head).
-        hard_temperature: of the hard-negative softmax over summed layer log-odds.
+        hard_temperature: of the hard-negative softmax (over summed layer log-odds, or head logits).
         on_value / neutral_value: label overlay (ffops.ff.labels).
         optimizer: ``"adam"`` | ``"adamw"`` | ``"sgd"`` (momentum), one per layer; lr, weight_decay, momentum.
         cooldown: linear learning-rate decay to 0 over the second half of training (of each greedy phase).
@@ -144,6 +165,8 @@ class FFTrainer:
             raise ValueError(f"{op}: input_dropout must be in [0, 1), got {input_dropout}")
         if negatives == "hybrid" and not head:
             raise ValueError(f"{op}: negatives='hybrid' (unsupervised) predicts with the head; set head=True")
+        if negatives == "head" and not head:
+            raise ValueError(f"{op}: negatives='head' samples wrong labels from the softmax head; set head=True")
         resolve_head_layers(head_layers, len(model.layers))  # validates
         head_layers = head_layers if isinstance(head_layers, str) else list(head_layers)
         self.model, self.callbacks = model, list(callbacks)
@@ -185,13 +208,10 @@ class FFTrainer:
                 group["lr"] = base * factor
 
     # ---- one step --------------------------------------------------------------------------------
-    def make_batch(self, x: torch.Tensor, y: torch.Tensor, num_layers: int | None = None):
-        """Positive + negative rows of this rank's shard of the global batch ``x, y``.
+    def make_batch(self, x: torch.Tensor, y: torch.Tensor, num_layers: int | None = None) -> StepBatch:
+        """Positive + negative rows of this rank's shard of the global batch ``x, y`` (a StepBatch).
 
-        Returns ``(batch, n_pos, x_shard, y_shard, centered)``; ``batch`` is ffops.nn.OverlayRows when
-        supervised (the images once, labels ``cat([y, y_wrong])``), else a tensor. Random numbers are
-        drawn for the global batch. ``centered``: with hard negatives, per layer the rows' goodness minus threshold, from
-        the hard-negative pass (collaborative FF's offsets without another forward); else None."""
+        Random numbers are drawn for the global batch, so sharding does not change them."""
         c, cfg = self.model.num_classes, self.config
         if cfg["input_dropout"] > 0:  # the same pixels dropped in the positive and negative copies
             x = x * (torch.rand(x.shape, generator=self._noise_gen, device=x.device) >= cfg["input_dropout"])
@@ -199,21 +219,33 @@ class FFTrainer:
         xs, ys = x[lo:hi], y[lo:hi]
         if not self.supervised:
             neg = hybrid_images(x, cfg["image_shape"], blur_steps=cfg["blur_steps"], generator=self._noise_gen)
-            return torch.cat([xs, neg[lo:hi]]), hi - lo, xs, ys, None
-        centered = None
+            return StepBatch(torch.cat([xs, neg[lo:hi]]), hi - lo, xs, ys)
+        centered = feats = None
         if cfg["negatives"] == "random":
             wrong = random_wrong_labels(y, c, generator=self._noise_gen)[lo:hi]
         else:
             noise = gumbel_noise((x.shape[0], c), generator=self._noise_gen, device=x.device)[lo:hi]
-            layer_g = layer_goodness_per_label(self.model, xs, on_value=cfg["on_value"],
-                                               chunk_size=cfg["chunk_size"], num_layers=num_layers)
-            scores = sum(self.model.layer_logit(i, g) for i, g in enumerate(layer_g))
+            if cfg["negatives"] == "head":
+                feats = self._head_features(xs)
+                with torch.no_grad():
+                    scores = self.head(feats)
+            else:
+                layer_g = layer_goodness_per_label(self.model, xs, on_value=cfg["on_value"],
+                                                   chunk_size=cfg["chunk_size"], num_layers=num_layers)
+                scores = sum(self.model.layer_logit(i, g) for i, g in enumerate(layer_g))
             wrong = hard_wrong_labels(scores, ys, temperature=cfg["hard_temperature"], noise=noise)
-            rows = torch.cat([ys, wrong])[:, None]
-            centered = [torch.cat([g, g]).gather(1, rows)[:, 0] - self.model.layers[i].threshold
-                        for i, g in enumerate(layer_g)]
+            if cfg["negatives"] == "hard":
+                rows = torch.cat([ys, wrong])[:, None]
+                centered = [torch.cat([g, g]).gather(1, rows)[:, 0] - self.model.layers[i].threshold
+                            for i, g in enumerate(layer_g)]
         # positive then negative rows of the same images: the first layer's GEMMs see each image once
-        return overlay_rows(xs, torch.cat([ys, wrong]), c, cfg["on_value"]), hi - lo, xs, ys, centered
+        return StepBatch(overlay_rows(xs, torch.cat([ys, wrong]), c, cfg["on_value"]), hi - lo, xs, ys, centered,
+                         feats)
+
+    def _head_features(self, images: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return head_features(self.model, images, self.head.layers, on_value=cfg["on_value"],
+                             neutral_value=cfg["neutral_value"], supervised=self.supervised)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, train_layers=None) -> dict:
         """One optimizer step on the global batch ``x [B, D]``, ``y [B]`` (on the model's device).
@@ -223,15 +255,16 @@ class FFTrainer:
         n_layers = len(self.model.layers)
         train_layers = list(range(n_layers)) if train_layers is None else list(train_layers)
         top = max(train_layers) + 1 if cfg["mode"] == "greedy" else None
-        batch, n_pos, xs, ys, centered = self.make_batch(x, y, num_layers=top)
-        losses, _ = layer_losses(self.model, batch, n_pos, mode=cfg["mode"], collab_layers=cfg["collab_layers"],
-                                 train_layers=train_layers, backward=cfg["backward"], modules=self._layer_modules,
-                                 centered_goodness=centered, collab_weight=cfg["collab_weight"])
+        batch = self.make_batch(x, y, num_layers=top)
+        losses, _ = layer_losses(self.model, batch.rows, batch.n_pos, mode=cfg["mode"],
+                                 collab_layers=cfg["collab_layers"], train_layers=train_layers,
+                                 backward=cfg["backward"], modules=self._layer_modules,
+                                 centered_goodness=batch.centered, collab_weight=cfg["collab_weight"])
         head_loss = None
         if self.head is not None:
-            feats = head_features(self.model, xs, self.head.layers, on_value=cfg["on_value"],
-                                  neutral_value=cfg["neutral_value"], supervised=self.supervised)
-            loss = F.cross_entropy(self._head_module(feats), ys)
+            # the parameters change only at the optimizer steps below: features from make_batch are current
+            feats = batch.head_features if batch.head_features is not None else self._head_features(batch.images)
+            loss = F.cross_entropy(self._head_module(feats), batch.labels)
             loss.backward()
             head_loss = loss.detach()
         for i in train_layers:

@@ -30,6 +30,17 @@ def test_modes_learn_a_separable_task_both_prediction_ways(mode, collab, negativ
     assert first["loss"][0] > [r for r in history if r["phase"] in (None, 0)][-1]["loss"][0]
 
 
+def test_head_negatives_learn_a_separable_task():
+    x, y = blobs(600)
+    xt, yt = blobs(300, seed=1)
+    trainer = ff.FFTrainer(_net(), negatives="head", lr=1e-2, head_lr=3e-2, hist_samples=64)
+    last = trainer.fit(x, y, test_images=xt, test_labels=yt, epochs=4, batch_size=50)[-1]
+    assert last["test_error_goodness"] < 0.1 and last["test_error_head"] < 0.1, last
+    batch = trainer.make_batch(x[:50], y[:50])
+    assert torch.equal(batch.head_features, trainer._head_features(x[:50]))
+    assert not (batch.rows.labels[50:] == y[:50]).any()  # the true label is never a negative
+
+
 def test_unsupervised_hybrid_negatives_train_with_the_head():
     x, y = blobs(400, features=36)
     trainer = ff.FFTrainer(_net((36, 32, 32)), negatives="hybrid", lr=1e-2, head_lr=3e-2, hist_samples=64)
@@ -109,20 +120,21 @@ def test_hard_negative_pass_gives_the_collaborative_offsets():
     step with it matches a step with that forward."""
     x, y = blobs(32)
     trainer = ff.FFTrainer(_net((24, 16, 16, 16)), negatives="hard", seed=3)
-    batch, n_pos, _, _, centered = trainer.make_batch(x, y)
+    batch = trainer.make_batch(x, y)
     expected = [trainer.model.layer_goodness(i, o) - trainer.model.layers[i].threshold
-                for i, o in enumerate(trainer.model(batch))]
-    for got, want in zip(centered, expected, strict=True):
+                for i, o in enumerate(trainer.model(batch.rows))]
+    for got, want in zip(batch.centered, expected, strict=True):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
     grads = {}
-    for given in (centered, None):
+    for given in (batch.centered, None):
         trainer.model.zero_grad(set_to_none=True)
-        ff.layer_losses(trainer.model, batch, n_pos, mode="collaborative", centered_goodness=given)
+        ff.layer_losses(trainer.model, batch.rows, batch.n_pos, mode="collaborative", centered_goodness=given)
         grads[given is None] = [p.grad.clone() for p in trainer.model.parameters()]
     for a, b in zip(grads[False], grads[True], strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="centered_goodness must hold 3 tensors"):
-        ff.layer_losses(trainer.model, batch, n_pos, mode="collaborative", centered_goodness=centered[:2])
+        ff.layer_losses(trainer.model, batch.rows, batch.n_pos, mode="collaborative",
+                        centered_goodness=batch.centered[:2])
 
 
 def test_greedy_trains_one_layer_per_phase():
@@ -218,6 +230,7 @@ def test_checkpoint_round_trip(tmp_path):
     ({"lr": -1.0}, "lr must be > 0"),
     ({"head_layers": [7]}, "head_layers"),
     ({"negatives": "hybrid", "head": False}, "predicts with the head"),
+    ({"negatives": "head", "head": False}, "samples wrong labels from the softmax head"),
 ])
 def test_trainer_rejects_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
