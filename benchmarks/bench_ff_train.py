@@ -46,6 +46,7 @@ from benchmarks import harness
 from benchmarks.baselines import ff_eager
 from benchmarks.harness import MIB, Target
 from ffops import ff
+from ffops.ff.memory import SavedTensorTracker
 from ffops.nn import FFLinear
 
 SCRIPT = "bench_ff_train"
@@ -234,61 +235,18 @@ def bench_prediction(sizes, batch, device, budget, min_repeats) -> tuple[dict, f
 # ---- (b) saved-for-backward bytes --------------------------------------------------------------
 
 
-class SavedTracker(torch.autograd.graph.saved_tensors_hooks):
-    """Context manager: bytes of the tensors saved for backward, deduplicated by storage (a saved
-    view counts its whole storage): ``peak`` alive at once (a saved tensor dies when autograd frees
-    its graph, here at each layer's backward) and ``total`` saved over the region (what one backward
-    of the whole network would keep alive at once)."""
-
-    def __init__(self):
-        super().__init__(self._pack, lambda saved: saved.t)
-        self.refs, self.live, self.peak, self.total = {}, 0, 0, 0
-
-    def _pack(self, t):
-        s = t.untyped_storage()
-        key = (str(t.device), s.data_ptr())
-        nbytes, count = self.refs.get(key, (s.nbytes(), 0))
-        self.refs[key] = (nbytes, count + 1)
-        if count == 0:
-            self.live, self.total = self.live + nbytes, self.total + nbytes
-            self.peak = max(self.peak, self.live)
-        return _Saved(t, self, key)
-
-    def __enter__(self):
-        super().__enter__()
-        return self
-
-    def release(self, key):
-        nbytes, count = self.refs[key]
-        self.refs[key] = (nbytes, count - 1)
-        if count == 1:
-            self.live -= nbytes
-
-
-class _Saved:
-    """What autograd holds instead of a saved tensor: the tensor, reporting its own death."""
-
-    __slots__ = ("key", "t", "tracker")
-
-    def __init__(self, t, tracker, key):
-        self.t, self.tracker, self.key = t, tracker, key
-
-    def __del__(self):
-        self.tracker.release(self.key)
-
-
 def bench_saved(width, in_features, batch, depths, device) -> list[dict]:
     """Saved-for-backward bytes of one training step (per-layer backward), ffops vs eager-fair,
-    per depth: ``<name>_peak`` and ``<name>_total`` (see :class:`SavedTracker`)."""
+    per depth: ``<name>_peak`` and ``<name>_total`` (see ffops.ff.memory.SavedTensorTracker)."""
     rows = []
     for depth in depths:
         sizes = [in_features] + [width] * depth
         eager, ffops_layers = make_networks(sizes, device, seed=2)
         x = make_data(2 * batch, in_features, device, seed=3)
         row = {"depth": depth, "sizes": sizes}
-        with SavedTracker() as ours:
+        with SavedTensorTracker() as ours:
             ffops_step(ffops_layers, ff_eager.make_optimizers(ffops_layers), x, batch)
-        with SavedTracker() as theirs:
+        with SavedTensorTracker() as theirs:
             ff_eager.eager_ff_step_fair(eager, ff_eager.make_optimizers(eager), x[:batch], x[batch:])
         for name, tr in ((BASELINE, ours), ("eager-fair", theirs)):
             row[name + "_peak"], row[name + "_total"] = tr.peak, tr.total

@@ -1,8 +1,8 @@
 """Measure the memory autograd saves for backward during one training step.
 
-``saved_bytes_per_step`` counts every tensor saved for backward (``torch.autograd.graph.
+``SavedTensorTracker`` counts every tensor saved for backward (``torch.autograd.graph.
 saved_tensors_hooks``), deduplicated by storage, from the moment it is saved until autograd frees
-it, and returns the peak. With per-layer backward the peak is one layer's worth, whatever the depth.
+it; ``saved_bytes_per_step`` returns its peak over one training step. With per-layer backward the peak is one layer's worth, whatever the depth.
 """
 
 import copy
@@ -10,27 +10,38 @@ import copy
 import torch
 
 
-class _Tracker:
-    def __init__(self):
-        self.live, self.current, self.peak = {}, 0, 0
+class SavedTensorTracker(torch.autograd.graph.saved_tensors_hooks):
+    """Context manager: bytes of the tensors autograd saves for backward inside it, each storage
+    counted once (a saved view counts its whole storage). ``peak``: the most alive at once (a saved
+    tensor dies when autograd frees its graph, e.g. at a layer's own backward); ``total``: all that
+    was saved over the region (what one backward at the end would keep alive)."""
 
-    def add(self, t: torch.Tensor):
+    def __init__(self):
+        super().__init__(lambda t: _Saved(t, self), lambda saved: saved.tensor)
+        self._live, self.current, self.peak, self.total = {}, 0, 0, 0
+
+    def __enter__(self):
+        super().__enter__()
+        return self
+
+    def _add(self, t: torch.Tensor):
         storage = t.untyped_storage()
         key = (storage.device, storage.data_ptr())
-        count, nbytes = self.live.get(key, (0, storage.nbytes()))
+        count, nbytes = self._live.get(key, (0, storage.nbytes()))
         if count == 0:
             self.current += nbytes
+            self.total += nbytes
             self.peak = max(self.peak, self.current)
-        self.live[key] = (count + 1, nbytes)
+        self._live[key] = (count + 1, nbytes)
         return key
 
-    def remove(self, key):
-        count, nbytes = self.live[key]
+    def _remove(self, key):
+        count, nbytes = self._live[key]
         if count == 1:
-            del self.live[key]
+            del self._live[key]
             self.current -= nbytes
         else:
-            self.live[key] = (count - 1, nbytes)
+            self._live[key] = (count - 1, nbytes)
 
 
 class _Saved:
@@ -40,10 +51,10 @@ class _Saved:
 
     def __init__(self, tensor, tracker):
         self.tensor, self.tracker = tensor, tracker
-        self.key = tracker.add(tensor)
+        self.key = tracker._add(tensor)
 
     def __del__(self):
-        self.tracker.remove(self.key)
+        self.tracker._remove(self.key)
 
 
 def saved_bytes_per_step(trainer, images: torch.Tensor, labels: torch.Tensor, *, restore: bool = True) -> int:
@@ -51,10 +62,9 @@ def saved_bytes_per_step(trainer, images: torch.Tensor, labels: torch.Tensor, *,
     on the model's device), counting each storage once. With ``restore=True`` (default) the trainer's
     weights, optimizers and generators are put back afterwards, so the measurement changes nothing."""
     state = copy.deepcopy(trainer.state_dict()) if restore else None
-    tracker = _Tracker()
     x = torch.as_tensor(images).reshape(len(images), -1).to(trainer.model.device, trainer.model.dtype)
     y = torch.as_tensor(labels).to(trainer.model.device)
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: _Saved(t, tracker), lambda s: s.tensor):
+    with SavedTensorTracker() as tracker:
         trainer.train_step(x, y)
     if state is not None:
         trainer.load_state_dict(state)
