@@ -46,7 +46,7 @@ from benchmarks import harness
 from benchmarks.baselines import ff_eager
 from benchmarks.harness import MIB, Target
 from ffops import ff
-from ffops.ff.memory import SavedTensorTracker
+from ffops.memory import SavedTensorTracker
 from ffops.nn import FFLinear
 
 SCRIPT = "bench_ff_train"
@@ -237,7 +237,7 @@ def bench_prediction(sizes, batch, device, budget, min_repeats) -> tuple[dict, f
 
 def bench_saved(width, in_features, batch, depths, device) -> list[dict]:
     """Saved-for-backward bytes of one training step (per-layer backward), ffops vs eager-fair,
-    per depth: ``<name>_peak`` and ``<name>_total`` (see ffops.ff.memory.SavedTensorTracker)."""
+    per depth: ``<name>_peak`` and ``<name>_total`` (see ffops.memory.SavedTensorTracker)."""
     rows = []
     for depth in depths:
         sizes = [in_features] + [width] * depth

@@ -8,7 +8,7 @@ save less (memory-saving activations, MS norms with their affine folded into the
   linear layers that consume it; returns a ``PatchReport``.
 """
 
-from ffops.memory.measure import MemoryStats, saved_bytes, track_memory
+from ffops.memory.measure import MemoryStats, SavedTensorTracker, saved_bytes, track_memory
 from ffops.memory.patch import PatchReport, patch
 
-__all__ = ["MemoryStats", "PatchReport", "patch", "saved_bytes", "track_memory"]
+__all__ = ["MemoryStats", "PatchReport", "SavedTensorTracker", "patch", "saved_bytes", "track_memory"]

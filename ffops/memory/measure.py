@@ -1,5 +1,6 @@
 """Measuring what a forward pass keeps for backward: ``saved_bytes(fn, *args)`` and the context
-manager ``track_memory()``.
+manager ``track_memory()``; ``SavedTensorTracker`` also follows each saved tensor until autograd
+frees it (the peak alive at once, e.g. over a training step with per-layer backward).
 
 Saved tensors are seen through ``torch.autograd.graph.saved_tensors_hooks`` and deduplicated by
 storage: a tensor saved by two ops (an MS norm's output and the next linear's input) counts once,
@@ -131,3 +132,50 @@ def saved_bytes(fn, *args, include_parameters: bool = False, **kwargs) -> int:
         out = fn(*args, **kwargs)
     del out
     return stats.saved_bytes
+
+
+class SavedTensorTracker(torch.autograd.graph.saved_tensors_hooks):
+    """Context manager: bytes of the tensors autograd saves for backward inside it, each storage
+    counted once (a saved view counts its whole storage). ``peak``: the most alive at once (a saved
+    tensor dies when autograd frees its graph, e.g. at a layer's own backward); ``total``: all that
+    was saved over the region (what one backward at the end would keep alive)."""
+
+    def __init__(self):
+        super().__init__(lambda t: _Saved(t, self), lambda saved: saved.tensor)
+        self._live, self.current, self.peak, self.total = {}, 0, 0, 0
+
+    def __enter__(self):
+        super().__enter__()
+        return self
+
+    def _add(self, t: torch.Tensor):
+        storage = t.untyped_storage()
+        key = (storage.device, storage.data_ptr())
+        count, nbytes = self._live.get(key, (0, storage.nbytes()))
+        if count == 0:
+            self.current += nbytes
+            self.total += nbytes
+            self.peak = max(self.peak, self.current)
+        self._live[key] = (count + 1, nbytes)
+        return key
+
+    def _remove(self, key):
+        count, nbytes = self._live[key]
+        if count == 1:
+            del self._live[key]
+            self.current -= nbytes
+        else:
+            self._live[key] = (count - 1, nbytes)
+
+
+class _Saved:
+    """What autograd keeps in place of a saved tensor; released when autograd frees it."""
+
+    __slots__ = ("key", "tensor", "tracker")
+
+    def __init__(self, tensor, tracker):
+        self.tensor, self.tracker = tensor, tracker
+        self.key = tracker._add(tensor)
+
+    def __del__(self):
+        self.tracker._remove(self.key)

@@ -43,3 +43,17 @@ def test_reference_mlp_block_numbers():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert saved_bytes(plain, x) == round(88 * mib) + 2 * tokens * 4
         assert saved_bytes(ours, x) == round(44 * mib) + tokens * 4  # the paper's setup needs 52
+
+
+def test_saved_tensor_tracker_follows_lifetimes():
+    a = torch.randn(64, 32, requires_grad=True)
+    b = torch.randn(64, 32, requires_grad=True)
+    with ffops.memory.SavedTensorTracker() as tracker:
+        (a.exp() * 2).sum().backward()  # exp saves its output (64 * 32 float32), freed by this backward
+        (b.exp() * 2).sum().backward()
+    one = 64 * 32 * 4
+    assert tracker.peak == one and tracker.total == 2 * one and tracker.current == 0
+    with ffops.memory.SavedTensorTracker() as tracker:
+        loss = a.exp().sum() + b.exp().sum()  # both saved before one backward
+        loss.backward()
+    assert tracker.peak == 2 * one == tracker.total
