@@ -181,28 +181,7 @@ def _storages(t: torch.Tensor) -> list[tuple[tuple, int]]:
         parts = (t._values(), t._indices())
     else:
         parts = (t,)
-    out = []
-    for p in parts:
-        s = p.untyped_storage()
-        out.append(((str(p.device), s.data_ptr()), s.nbytes()))
-    return out
-
-
-def saved_bytes(fn, exclude: tuple) -> tuple[int, int]:
-    """``harness.saved_bytes`` that also counts a saved sparse tensor by its values and indices
-    (the harness' fallback would count a sparse [n, n] tensor as n * n elements)."""
-    storages: dict[tuple, int] = {}
-
-    def pack(t):
-        storages.update(_storages(t))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
-    excluded = {key for t in exclude for key, _ in _storages(t)}
-    total = sum(storages.values())
-    return total, total - sum(n for key, n in storages.items() if key in excluded)
+    return [entry for p in parts for entry in harness.dense_storages(p)]
 
 
 def _diffs(got: dict, ref: dict) -> dict:
@@ -240,7 +219,9 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
                 harness._sync(device)
                 est = time.perf_counter() - t0
         res = {"name": c.name, "compiled": False, "first_call_s": first, "warm_fwdbwd_s": est}
-        res["saved_bytes"], res["saved_extra_bytes"] = saved_bytes(runner.forward, tuple(runner.diff_inputs))
+        # a saved sparse tensor counts by its values and indices (not as a dense [n, n])
+        res["saved_bytes"], res["saved_extra_bytes"] = harness.saved_bytes(runner.forward, tuple(runner.diff_inputs),
+                                                                           storages=_storages)
         if device.type == "cuda":  # peak memory of one fwd+bwd, above what is allocated already
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)

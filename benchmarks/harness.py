@@ -216,28 +216,35 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2**30, repeats: int = 20)
     return 2 * nbytes / statistics.median(times)
 
 
-def saved_bytes(fn: Callable[[], Any], exclude: tuple = ()) -> tuple[int, int]:
+def dense_storages(t: torch.Tensor) -> list[tuple[tuple, int]]:
+    """``[(key, nbytes)]`` of the storage behind ``t`` (key: device and data pointer); a tensor without
+    a storage (e.g. a subclass) counts its elements under its id."""
+    try:
+        s = t.untyped_storage()
+        return [((str(t.device), s.data_ptr()), s.nbytes())]
+    except (RuntimeError, NotImplementedError):
+        return [(("id", id(t)), t.numel() * t.element_size())]
+
+
+def saved_bytes(fn: Callable[[], Any], exclude: tuple = (), storages=dense_storages) -> tuple[int, int]:
     """Bytes saved for backward by one call of ``fn``: ``(all, excluding the storages of exclude)``.
 
-    Saved tensors are deduplicated by storage (device, data pointer); each storage counts its
-    full ``nbytes`` (a saved view keeps its whole base alive).
+    Saved tensors are deduplicated by storage (``storages(t)``: ``[(key, nbytes)]``, default
+    :func:`dense_storages`); each storage counts its full ``nbytes`` (a saved view keeps its whole
+    base alive).
     """
-    storages: dict[tuple, int] = {}
+    seen: dict[tuple, int] = {}
 
     def pack(t):
-        try:
-            s = t.untyped_storage()
-            storages[(str(t.device), s.data_ptr())] = s.nbytes()
-        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. subclasses)
-            storages[("id", id(t))] = t.numel() * t.element_size()
+        seen.update(storages(t))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     del out
-    excluded = {(str(t.device), t.untyped_storage().data_ptr()) for t in exclude if torch.is_tensor(t)}
-    total = sum(storages.values())
-    return total, total - sum(n for key, n in storages.items() if key in excluded)
+    excluded = {key for t in exclude if torch.is_tensor(t) for key, _ in storages(t)}
+    total = sum(seen.values())
+    return total, total - sum(n for key, n in seen.items() if key in excluded)
 
 
 def summarize(samples: list[float]) -> dict[str, Any]:
