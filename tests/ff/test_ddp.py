@@ -14,16 +14,18 @@ from tests.helpers import free_port
 
 CONFIG = {"negatives": "hard", "lr": 1e-2, "head_layers": "all", "hist_samples": 16, "eval_train_samples": 40}
 EPOCHS, BATCH = 2, 40
-# the default recipe, and collaborative FF (its offsets come from each rank's hard-negative pass)
+# the default recipe, collaborative FF (its offsets come from each rank's hard-negative pass), and
+# negatives from the head (the head scores each rank's shard before its own DDP step)
 RECIPES = {"all-symba": ({"loss": "symba"}, {"mode": "all"}),
-           "collaborative-softplus": ({"loss": "softplus"}, {"mode": "collaborative"})}
+           "collaborative-softplus": ({"loss": "softplus"}, {"mode": "collaborative"}),
+           "all-symba-head-negatives": ({"loss": "symba"}, {"mode": "all", "negatives": "head"})}
 
 
 def _train(ddp: bool, recipe: str):
     net_kw, trainer_kw = RECIPES[recipe]
     torch.manual_seed(0)
     trainer = ff.FFTrainer(ff.FFNet([24, 16, 16], num_classes=4, peer_weight=0.0, **net_kw), ddp=ddp,
-                           **CONFIG, **trainer_kw)
+                           **{**CONFIG, **trainer_kw})
     x, y = blobs(120)
     trainer.fit(x, y, test_images=x[:30], test_labels=y[:30], epochs=EPOCHS, batch_size=BATCH)
     return trainer
