@@ -83,6 +83,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
   return {h, sumsq, pos_mean};
 }
 
+// The backward epilogue over the rows of h (arguments checked by the caller, device guard set):
+// u = x_scale * dpre [rows, out] (h's dtype) and grad_bias (rounded to h's dtype).
+std::tuple<at::Tensor, at::Tensor> bwd_epilogue(const at::Tensor& h, const std::optional<at::Tensor>& x_scale,
+                                                const at::Tensor& grad_sumsq,
+                                                const std::optional<at::Tensor>& grad_pos_mean, int64_t n_pos,
+                                                const char* op) {
+  const int64_t rows = h.size(0), out = h.size(1);
+  const at::ScalarType st = stat_type(h.scalar_type());
+  at::Tensor u = at::empty({rows, out}, h.options());
+  at::Tensor grad_bias_acc = at::empty({out}, h.options().dtype(st));
+  at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
+  if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, h.options().dtype(st));
+  check_launch(launch_ff_linear_bwd_epilogue(
+                   ffdtype_of(h.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                   grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
+                   grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
+                   current_stream()),
+               op);
+  return {u, grad_bias_acc.to(h.scalar_type())};
+}
+
 // (grad_weight, grad_bias); see ff_linear_bwd in csrc/ops.cpp.
 std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std::optional<at::Tensor>& x_scale,
                                                  const at::Tensor& h, const at::Tensor& grad_sumsq,
@@ -100,20 +121,9 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
   check_n_pos(n_pos, rows);
 
   const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor u = at::empty({rows, out}, x.options());
-  at::Tensor grad_bias_acc = at::empty({out}, x.options().dtype(st));
-  at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
-  if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, x.options().dtype(st));
-  check_launch(launch_ff_linear_bwd_epilogue(
-                   ffdtype_of(x.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
-                   grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
-                   grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
-                   current_stream()),
-               "ff_linear_bwd");
-  // grad_weight = u^T @ x in cuBLAS (zeros when rows == 0); grad_bias rounded to x's dtype.
-  at::Tensor grad_weight = at::mm(u.t(), x);
-  at::Tensor grad_bias = grad_bias_acc.to(x.scalar_type());
-  return {grad_weight, grad_bias};
+  auto [u, grad_bias] = bwd_epilogue(h, x_scale, grad_sumsq, grad_pos_mean, n_pos, "ff_linear_bwd");
+  // grad_weight = u^T @ x in cuBLAS (zeros when rows == 0).
+  return {at::mm(u.t(), x), grad_bias};
 }
 
 // (h, sumsq, pos_mean); see ff_linear_overlay_fwd in csrc/ops.cpp. cuBLAS runs the GEMM on the B
@@ -167,21 +177,12 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base,
   if (grad_pos_mean.has_value()) check_vector(*grad_pos_mean, base, out, st, "grad_pos_mean");
 
   const c10::cuda::CUDAGuard guard(base.device());
-  at::Tensor u = at::empty({rows, out}, base.options());
-  at::Tensor grad_bias_acc = at::empty({out}, base.options().dtype(st));
-  at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
-  if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, base.options().dtype(st));
-  check_launch(launch_ff_linear_bwd_epilogue(
-                   ffdtype_of(base.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
-                   grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
-                   grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
-                   current_stream()),
-               "ff_linear_overlay_bwd");
+  auto [u, grad_bias] = bwd_epilogue(h, x_scale, grad_sumsq, grad_pos_mean, n_pos, "ff_linear_overlay_bwd");
   at::Tensor grad_weight = at::mm(u.view({copies, batch, out}).sum(0).t(), base);
   at::Tensor label_rows = at::zeros({rows, c}, base.options());
   label_rows.scatter_(1, labels.unsqueeze(1), on.repeat({copies}).to(base.scalar_type()).unsqueeze(1));
   grad_weight.narrow(1, 0, c).copy_(at::mm(u.t(), label_rows));
-  return {grad_weight, grad_bias_acc.to(base.scalar_type())};
+  return {grad_weight, grad_bias};
 }
 
 // (h, sumsq); see ff_label_rows in csrc/ops.cpp.
