@@ -68,6 +68,24 @@ def _dot(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _k_loop(x_ptrs, w_ptrs, acc, k_begin, K, ks, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
+            UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc + x[:, k_begin:K] @ w^T[k_begin:K, :] in BLOCK_K steps; x_ptrs [BLOCK_M, BLOCK_K] and w_ptrs
+    [BLOCK_K, BLOCK_N] point at column k_begin. EVEN_K requires (K - k_begin) % BLOCK_K == 0."""
+    for k0 in range(k_begin, K, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            a = tl.load(x_ptrs, mask=(ks < K - k0)[None, :], other=0)
+            b = tl.load(w_ptrs, mask=(ks < K - k0)[:, None], other=0)
+        acc = _dot(a, b, acc, PRECISION, UPCAST)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    return acc
+
+
+@triton.jit
 def _ff_linear_fwd_kernel(x_ptr, w_ptr, xs_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr, B, N, K, n_pos,
                           HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
                           EVEN_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -90,17 +108,8 @@ def _ff_linear_fwd_kernel(x_ptr, w_ptr, xs_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr, B,
     # Out-of-range rows/columns wrap around (in-bounds loads, masked out in the epilogue).
     x_ptrs = x_ptr + (rows % B)[:, None] * K + ks[None, :]  # [BLOCK_M, BLOCK_K]
     w_ptrs = w_ptr + (cols % N)[None, :] * K + ks[:, None]  # [BLOCK_K, BLOCK_N], w^T
-    acc = tl.zeros([BLOCK_M, BLOCK_N], acc_ty)
-    for k0 in range(0, K, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-        else:
-            a = tl.load(x_ptrs, mask=(ks < K - k0)[None, :], other=0)
-            b = tl.load(w_ptrs, mask=(ks < K - k0)[:, None], other=0)
-        acc = _dot(a, b, acc, PRECISION, UPCAST)
-        x_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
+    acc = _k_loop(x_ptrs, w_ptrs, tl.zeros([BLOCK_M, BLOCK_N], acc_ty), 0, K, ks, EVEN_K, PRECISION, UPCAST,
+                  BLOCK_K)
 
     rmask = rows < B
     cmask = cols < N

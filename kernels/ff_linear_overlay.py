@@ -43,6 +43,7 @@ from ffops.kernels.ff_linear import (
     _assert_vec,
     _config,
     _dot,
+    _k_loop,
     _precision,
     _stat_dtype,
     _swizzle,
@@ -90,16 +91,7 @@ def _ff_linear_overlay_fwd_kernel(x_ptr, lab_ptr, on_ptr, xs_ptr, w_ptr, wt_ptr,
         acc = _dot(a, b, acc, PRECISION, UPCAST)
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
-    for k0 in range(tl.cdiv(C, BLOCK_K) * BLOCK_K, K, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-        else:
-            a = tl.load(x_ptrs, mask=(ks < K - k0)[None, :], other=0)
-            b = tl.load(w_ptrs, mask=(ks < K - k0)[:, None], other=0)
-        acc = _dot(a, b, acc, PRECISION, UPCAST)
-        x_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
+    acc = _k_loop(x_ptrs, w_ptrs, acc, tl.cdiv(C, BLOCK_K) * BLOCK_K, K, ks, EVEN_K, PRECISION, UPCAST, BLOCK_K)
 
     rmask = rows < B
     cmask = cols < N
