@@ -204,12 +204,15 @@ def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CEN
     rows, rmask = _rows(R, ROWS)
     x_base = x_ptr + rows[:, None] * ld_x
     y_base = y_ptr + rows[:, None] * K
-    inv_k = _div(tl.full([], 1.0, acc_ty), tl.maximum(K, 1).to(acc_ty))
+    k_acc = tl.maximum(K, 1).to(acc_ty)
+    inv_k = _div(tl.full([], 1.0, acc_ty), k_acc)
+    # The mean by a true division, not a product with inv_k: the compiler may contract x - sum * inv_k
+    # into one FMA, which leaves x - mean != 0 on a constant row (and y = that error / sqrt(eps)).
     if ONE_PASS:
         cols, mask = _cols(0, K, rmask, BLOCK)
         x = tl.load(x_base + cols, mask=mask, other=0).to(acc_ty)
         if CENTER:
-            mean = tl.sum(x, axis=1) * inv_k
+            mean = _div(tl.sum(x, axis=1), k_acc)
         else:
             mean = tl.zeros([ROWS], acc_ty)
         d = tl.where(mask, x - mean[:, None], 0)
@@ -222,7 +225,7 @@ def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CEN
             for k0 in range(0, K, BLOCK):
                 cols, mask = _cols(k0, K, rmask, BLOCK)
                 acc += tl.load(x_base + cols, mask=mask, other=0).to(acc_ty)
-            mean = tl.sum(acc, axis=1) * inv_k
+            mean = _div(tl.sum(acc, axis=1), k_acc)
         acc = tl.zeros([ROWS, BLOCK], acc_ty)
         for k0 in range(0, K, BLOCK):
             cols, mask = _cols(k0, K, rmask, BLOCK)

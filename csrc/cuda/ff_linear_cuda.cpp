@@ -143,11 +143,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
   if (bias.has_value()) check_vector(*bias, base, out, base.scalar_type(), "bias");
 
   const c10::cuda::CUDAGuard guard(base.device());
-  const at::Tensor pre = in > c ? at::mm(base.narrow(1, c, in - c), weight.narrow(1, c, in - c).t())
-                                : at::zeros({batch, out}, base.options());
+  // 16-bit inputs: the shared GEMM and the label columns add up in float32 and h is rounded once, as
+  // ff_linear's cuBLAS GEMM does (rounding the GEMM first, then the sum, loses up to twice as much).
+  const at::ScalarType dtype = base.scalar_type(), acc = stat_type(dtype);
+  at::Tensor pre;
+  if (in == c) {
+    pre = at::zeros({batch, out}, base.options().dtype(acc));
+  } else {
+    const at::Tensor x = base.narrow(1, c, in - c), wt = weight.narrow(1, c, in - c).t();
+    pre = acc == dtype ? at::mm(x, wt) : at::mm(x, wt, acc);
+  }
   at::Tensor h = pre.repeat({copies, 1});
-  const at::Tensor on_rows = on.repeat({copies}).to(base.scalar_type()).unsqueeze(1);
-  h.add_(weight.narrow(1, 0, c).t().index_select(0, labels).mul_(on_rows));
+  const at::Tensor on_rows = on.repeat({copies}).to(dtype).to(acc).unsqueeze(1);  // the label feature's value in x's dtype
+  h.add_(weight.narrow(1, 0, c).t().index_select(0, labels).to(acc).mul_(on_rows));
+  if (acc != dtype) h = h.to(dtype);
   at::Tensor sumsq = at::empty({rows}, base.options().dtype(stat_type(base.scalar_type())));
   at::Tensor pos_mean = at::empty({out}, sumsq.options());
   check_launch(launch_ff_linear_fwd_epilogue(ffdtype_of(base.scalar_type()), h.mutable_data_ptr(), rows, out,

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negatives", default="hard", help="random | hard (from the net's goodness per label) | head (from the softmax head) | hybrid (unsupervised)")
     p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay (default 0)")
+    p.add_argument("--input-dropout", type=float, default=0.0,
+                   help="fraction of input pixels zeroed at random in each training sample (default 0)")
     p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="train / test errors every N epochs and after the last (default 1; with --resume: the run's)")
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
                          peer_weight=args.peer_weight, device=args.device)
         trainer = ff.FFTrainer(model, mode=args.mode, collab_layers=args.collab_layers,
                                collab_weight=args.collab_weight, negatives=args.negatives,
-                               optimizer=args.optimizer, lr=args.lr, skip_first=args.skip_first, seed=args.seed,
+                               optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                               input_dropout=args.input_dropout, skip_first=args.skip_first, seed=args.seed,
                                callbacks=callbacks)
         done, wall_before = 0, 0.0
     else:
