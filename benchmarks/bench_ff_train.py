@@ -21,7 +21,9 @@ weights, in one process:
                  as one weight column per row), the next layers on the activity; per-layer
                  loss.backward(), Adam step, x_sumsq handed to the next layer;
   ffops-rows     the same FFLinear layers on the materialized rows cat([x_pos, x_neg]) (context:
-                 the fused layer alone, without sharing the images).
+                 the fused layer alone, without sharing the images);
+  ffops[cuda]    on a GPU with the CUDA C++ kernels built: ffops' step on the CUDA backend (cuBLAS
+                 GEMMs + CUDA epilogues) instead of auto's Triton kernels.
 
 Metric: seconds per training step (harness.time_callables: warm-up, interleaved rounds, median
 and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels: ffops' library
@@ -45,7 +47,8 @@ import torch
 from benchmarks import harness
 from benchmarks.baselines import ff_eager
 from benchmarks.harness import MIB, Target
-from ffops import ff
+import ffops
+from ffops import _backend, ff
 from ffops.memory import SavedTensorTracker
 from ffops.nn import FFLinear
 
@@ -117,6 +120,15 @@ def build_steps(sizes, batch: ff.OverlayRows, device, compile_: bool) -> dict:
         "eager-fair": lambda: ff_eager.eager_ff_step_fair(nets["eager-fair"], opts["eager-fair"], x_pos, x_neg),
         "eager-port": lambda: ff_eager.eager_ff_step(nets["eager-port"], opts["eager-port"], x_pos, x_neg),
     }
+    if device.type == "cuda" and _backend.CPP_CUDA:
+        cuda_layers = copy.deepcopy(ffops_layers)
+        cuda_opts = ff_eager.make_optimizers(cuda_layers)
+
+        def cuda_step():
+            with ffops.use_backend("cuda"):
+                return ffops_step(cuda_layers, cuda_opts, batch, n_pos)
+
+        steps["ffops[cuda]"] = cuda_step
     if compile_:
         layer_loss = ff_eager.compiled_layer_loss()
         steps["compile-fair"] = lambda: ff_eager.eager_ff_step_fair(
