@@ -71,7 +71,7 @@ def _ops_cases(device, dtype, rows, cols):
     ln = nn.LayerNorm(cols).to(device=device, dtype=dtype)
     gelu_contenders = [Contender("torch gelu", F.gelu), Contender("ffops regelu2", ffops.regelu2)] + [
         Contender(f"ffops fewbit-{k}", functools.partial(ffops.fewbit, fn="gelu", bits=k)) for k in (1, 2, 3, 4)]
-    return [
+    cases = [
         (Case("gelu", make, act_bytes(2), info), gelu_contenders, "torch gelu"),
         (Case("silu", make, act_bytes(2), info),
          [Contender("torch silu", F.silu), Contender("ffops resilu2", ffops.resilu2)], "torch silu"),
@@ -83,6 +83,16 @@ def _ops_cases(device, dtype, rows, cols):
          [Contender("torch rms_norm", lambda x: F.rms_norm(x, (cols,), eps=EPS)),
           Contender("ffops ms_rmsnorm", lambda x: ffops.ms_rmsnorm(x, EPS))], "torch rms_norm"),
     ]
+    return [(case, _with_cuda_backend(contenders, device), base) for case, contenders, base in cases]
+
+
+def _with_cuda_backend(contenders, device):
+    """On a GPU with the CUDA kernels built, each ffops contender once more on the CUDA backend
+    (auto runs Triton there)."""
+    if device.type != "cuda" or not ffops.available().get("cuda"):
+        return contenders
+    return contenders + [Contender(f"{c.name} [cuda]", c.fn, context=functools.partial(ffops.use_backend, "cuda"))
+                         for c in contenders if c.name.startswith("ffops")]
 
 
 def run_ops(device, args, bandwidth, results, targets):
