@@ -39,6 +39,16 @@ def check_bias(op: str, bias, size: int, dtype: torch.dtype) -> None:
         raise ValueError(f"{op}: bias must be a [{size}] tensor of {dtype}, got {tuple(bias.shape)} {bias.dtype}")
 
 
+def check_index_range(op: str, name: str, index: torch.Tensor, upper: int, upper_name: str | None = None) -> None:
+    """Every value of the integer tensor ``index`` is in ``[0, upper)``; one device sync on a GPU."""
+    if index.numel() == 0:
+        return
+    lo, hi = torch.stack(torch.aminmax(index)).tolist()
+    if lo < 0 or hi >= upper:
+        bound = upper if upper_name is None else f"{upper_name} = {upper}"
+        raise ValueError(f"{op}: {name} must be in [0, {bound}), got values in [{lo}, {hi}]")
+
+
 def check_choice(op: str, name: str, value, choices) -> None:
     if not isinstance(value, str) or value not in choices:
         expected = " | ".join(repr(c) for c in choices)

@@ -10,6 +10,7 @@ import numbers
 
 import torch
 
+from ffops._validation import check_index_range
 from ffops.nn.ff import OverlayRows
 
 
@@ -42,9 +43,7 @@ def check_labels(op: str, labels, batch: int, num_classes: int, device=None) -> 
                         f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}")
     if labels.shape != (batch,):
         raise ValueError(f"{op}: labels must have shape ({batch},), got {tuple(labels.shape)}")
-    if batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{op}: labels must be in [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    check_index_range(op, "labels", labels, num_classes)
     return labels.to(device=device, dtype=torch.long)
 
 

@@ -19,7 +19,7 @@ positive), the labels enter as one weight column per row.
 import torch
 
 from ffops import _backend, reference
-from ffops._validation import check_bias, check_float_tensor, check_same_device
+from ffops._validation import check_bias, check_float_tensor, check_index_range, check_same_device
 from ffops.ops._ff_library import stat_dtype
 from ffops.ops._ff_linear_library import KERNELS
 
@@ -175,9 +175,7 @@ def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torc
     if (rows != 0) if batch == 0 else (rows < batch or rows % batch):
         raise ValueError(f"{op}: labels must hold k * {batch} row labels (k >= 1: k labels per base row), "
                          f"got {rows}")
-    if rows and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{op}: labels must be in [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    check_index_range(op, "labels", labels, num_classes)
     stat = stat_dtype(base.dtype)
     if isinstance(on, torch.Tensor):
         check_float_tensor(op, "on", on)

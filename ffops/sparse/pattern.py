@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import torch
 
+from ffops._validation import check_index_range
+
 INDEX_DTYPES = (torch.int32, torch.int64)
 
 
@@ -50,9 +52,7 @@ def check_csr(crow: torch.Tensor, col: torch.Tensor, out_features: int, in_featu
     if nnz == 0:
         return
     cl = col.long()
-    lo, hi = cl.min().item(), cl.max().item()
-    if lo < 0 or hi >= in_features:
-        raise ValueError(f"{op}: col_indices must be in [0, in_features = {in_features}), got values in [{lo}, {hi}]")
+    check_index_range(op, "col_indices", cl, in_features, "in_features")
     # within a row, each column must exceed the previous one (sorted and unique)
     step = cl[1:] - cl[:-1]
     row_start = torch.zeros(nnz, dtype=torch.bool, device=col.device)
