@@ -44,10 +44,10 @@ import time
 
 import torch
 
+import ffops
 from benchmarks import harness
 from benchmarks.baselines import ff_eager
 from benchmarks.harness import MIB, Target
-import ffops
 from ffops import _backend, ff
 from ffops.memory import SavedTensorTracker
 from ffops.nn import FFLinear
