@@ -15,18 +15,13 @@
 #include <tuple>
 #include <vector>
 
+#include "autograd_helpers.h"
+
 namespace ffops {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// A 2-D tensor with unit stride in its last dimension, copying only if needed (or unknown: sizes and
-// strides may be symbolic under torch.compile).
-at::Tensor rows_last_contiguous(const at::Tensor& t) {
-  const bool unit = TORCH_GUARD_OR_FALSE(t.sym_size(1).sym_le(1)) || TORCH_GUARD_OR_FALSE(t.sym_stride(1).sym_eq(1));
-  return unit ? t : t.contiguous();
-}
 
 const auto& packed_act_fwd_op() {
   static const auto op =

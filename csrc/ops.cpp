@@ -1,7 +1,7 @@
 // The schemas of every ffops operator, defined once. Kernels register per device in
-// csrc/cpu/<family>.cpp and csrc/cuda/<family>_cuda.cpp; fake (meta) implementations and
-// autograd are registered from Python (ffops/ops/), but the memory-saving family's autograd is in
-// C++ (csrc/memory_autograd.cpp).
+// csrc/cpu/<family>.cpp and csrc/cuda/<family>_cuda.cpp; fake (meta) implementations are
+// registered from Python (ffops/ops/); autograd is in C++ (csrc/ff_autograd.cpp,
+// csrc/memory_autograd.cpp; the sparse family's is a Python autograd.Function).
 #include <Python.h>
 #include <torch/library.h>
 

@@ -1,5 +1,6 @@
-"""torch.library wiring of the Forward-Forward kernels: fake (meta) implementations, autograd,
-and the Triton launchers wrapped as opaque custom ops.
+"""torch.library wiring of the Forward-Forward kernels: fake (meta) implementations, autograd
+(Python for the Triton set; the C++ set's is in csrc/ff_autograd.cpp), and the Triton launchers
+wrapped as opaque custom ops.
 
 Two kernel sets compute the same five row-wise operators (math: csrc/ops.cpp):
   ``cpp``    ``ffops::<name>``, C++ kernels registered per device (CPU, CUDA) by ffops._C;
@@ -118,12 +119,15 @@ _FAKES = {
 }
 
 
-def _wire(prefix: str) -> FFKernels:
+def _wire(prefix: str, python_autograd: bool) -> FFKernels:
+    """Fake implementations for one kernel set, and its autograd where it is not in C++ (the C++
+    set's is csrc/ff_autograd.cpp: the same formulas)."""
     names = {op: f"ffops::{prefix}{op}" for op in FFKernels._fields}
     for op, name in names.items():
         torch.library.register_fake(name)(_FAKES[op])
     kernels = FFKernels(*(getattr(torch.ops.ffops, prefix + op).default for op in FFKernels._fields))
-    _register_autograd(names, kernels)
+    if python_autograd:
+        _register_autograd(names, kernels)
     return kernels
 
 
@@ -162,7 +166,7 @@ def _define_triton_ops() -> None:
 
 KERNELS: dict[str, FFKernels] = {}
 if _backend.CPP_LOADED:
-    KERNELS["cpp"] = _wire("")
+    KERNELS["cpp"] = _wire("", python_autograd=False)
 if _backend.TRITON_OK:
     _define_triton_ops()
-    KERNELS["triton"] = _wire("triton_")
+    KERNELS["triton"] = _wire("triton_", python_autograd=True)

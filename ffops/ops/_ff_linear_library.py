@@ -1,5 +1,6 @@
-"""torch.library wiring of the fused FF layer: fake implementations, autograd, and the Triton
-launchers (ffops.kernels.ff_linear) wrapped as opaque custom ops ``ffops::triton_ff_linear_*`` and
+"""torch.library wiring of the fused FF layer: fake implementations, autograd (Python for the
+Triton set; the C++ set's is in csrc/ff_autograd.cpp), and the Triton launchers
+(ffops.kernels.ff_linear) wrapped as opaque custom ops ``ffops::triton_ff_linear_*`` and
 ``ffops::triton_ff_label_rows``.
 
 The layer output ``h`` is the *activity handed to the next layer*: it is marked non-differentiable
@@ -93,7 +94,9 @@ def _register_autograd(fwd_name: str, kernels: FFLinearKernels) -> None:
     torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
 
 
-def _wire(prefix: str) -> FFLinearKernels:
+def _wire(prefix: str, python_autograd: bool) -> FFLinearKernels:
+    """Fake implementations for one kernel set, and its autograd where it is not in C++ (the C++
+    set's is csrc/ff_autograd.cpp: the same formulas)."""
     fwd_name, bwd_name = f"ffops::{prefix}ff_linear_fwd", f"ffops::{prefix}ff_linear_bwd"
     torch.library.register_fake(fwd_name)(_fake_fwd)
     torch.library.register_fake(bwd_name)(_fake_bwd)
@@ -102,8 +105,9 @@ def _wire(prefix: str) -> FFLinearKernels:
     torch.library.register_fake(f"ffops::{prefix}ff_linear_overlay_bwd")(_fake_overlay_bwd)
     kernels = FFLinearKernels(*(getattr(torch.ops.ffops, prefix + name).default for name in (
         "ff_linear_fwd", "ff_linear_bwd", "ff_label_rows", "ff_linear_overlay_fwd", "ff_linear_overlay_bwd")))
-    _register_autograd(fwd_name, kernels)
-    _register_overlay_autograd(f"ffops::{prefix}ff_linear_overlay_fwd", kernels)
+    if python_autograd:
+        _register_autograd(fwd_name, kernels)
+        _register_overlay_autograd(f"ffops::{prefix}ff_linear_overlay_fwd", kernels)
     return kernels
 
 
@@ -178,7 +182,7 @@ def _define_triton_ops() -> None:
 
 KERNELS: dict[str, FFLinearKernels] = {}
 if _backend.CPP_LOADED:
-    KERNELS["cpp"] = _wire("")
+    KERNELS["cpp"] = _wire("", python_autograd=False)
 if _backend.TRITON_OK:
     _define_triton_ops()
-    KERNELS["triton"] = _wire("triton_")
+    KERNELS["triton"] = _wire("triton_", python_autograd=True)
