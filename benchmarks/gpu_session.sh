@@ -58,14 +58,16 @@ fi
 $PY -m ffops info >>"$OUT/build.log" 2>&1
 
 # 1. MNIST 4 x 2000 runs in the background while the GPU tests compile and run
-TRAIN_RUNS=("headneg:--negatives head" "headneg-drop10:--negatives head --input-dropout 0.1")
+# name|environment|flags: the same recipe on the auto (Triton) and the CUDA C++ backends
+TRAIN_RUNS=("headneg-drop10||--negatives head --input-dropout 0.1"
+            "headneg-drop10-cuda|FFOPS_BACKEND=cuda|--negatives head --input-dropout 0.1")
 [[ "${TESTS_ONLY:-0}" == 1 ]] && TRAIN_RUNS=()
 TRAIN_PIDS=()
 for spec in "${TRAIN_RUNS[@]}"; do
-    name=${spec%%:*}; flags=${spec#*:}
-    (run_limited $(( $(left) - QUIET_S )) "$OUT/train_$name.log" $PY -m ffops train-ff --dataset mnist \
-        --layers 784,2000,2000,2000,2000 --epochs ${TRAIN_EPOCHS:-60} --eval-every 5 --device cuda \
-        $flags --out "runs/gpu-4x2000-$name") &
+    IFS='|' read -r name environment flags <<<"$spec"
+    (run_limited $(( $(left) - QUIET_S )) "$OUT/train_$name.log" env $environment $PY -m ffops train-ff \
+        --dataset mnist --layers 784,2000,2000,2000,2000 --epochs ${TRAIN_EPOCHS:-60} --eval-every 5 \
+        --device cuda $flags --out "runs/gpu-4x2000-$name") &
     TRAIN_PIDS+=($!)
 done
 
