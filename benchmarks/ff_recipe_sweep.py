@@ -25,7 +25,9 @@ import torch
 # name -> (FFNet keyword arguments, FFTrainer keyword arguments), spelled out in full so that a
 # recipe does not change with the library's defaults; hard negatives unless noted
 SOFTPLUS, SYMBA = {"loss": "softplus"}, {"loss": "symba", "alpha": 4.0}
-COLLAB, ALL = {"mode": "collaborative", "collab_layers": "others"}, {"mode": "all"}
+# input dropout off unless a recipe names it (its default changed to 0.1 after these recipes were run)
+COLLAB = {"mode": "collaborative", "collab_layers": "others", "input_dropout": 0.0}
+ALL = {"mode": "all", "input_dropout": 0.0}
 RECIPES = {
     "collaborative": (SOFTPLUS, COLLAB),
     "collaborative-peer": ({**SOFTPLUS, "peer_weight": 0.03}, COLLAB),
@@ -40,6 +42,8 @@ RECIPES = {
     "all-symba-a2": ({**SYMBA, "alpha": 2.0}, ALL),
     "all-symba-a8": ({**SYMBA, "alpha": 8.0}, ALL),
     "all-symba-a8-head": ({**SYMBA, "alpha": 8.0}, {**ALL, "negatives": "head"}),
+    "all-symba-a8-drop10": ({**SYMBA, "alpha": 8.0}, {**ALL, "input_dropout": 0.1}),
+    "all-symba-a8-head-drop10": ({**SYMBA, "alpha": 8.0}, {**ALL, "negatives": "head", "input_dropout": 0.1}),
     "all-symba-lr1e-3": (SYMBA, {**ALL, "lr": 1e-3}),
     "all-symba-random": (SYMBA, {**ALL, "negatives": "random"}),
 }

@@ -37,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay (default 0)")
-    p.add_argument("--input-dropout", type=float, default=0.0,
-                   help="fraction of input pixels zeroed at random in each training sample (default 0)")
+    p.add_argument("--input-dropout", type=float, default=0.1,
+                   help="fraction of input pixels zeroed at random in each training sample (default 0.1; 0: off)")
     p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="train / test errors every N epochs and after the last (default 1; with --resume: the run's)")

@@ -28,14 +28,14 @@ def _params(out):
 def test_command_writes_log_checkpoint_and_png(data_root, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(ARGS + ["--data-root", str(data_root), "--epochs", "3", "--eval-every", "2", "--skip-first",
-                        "--input-dropout", "0.1", "--weight-decay", "1e-4", "--out", str(out)]) == 0
+                        "--input-dropout", "0.2", "--weight-decay", "1e-4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "epoch   3/3" in printed and "samples/s" in printed and "done in" in printed
     log = json.loads((out / "log.json").read_text())
     assert len(log["history"]) == 3 and log["wall_time_s"] > 0
     assert ["test_error_goodness" in r for r in log["history"]] == [False, True, True]
     assert log["trainer"]["collab_layers"] == "past" and log["trainer"]["skip_first"] is True
-    assert log["trainer"]["input_dropout"] == 0.1 and log["trainer"]["weight_decay"] == 1e-4
+    assert log["trainer"]["input_dropout"] == 0.2 and log["trainer"]["weight_decay"] == 1e-4
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trainer = ff.load_checkpoint(out / "checkpoint.pt")
     assert trainer.checkpoint_extra["cli_args"]["epochs"] == 3
