@@ -166,7 +166,9 @@ def _define_triton_ops() -> None:
 
 KERNELS: dict[str, FFKernels] = {}
 if _backend.CPP_LOADED:
-    KERNELS["cpp"] = _wire("", python_autograd=False)
+    # an extension built before csrc/ff_autograd.cpp existed has no C++ autograd: use the Python formulas
+    KERNELS["cpp"] = _wire("", python_autograd=not torch._C._dispatch_has_kernel_for_dispatch_key(
+        "ffops::goodness_fwd", "Autograd"))
 if _backend.TRITON_OK:
     _define_triton_ops()
     KERNELS["triton"] = _wire("triton_", python_autograd=True)
