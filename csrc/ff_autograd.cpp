@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "autograd_helpers.h"
+#include "ff_checks.h"
 
 namespace ffops {
 namespace {
@@ -178,8 +179,8 @@ class Normalize : public torch::autograd::Function<Normalize> {
 // The gradient of sumsq [rows of h] for the backward kernels, zeros when none reached it.
 at::Tensor grad_sumsq_or_zeros(const at::Tensor& grad, const at::Tensor& h) {
   if (grad.defined()) return grad.contiguous();
-  const auto stat = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  return at::zeros_symint({h.sym_size(0)}, h.options().dtype(stat));  // sizes may be symbolic under torch.compile
+  // sizes may be symbolic under torch.compile
+  return at::zeros_symint({h.sym_size(0)}, h.options().dtype(stat_type(h.scalar_type())));
 }
 
 // The fused FF layer: h (non-differentiable, the next layer's input), sumsq and pos_mean, whose
