@@ -96,15 +96,17 @@ class _FFLossMixin:
         if self.peer_weight < 0 or not 0 <= self.peer_momentum < 1:
             raise ValueError(f"{name}: need peer_weight >= 0 and 0 <= peer_momentum < 1, "
                              f"got {peer_weight} and {peer_momentum}")
+        self._targets_key, self._targets_value = None, None
 
     def _input_scale(self, x, x_sumsq: torch.Tensor | None) -> torch.Tensor:
         """Per-sample length normalization of the input as a scale: ``1 / (||x|| + eps)`` (l2) or
         ``1 / (rms(x) + eps)``. ``x_sumsq`` (the previous layer's ``sumsq``) avoids a pass over x."""
         if x_sumsq is None:
             x_sumsq = x.sumsq() if isinstance(x, OverlayRows) else ffops.goodness(x.detach(), reduction="sum").float()
-        features = math.prod(x.shape[1:])
-        norm_scale = 1.0 if self.norm == "l2" else 1.0 / max(features, 1)
-        return 1.0 / (torch.sqrt(x_sumsq.detach().float() * norm_scale) + self.eps)
+        sumsq = x_sumsq.detach().float()
+        if self.norm == "rms":
+            sumsq = sumsq * (1.0 / max(math.prod(x.shape[1:]), 1))
+        return sumsq.sqrt().add_(self.eps).reciprocal_()
 
     def _loss(self, sumsq, pos_mean, features, n_pos, offset):
         """Mean FF loss over ``sumsq`` (``[B]``, or ``[B, C]`` for per-channel goodness: every entry
@@ -118,19 +120,29 @@ class _FFLossMixin:
         if not 0 <= n_pos <= rows:
             raise ValueError(f"{type(self).__name__}: n_pos must be in [0, {rows}], got {n_pos}")
         if self.loss_kind == "softplus":
-            logit = self.sign * (g - self.threshold)
-            per_row = torch.cat([F.softplus(-logit[:n_pos]), F.softplus(logit[n_pos:])])
+            # softplus(-logit) on positive rows and softplus(logit) on negative ones is BCE-with-logits
+            # against targets 1 / 0: one op each way instead of the slices, two softplus and a cat
+            logit = g - self.threshold if self.sign == 1 else self.threshold - g
+            loss = F.binary_cross_entropy_with_logits(logit, self._targets(g, n_pos))
         else:
             if rows != 2 * n_pos:
                 raise ValueError(f"{type(self).__name__}: loss='symba' pairs positive and negative rows; "
                                  f"need a batch of 2 * n_pos rows, got {rows} rows and n_pos={n_pos}")
-            per_row = F.softplus(-self.alpha * self.sign * (g[:n_pos] - g[n_pos:]))
-        loss = per_row.mean()
+            loss = F.softplus(-self.alpha * self.sign * (g[:n_pos] - g[n_pos:])).mean()
         if self.peer_weight > 0 and n_pos > 0:
             mu = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * pos_mean
             loss = loss + self.peer_weight * (mu.mean() - mu).square().mean()
             self.running_mean.copy_(mu.detach())
         return loss, g.detach()
+
+    def _targets(self, g: torch.Tensor, n_pos: int) -> torch.Tensor:
+        """BCE targets shaped like ``g``: 1 on the first ``n_pos`` rows, 0 after (kept for the next call)."""
+        key = (g.shape, n_pos, g.dtype, g.device)
+        if self._targets_key != key:
+            targets = torch.zeros_like(g)
+            targets[:n_pos] = 1
+            self._targets_key, self._targets_value = key, targets
+        return self._targets_value
 
     def _extra_loss_repr(self):
         return (f"threshold={self.threshold}, goodness={self.goodness_kind!r}, norm={self.norm!r}, "
