@@ -113,8 +113,12 @@ class FFNet(nn.Module):
 
     def layer_goodness(self, index: int, out: FFLayerOutput) -> torch.Tensor:
         """Layer ``index``'s own goodness ``[B]`` (without any collaborative offset) from its output."""
+        return self.goodness_from_sumsq(index, out.sumsq)
+
+    def goodness_from_sumsq(self, index: int, sumsq: torch.Tensor) -> torch.Tensor:
+        """Layer ``index``'s goodness from its output's per-row sum of squares."""
         layer = self.layers[index]
-        return out.sumsq * (1.0 / layer.out_features if layer.goodness_kind == "mean" else 1.0)
+        return sumsq * (1.0 / layer.out_features if layer.goodness_kind == "mean" else 1.0)
 
     def layer_logit(self, index: int, goodness: torch.Tensor) -> torch.Tensor:
         """``sign * (G - threshold)``: the layer's log-odds that a row is positive data."""

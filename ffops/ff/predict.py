@@ -73,6 +73,31 @@ def goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, skip_firs
     return scores
 
 
+def _check_num_layers(op: str, model: FFNet, num_layers) -> int:
+    n_layers = len(model.layers)
+    if num_layers is None:
+        return n_layers
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= n_layers:
+        raise ValueError(f"{op}: num_layers must be an int in [1, {n_layers}] or None, got {num_layers!r}")
+    return num_layers
+
+
+def _iter_label_outputs(model: FFNet, x: torch.Tensor, n_layers: int, on_value, fast_first_layer: bool):
+    """Yields the first ``n_layers`` layers' ``(h, sumsq)`` on every (sample, label) overlay of ``x``:
+    ``B * C`` rows, row ``b * C + c`` is sample ``b`` with label ``c``."""
+    c = model.num_classes
+    if fast_first_layer:
+        h, sumsq = _first_layer_all_labels(model.layers[0], x, c, on_value)
+    else:
+        out = model.layers[0](overlay_all_labels(x, c, on_value), None)
+        h, sumsq = out.h, out.sumsq
+    yield h, sumsq
+    for i in range(1, n_layers):
+        out = model.layers[i](h, None, x_sumsq=sumsq)
+        h, sumsq = out.h, out.sumsq
+        yield h, sumsq
+
+
 @torch.no_grad()
 def layer_goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, chunk_size: int = 1024,
                              fast_first_layer: bool = True, num_layers: int | None = None,
@@ -81,27 +106,23 @@ def layer_goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, chu
     overlaid (see ``goodness_per_label`` for the arguments; ``L`` is ``num_layers`` or all layers)."""
     x = _check_x(op, model, x)
     chunk_size = _check_chunk(op, chunk_size)
-    c, n_layers = model.num_classes, len(model.layers)
-    if num_layers is not None:
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= n_layers:
-            raise ValueError(f"{op}: num_layers must be an int in [1, {n_layers}] or None, got {num_layers!r}")
-        n_layers = num_layers
+    c, n_layers = model.num_classes, _check_num_layers(op, model, num_layers)
     out_g = torch.empty(n_layers, x.shape[0], c, device=x.device)
     for start in range(0, x.shape[0], chunk_size):
         xb = x[start:start + chunk_size]
-        if fast_first_layer:
-            h, sumsq = _first_layer_all_labels(model.layers[0], xb, c, on_value)
-        else:
-            out = model.layers[0](overlay_all_labels(xb, c, on_value), None)
-            h, sumsq = out.h, out.sumsq
-        for i in range(n_layers):
-            if i > 0:
-                out = model.layers[i](h, None, x_sumsq=sumsq)
-                h, sumsq = out.h, out.sumsq
-            layer = model.layers[i]
-            g = sumsq * (1.0 / layer.out_features if layer.goodness_kind == "mean" else 1.0)
-            out_g[i, start:start + xb.shape[0]] = g.view(xb.shape[0], c)
+        for i, (h, sumsq) in enumerate(_iter_label_outputs(model, xb, n_layers, on_value, fast_first_layer)):
+            out_g[i, start:start + xb.shape[0]] = model.goodness_from_sumsq(i, sumsq).view(xb.shape[0], c)
     return out_g
+
+
+@torch.no_grad()
+def layer_outputs_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, num_layers: int | None = None):
+    """Each layer's ``(h [B * C, width], sumsq [B * C])`` on every (sample, label) overlay of ``x``
+    (row ``b * C + c``: sample ``b`` with label ``c``), all kept: ``B * C * sum(widths)`` values, for a
+    training batch whose rows are among them (FFTrainer's hard-negative pass)."""
+    op = "ffops.ff.layer_outputs_per_label"
+    x = _check_x(op, model, x)
+    return list(_iter_label_outputs(model, x, _check_num_layers(op, model, num_layers), on_value, True))
 
 
 def resolve_head_layers(layers, n_layers: int) -> list[int]:

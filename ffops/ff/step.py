@@ -34,7 +34,7 @@ BACKWARDS = ("per_layer", "joint")
 
 def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", collab_layers: str = "others",
                  train_layers=None, backward: str = "per_layer", modules=None, centered_goodness=None,
-                 collab_weight: float = 1.0):
+                 collab_weight: float = 1.0, outputs=None):
     """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows
     (a tensor, or ffops.nn.OverlayRows: label overlays of shared images, for the first layer).
 
@@ -46,6 +46,9 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
             layer wrapped in its own DistributedDataParallel); default the layers themselves.
         centered_goodness: for collaborative ``"others"``: per layer ``[rows]`` its goodness minus its
             threshold on the rows of ``x`` with the current parameters; saves the extra forward pass.
+        outputs: per run layer ``(h, sumsq)`` on the rows of ``x`` with the current parameters (e.g.
+            from FFTrainer's hard-negative pass): no layer runs its forward again, the learning layers
+            attach their backward to these (FFLinear's ``output``).
 
     Returns:
         ``(losses, goodness)``: ``losses`` a dict ``{layer index: detached loss}`` of the learning
@@ -68,18 +71,21 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
                              f"[{x.shape[0]}], got {[tuple(c.shape) for c in centered]}")
         total = torch.stack(list(centered)).sum(0)
         offsets = [total - c for c in centered]
+    if outputs is not None and len(outputs) != top + 1:
+        raise ValueError(f"layer_losses: outputs must hold the {top + 1} run layers' (h, sumsq), got {len(outputs)}")
     losses, goodness, joint = {}, [], []
     past = torch.zeros(x.shape[0], device=x.device)
     h, sumsq = x, None
     for i in range(top + 1):
         layer = model.layers[i]
+        known = {} if outputs is None else {"output": outputs[i]}
         if i in train_layers:
             offset = None
             if mode == "collaborative":
                 offset = offsets[i] if offsets is not None else (past if i > 0 else None)
                 if offset is not None and collab_weight != 1.0:
                     offset = collab_weight * offset
-            out = modules[i](h, n_pos, x_sumsq=sumsq, goodness_offset=offset)
+            out = modules[i](h, n_pos, x_sumsq=sumsq, goodness_offset=offset, **known)
             if backward == "per_layer":
                 out.loss.backward()
             else:
@@ -87,7 +93,7 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
             losses[i] = out.loss.detach()
         else:
             with torch.no_grad():
-                out = layer(h, None, x_sumsq=sumsq)
+                out = layer(h, None, x_sumsq=sumsq, **known)
         g = model.layer_goodness(i, out)
         goodness.append(g)
         if mode == "collaborative" and offsets is None:

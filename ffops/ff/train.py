@@ -25,7 +25,8 @@ negatives beat random ones (2.19 % vs 2.78 %); Adam lr 3e-3 beats 1e-3 and 1e-2;
 threshold 2 beats sum goodness with threshold = width (3.1 %); peer normalization and AdamW weight
 decay made no measurable difference; the head was much worse than goodness prediction (5-10 %) and
 ``input_dropout=0.2`` helped it (2.8 %). With SymBa the head is as good as goodness prediction.
-Negatives from the softmax head (``negatives="head"``, no ``B * C``-row pass: steps 2-3x cheaper):
+Negatives from the softmax head (``negatives="head"``, no ``B * C``-row pass: steps 2-3x cheaper,
+1.5-2x since hard-negative steps reuse that pass's outputs):
 784-500-500, 30 epochs: 1.52 % validation (hard: 1.64 %), 1.44 % test (hard: 1.37 %) in 266 s on one
 thread; 4 x 1000, 2 epochs: 2.46 % (hard: 2.91 %); 4 x 2000, 60 epochs: 1.42 % test by goodness, 1.51 %
 by the head (hard, 40 epochs: 1.52 / 1.41 %); with ``input_dropout=0.1`` as well: 1.15 % / 1.22 % (the
@@ -33,7 +34,7 @@ deep net overfits without it: 0 % train error from epoch ~30). Input dropout 0.1
 epochs, validation: 1.64 -> 1.45 % (hard negatives), 1.52 -> 1.45 % (head); test, hard negatives:
 1.37 -> 1.46 % by goodness, 1.40 -> 1.36 % by the head. It is the default since 2026-11-27 (the
 results above without it were run before). Hard negatives stay the default (the same validation
-error as head negatives with dropout; head negatives are 2-3x cheaper per step).
+error as head negatives with dropout; head negatives are 1.5-2x cheaper per step).
 """
 
 import time
@@ -47,7 +48,8 @@ from ffops.ff import distributed
 from ffops.ff.labels import check_labels, overlay_rows
 from ffops.ff.model import FFNet
 from ffops.ff.negatives import gumbel_noise, hard_wrong_labels, hybrid_images, random_wrong_labels
-from ffops.ff.predict import LinearHead, head_features, layer_goodness_per_label, predict, resolve_head_layers
+from ffops.ff.predict import (LinearHead, head_features, layer_goodness_per_label, layer_outputs_per_label, predict,
+                              resolve_head_layers)
 from ffops.ff.stats import goodness_histograms
 from ffops.ff.step import BACKWARDS, COLLAB_LAYERS, MODES, layer_losses
 
@@ -62,7 +64,10 @@ class StepBatch(NamedTuple):
     hybrid images when not); n_pos: positive rows; images / labels: this rank's positive samples;
     centered: with hard negatives, per layer the rows' goodness minus threshold from the hard-negative
     pass (collaborative FF's offsets without another forward), else None; head_features: the softmax
-    head's input for ``images`` when already computed (negatives="head"), else None.
+    head's input for ``images`` when already computed (negatives="head"), else None; outputs: with
+    hard negatives (and a shard within ``chunk_size``), per layer the rows' ``(h, sumsq)`` from the
+    hard-negative pass, which scored every label with the current parameters, the rows' labels among
+    them: the layers need not run on the rows again, else None.
     """
 
     rows: object
@@ -71,6 +76,7 @@ class StepBatch(NamedTuple):
     labels: torch.Tensor
     centered: list | None = None
     head_features: torch.Tensor | None = None
+    outputs: list | None = None
 
 
 class Callback:
@@ -231,7 +237,7 @@ class FFTrainer:
         if not self.supervised:
             neg = hybrid_images(x, cfg["image_shape"], blur_steps=cfg["blur_steps"], generator=self._noise_gen)
             return StepBatch(torch.cat([xs, neg[lo:hi]]), hi - lo, xs, ys)
-        centered = feats = None
+        centered = feats = label_outputs = outputs = None
         if cfg["negatives"] == "random":
             wrong = random_wrong_labels(y, c, generator=self._noise_gen)[lo:hi]
         else:
@@ -241,17 +247,27 @@ class FFTrainer:
                 with torch.no_grad():
                     scores = self.head(feats)
             else:
-                layer_g = layer_goodness_per_label(self.model, xs, on_value=cfg["on_value"],
-                                                   chunk_size=cfg["chunk_size"], num_layers=num_layers)
+                if xs.shape[0] <= cfg["chunk_size"]:  # one chunk: keep every layer's output for the step
+                    label_outputs = layer_outputs_per_label(self.model, xs, on_value=cfg["on_value"],
+                                                            num_layers=num_layers)
+                    layer_g = [self.model.goodness_from_sumsq(i, sumsq).view(-1, c)
+                               for i, (_, sumsq) in enumerate(label_outputs)]
+                else:
+                    layer_g = layer_goodness_per_label(self.model, xs, on_value=cfg["on_value"],
+                                                       chunk_size=cfg["chunk_size"], num_layers=num_layers)
                 scores = sum(self.model.layer_logit(i, g) for i, g in enumerate(layer_g))
             wrong = hard_wrong_labels(scores, ys, temperature=cfg["hard_temperature"], noise=noise)
             if cfg["negatives"] == "hard":
-                rows = torch.cat([ys, wrong])[:, None]
-                centered = [torch.cat([g, g]).gather(1, rows)[:, 0] - self.model.layers[i].threshold
+                rows = torch.cat([ys, wrong])
+                centered = [torch.cat([g, g]).gather(1, rows[:, None])[:, 0] - self.model.layers[i].threshold
                             for i, g in enumerate(layer_g)]
+                if label_outputs is not None:  # the step's rows: row b * C + label of the pass's outputs
+                    index = torch.arange(xs.shape[0], device=xs.device).repeat(2) * c + rows
+                    outputs = [(h.index_select(0, index), sumsq.index_select(0, index))
+                               for h, sumsq in label_outputs]
         # positive then negative rows of the same images: the first layer's GEMMs see each image once
         return StepBatch(overlay_rows(xs, torch.cat([ys, wrong]), c, cfg["on_value"]), hi - lo, xs, ys, centered,
-                         feats)
+                         feats, outputs)
 
     def _head_features(self, images: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -270,7 +286,8 @@ class FFTrainer:
         losses, _ = layer_losses(self.model, batch.rows, batch.n_pos, mode=cfg["mode"],
                                  collab_layers=cfg["collab_layers"], train_layers=train_layers,
                                  backward=cfg["backward"], modules=self._layer_modules,
-                                 centered_goodness=batch.centered, collab_weight=cfg["collab_weight"])
+                                 centered_goodness=batch.centered, collab_weight=cfg["collab_weight"],
+                                 outputs=batch.outputs)
         head_loss = None
         if self.head is not None:
             # the parameters change only at the optimizer steps below: features from make_batch are current

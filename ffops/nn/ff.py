@@ -14,6 +14,7 @@ from torch import nn
 
 import ffops
 from ffops._validation import check_choice, check_finite_real
+from ffops.ops.ff_linear import ff_linear_known_output
 from ffops.reference.ff_linear import overlay_rows
 
 GOODNESS = ("mean", "sum")
@@ -180,16 +181,28 @@ class FFLinear(_FFLossMixin, nn.Module):
         self.register_buffer("running_mean", torch.zeros(out_features, device=device, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor | OverlayRows, n_pos: int | None = None, *,
-                x_sumsq: torch.Tensor | None = None, goodness_offset: torch.Tensor | None = None) -> FFLayerOutput:
+                x_sumsq: torch.Tensor | None = None, goodness_offset: torch.Tensor | None = None,
+                output: tuple[torch.Tensor, torch.Tensor] | None = None) -> FFLayerOutput:
         """``x``: ``[B, in_features]`` (positive rows first), or ``OverlayRows`` (label overlays of shared
         images: the GEMMs run on the images once); ``n_pos``: number of positive rows, or None for
         inference (no loss). ``x_sumsq``: the previous layer's ``sumsq`` (saves a pass).
-        ``goodness_offset``: per-row value added to the goodness in the logit (collaborative FF)."""
+        ``goodness_offset``: per-row value added to the goodness in the logit (collaborative FF).
+        ``output``: ``(h, sumsq)``, this layer's output on ``x`` computed earlier with the current
+        parameters (e.g. by FFTrainer's hard-negative pass): the layer is not run again, the loss gets
+        its gradient through ffops.ops.ff_linear.ff_linear_known_output."""
         overlay = isinstance(x, OverlayRows)
         if (not overlay and x.dim() != 2) or x.shape[1] != self.in_features:
             raise ValueError(f"FFLinear: x must be [batch, {self.in_features}], got {tuple(x.shape)}")
-        scale = self._input_scale(x, x_sumsq) if self.normalize_input else None
-        if overlay:
+        known_inference = output is not None and n_pos is None  # nothing to run
+        scale = self._input_scale(x, x_sumsq) if self.normalize_input and not known_inference else None
+        if known_inference:
+            (h, sumsq), pos_mean = output, None
+        elif output is not None:
+            h, sumsq = output
+            rows = (x.base.detach(), x.labels, x.on, x.num_classes) if overlay else None
+            sumsq, pos_mean = ff_linear_known_output(None if overlay else x, self.weight, self.bias, h, sumsq,
+                                                     x_scale=scale, n_pos=n_pos, overlay=rows)
+        elif overlay:
             h, sumsq, pos_mean = ffops.ff_linear_overlay(x.base.detach(), x.labels, x.on, self.weight, self.bias,
                                                          num_classes=x.num_classes, x_scale=scale, n_pos=n_pos or 0)
         else:

@@ -14,6 +14,10 @@ label rows of every sample in one fused pass.
 images, as supervised FF's positive and negative rows do: the GEMMs of the forward and of the
 weight gradient run on the shared images only (half the first layer's FLOPs for one negative per
 positive), the labels enter as one weight column per row.
+
+``ff_linear_known_output`` attaches the layer's backward (either kind of rows) to an output computed
+earlier with the same parameters, without the forward GEMM: FFTrainer's hard-negative pass has run
+every layer on every label, the rows of the step among them.
 """
 
 import torch
@@ -204,3 +208,91 @@ def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torc
         None if x_scale is None else x_scale.detach().to(stat).contiguous(), weight.contiguous(),
         None if bias is None else bias.contiguous(), num_classes, n_pos,
     )
+
+
+class _KnownOutput(torch.autograd.Function):
+    """``(sumsq, pos_mean)`` of an ``h`` computed earlier, with ff_linear's gradient to weight and bias
+    (``weight_grads(grad_sumsq, grad_pos_mean)`` runs the backward kernel)."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, h, sumsq, n_pos, weight_grads):
+        ctx.set_materialize_grads(False)
+        ctx.weight_grads, ctx.has_bias = weight_grads, bias is not None
+        pos_mean = h[:n_pos].to(sumsq.dtype).mean(0)  # NaN for n_pos == 0, as ff_linear's
+        return sumsq.clone(), pos_mean
+
+    @staticmethod
+    def backward(ctx, grad_sumsq, grad_pos_mean):
+        grad_w, grad_b = ctx.weight_grads(grad_sumsq, grad_pos_mean)
+        return grad_w, grad_b if ctx.has_bias else None, None, None, None, None
+
+
+def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h: torch.Tensor,
+                           sumsq: torch.Tensor, *, x_scale: torch.Tensor | None = None, n_pos: int = 0,
+                           overlay: tuple | None = None):
+    """``ff_linear``'s differentiable outputs for an ``h`` it computed earlier, without the GEMM.
+
+    A caller that already ran the layer on these rows with the current parameters (FFTrainer's
+    hard-negative pass scores every label, the rows of the step among them) attaches the layer's
+    backward to that output instead of running the forward again.
+
+    Args:
+        x: the layer's input rows ``[R, in]``, or None with ``overlay``.
+        weight, bias, x_scale, n_pos: as ``ff_linear`` (the values ``h`` was computed with).
+        h: ``[R, out]``, ``relu(x_scale * (x @ weight^T) + bias)``, contiguous, of weight's dtype.
+        sumsq: ``[R]``, its per-row sum of squares (float32; float64 for float64).
+        overlay: ``(base, labels, on, num_classes)`` when the rows are label overlays of shared
+            images (as ``ff_linear_overlay``); then ``x`` is ignored.
+
+    Returns:
+        ``(sumsq, pos_mean)`` as ``ff_linear`` returns them, differentiable w.r.t. weight and bias.
+    """
+    op = "ffops.ff_linear_known_output"
+    check_float_tensor(op, "weight", weight, min_ndim=2)
+    check_float_tensor(op, "h", h, min_ndim=2)
+    check_float_tensor(op, "sumsq", sumsq)
+    stat = stat_dtype(weight.dtype)
+    rows, out = h.shape[0], weight.shape[0]
+    if h.dim() != 2 or h.shape[1] != out or h.dtype != weight.dtype:
+        raise ValueError(f"{op}: h must be [rows, {out}] of {weight.dtype}, got {tuple(h.shape)} {h.dtype}")
+    if sumsq.shape != (rows,) or sumsq.dtype != stat:
+        raise ValueError(f"{op}: sumsq must be [{rows}] of {stat}, got {tuple(sumsq.shape)} {sumsq.dtype}")
+    if isinstance(n_pos, bool) or not isinstance(n_pos, int) or not 0 <= n_pos <= rows:
+        raise ValueError(f"{op}: n_pos must be an int in [0, {rows}], got {n_pos!r}")
+    if x_scale is not None:
+        x_scale = x_scale.detach().to(stat).contiguous()
+    bias = None if bias is None else bias.contiguous()
+    h, sumsq = h.detach().contiguous(), sumsq.detach()
+    impl = _backend.resolve(weight.device)
+    if impl == "reference":  # the specification has no kernels: run the layer again
+        if overlay is not None:
+            base, labels, on, num_classes = overlay
+            return reference.ff_linear_overlay(base, labels.long(), on, weight, bias, num_classes=num_classes,
+                                               x_scale=x_scale, n_pos=n_pos)[1:]
+        return reference.ff_linear(x, weight, bias, x_scale=x_scale, n_pos=n_pos)[1:]
+    kernels = KERNELS[impl]
+    if overlay is not None:
+        base, labels, on, num_classes = overlay
+        base, labels, on = base.detach().contiguous(), labels.detach().long().contiguous(), on.detach().to(stat)
+
+        def weight_grads(grad_sumsq, grad_pos_mean):
+            return kernels.overlay_bwd(base, labels, on, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq),
+                                       _contiguous(grad_pos_mean), num_classes, n_pos)
+    else:
+        if x.shape != (rows, weight.shape[1]) or x.dtype != weight.dtype:
+            raise ValueError(f"{op}: x must be [{rows}, {weight.shape[1]}] of {weight.dtype}, got "
+                             f"{tuple(x.shape)} {x.dtype}")
+        x = x.detach().contiguous()
+
+        def weight_grads(grad_sumsq, grad_pos_mean):
+            return kernels.bwd(x, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq), _contiguous(grad_pos_mean), n_pos)
+
+    return _KnownOutput.apply(weight, bias, h, sumsq, n_pos, weight_grads)
+
+
+def _grad_or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()

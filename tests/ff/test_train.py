@@ -137,6 +137,31 @@ def test_hard_negative_pass_gives_the_collaborative_offsets():
                         centered_goodness=batch.centered[:2])
 
 
+@pytest.mark.parametrize("mode", ["all", "collaborative", "greedy"])
+def test_hard_negative_pass_outputs_replace_the_layers_forward(mode):
+    """With hard negatives the pass has run every layer on every label, the step's rows among them:
+    the step attaches the layers' backward to those outputs. It trains as the step that runs the
+    layers again (a shard larger than chunk_size keeps no outputs)."""
+    x, y = blobs(32)
+    trainers = [ff.FFTrainer(_net((24, 16, 16, 16)), mode=mode, negatives="hard", seed=3, chunk_size=size)
+                for size in (1024, 8)]
+    train_layers, top = ([1], 2) if mode == "greedy" else (None, None)
+    batch, chunked = (t.make_batch(x, y, num_layers=top) for t in trainers)  # the same random draws in both
+    assert len(batch.outputs) == (top or 3) and chunked.outputs is None
+    for (h, sumsq), out in zip(batch.outputs, trainers[0].model(batch.rows)):
+        torch.testing.assert_close(h, out.h, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(sumsq, out.sumsq, rtol=1e-5, atol=1e-5)
+    losses = [[t.train_step(x, y, train_layers=train_layers)["losses"] for _ in range(3)] for t in trainers]
+    for a, b in zip(*losses, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    for p, q in zip(trainers[0].model.parameters(), trainers[1].model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="outputs must hold the 3 run layers"):
+        ff.layer_losses(trainers[0].model, batch.rows, batch.n_pos, outputs=batch.outputs[:2])
+
+
 def test_greedy_trains_one_layer_per_phase():
     x, y = blobs(200)
     trainer = ff.FFTrainer(_net(), mode="greedy", hist_samples=32)

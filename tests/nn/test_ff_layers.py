@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ffops
 from ffops import ff, reference
 from ffops.nn import FFConv2d, FFLinear
 from tests.helpers import assert_matches_reference
@@ -69,6 +70,47 @@ def test_fflinear_on_overlay_rows_equals_the_materialized_rows(backend_device, n
         results.append((out.loss, out.h, out.sumsq, layer.weight.grad.clone(), layer.bias.grad.clone()))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+@pytest.mark.parametrize("peer_weight", [0.0, 0.03])
+def test_fflinear_on_a_known_output_equals_running_it(backend_device, overlay, peer_weight):
+    # FFTrainer hands the layer its output from the hard-negative pass: same loss, same gradients
+    _, device = backend_device
+    layer = FFLinear(30, 40, threshold=2.0, peer_weight=peer_weight).to(device)
+    rows = ff.overlay_rows(torch.rand(8, 30, device=device), torch.randint(0, 10, (16,), device=device), 10)
+    x = rows if overlay else rows.materialize()
+    with torch.no_grad():
+        known = layer(x, None)
+    results = []
+    for output in (None, (known.h, known.sumsq)):
+        layer.zero_grad()
+        layer.running_mean.zero_()
+        out = layer(x, 8, output=output)
+        out.loss.backward()
+        results.append((out.loss, out.h, out.sumsq, layer.running_mean.clone(), layer.weight.grad.clone(),
+                        layer.bias.grad.clone()))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    inference = layer(x, None, output=(known.h, known.sumsq))
+    assert inference.loss is None and inference.h is known.h
+    torch.testing.assert_close(inference.goodness, known.goodness)
+
+
+def test_ff_linear_known_output_bad_input():
+    from ffops.ops.ff_linear import ff_linear_known_output
+
+    layer = FFLinear(6, 4, threshold=1.0)
+    x = torch.rand(4, 6)
+    h, sumsq, _ = ffops.ff_linear(x, layer.weight.detach(), layer.bias.detach())
+    with pytest.raises(ValueError, match="h must be"):
+        ff_linear_known_output(x, layer.weight, layer.bias, h[:, :3], sumsq)
+    with pytest.raises(ValueError, match="sumsq must be"):
+        ff_linear_known_output(x, layer.weight, layer.bias, h, sumsq[:2])
+    with pytest.raises(ValueError, match="x must be"):
+        ff_linear_known_output(x[:2], layer.weight, layer.bias, h, sumsq)
+    with pytest.raises(ValueError, match="n_pos"):
+        ff_linear_known_output(x, layer.weight, layer.bias, h, sumsq, n_pos=5)
 
 
 def test_fflinear_uses_previous_sumsq_for_normalization(backend_device):
