@@ -260,7 +260,11 @@ def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h
     if isinstance(n_pos, bool) or not isinstance(n_pos, int) or not 0 <= n_pos <= rows:
         raise ValueError(f"{op}: n_pos must be an int in [0, {rows}], got {n_pos!r}")
     if x_scale is not None:
+        check_float_tensor(op, "x_scale", x_scale)
+        if x_scale.shape != (rows,):
+            raise ValueError(f"{op}: x_scale must have shape ({rows},), got {tuple(x_scale.shape)}")
         x_scale = x_scale.detach().to(stat).contiguous()
+    check_bias(op, bias, out, weight.dtype)
     bias = None if bias is None else bias.contiguous()
     h, sumsq = h.detach().contiguous(), sumsq.detach()
     impl = _backend.resolve(weight.device)

@@ -111,6 +111,8 @@ def test_ff_linear_known_output_bad_input():
         ff_linear_known_output(x[:2], layer.weight, layer.bias, h, sumsq)
     with pytest.raises(ValueError, match="n_pos"):
         ff_linear_known_output(x, layer.weight, layer.bias, h, sumsq, n_pos=5)
+    with pytest.raises(ValueError, match="x_scale must have shape"):
+        ff_linear_known_output(x, layer.weight, layer.bias, h, sumsq, x_scale=torch.ones(3))
 
 
 def test_fflinear_uses_previous_sumsq_for_normalization(backend_device):
