@@ -169,6 +169,16 @@ def test_inference_call_has_no_loss():
     assert out.loss is None and out.goodness.shape == (5,)
 
 
+@pytest.mark.parametrize("loss", ["softplus", "symba"])
+def test_nan_input_row_propagates_to_its_goodness_and_the_loss(loss):
+    layer = FFLinear(12, 16, threshold=2.0, loss=loss)
+    x = torch.rand(6, 12)
+    x[1, 4] = float("nan")
+    out = layer(x, 3)
+    assert torch.isnan(out.loss)
+    assert torch.isnan(out.goodness).tolist() == [False, True, False, False, False, False]
+
+
 def test_fflinear_bad_input():
     layer = FFLinear(12, 16, threshold=2.0, loss="symba")
     with pytest.raises(ValueError, match=r"x must be \[batch, 12\], got \(4, 13\)"):
