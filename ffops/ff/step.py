@@ -16,11 +16,11 @@ Modes:
   ``t < i`` only (``"past"``). This is the paper's ``G_i + sum_{t != i} G_t - theta`` with
   ``theta = sum_t theta_t``: every layer's logit is the whole net's summed log-odds, with gradient
   through its own goodness only. ``"others"`` needs the upper layers' goodness before the lower
-  layers learn: it first runs the whole net once without autograd, which costs one extra forward
-  pass per step (about a third more compute), unless the caller already has those goodnesses
-  (``centered_goodness``: FFTrainer takes them from its hard-negative pass, which scores every
-  label, the true and the drawn wrong one included, with the same parameters); ``"past"`` needs
-  nothing extra (single pass). ``collab_weight`` (``w`` in ``G_i + w * gamma_i``) scales the offset:
+  layers learn: it first runs the whole net once without autograd, then attaches the learning
+  layers' backward to that pass's outputs (no second forward), unless the caller already has those
+  goodnesses (``centered_goodness``: FFTrainer takes them from its hard-negative pass, which scores
+  every label, the true and the drawn wrong one included, with the same parameters); ``"past"``
+  needs nothing extra (single pass). ``collab_weight`` (``w`` in ``G_i + w * gamma_i``) scales the offset:
   1 is the paper's collaborative FF, 0 plain FF, values in between let each layer keep part of its
   own objective (in deep nets full collaboration can silence the upper layers).
 """
@@ -64,8 +64,10 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
         centered = centered_goodness
         if centered is None:
             with torch.no_grad():  # the extra pass: every layer's goodness with the current parameters
-                centered = [model.layer_goodness(i, out) - model.layers[i].threshold
-                            for i, out in enumerate(model(x))]
+                pass_outputs = model(x)
+            centered = [model.layer_goodness(i, out) - model.layers[i].threshold for i, out in enumerate(pass_outputs)]
+            if outputs is None:  # the layers need not run on x again
+                outputs = [(out.h, out.sumsq) for out in pass_outputs]
         elif len(centered) != n_layers or any(c.shape != (x.shape[0],) for c in centered):
             raise ValueError(f"layer_losses: centered_goodness must hold {n_layers} tensors of shape "
                              f"[{x.shape[0]}], got {[tuple(c.shape) for c in centered]}")
