@@ -32,7 +32,8 @@ B rows plus the fused label-row expansion, the upper layers on B*C rows) vs a Py
 passes (ffops layers; for context, all B*C overlaid rows through every layer and the eager port's loop);
 (b) bytes saved for backward, live at the peak of a training step with per-layer backward
 (saved_tensors_hooks, deduplicated by storage), for depths 2, 4, 8. If ffops misses its target
-over torch.compile, a torch.profiler breakdown of ffops' step is printed (and of compile's).
+over torch.compile, a torch.profiler breakdown of ffops' step is printed (and of compile's), with
+the bound it implies and ffops' GEMMs timed as bare torch.mm calls on the same shapes.
 Results: ``benchmarks/results/bench_ff_train_<device>[_t<threads>][_quick].json`` (``_t``: a
 ``--threads`` other than the default 2).
 """
