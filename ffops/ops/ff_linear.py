@@ -265,6 +265,11 @@ def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h
             raise ValueError(f"{op}: x_scale must have shape ({rows},), got {tuple(x_scale.shape)}")
         x_scale = x_scale.detach().to(stat).contiguous()
     check_bias(op, bias, out, weight.dtype)
+    if overlay is None and (not isinstance(x, torch.Tensor) or x.shape != (rows, weight.shape[1])
+                            or x.dtype != weight.dtype):
+        raise ValueError(f"{op}: x must be a [{rows}, {weight.shape[1]}] tensor of {weight.dtype} (or overlay "
+                         f"given), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+                         f"{' ' + str(x.dtype) if isinstance(x, torch.Tensor) else ''}")
     bias = None if bias is None else bias.contiguous()
     h, sumsq = h.detach().contiguous(), sumsq.detach()
     impl = _backend.resolve(weight.device)
@@ -283,9 +288,6 @@ def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h
             return kernels.overlay_bwd(base, labels, on, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq),
                                        _contiguous(grad_pos_mean), num_classes, n_pos)
     else:
-        if x.shape != (rows, weight.shape[1]) or x.dtype != weight.dtype:
-            raise ValueError(f"{op}: x must be [{rows}, {weight.shape[1]}] of {weight.dtype}, got "
-                             f"{tuple(x.shape)} {x.dtype}")
         x = x.detach().contiguous()
 
         def weight_grads(grad_sumsq, grad_pos_mean):
