@@ -40,6 +40,7 @@ Results: ``benchmarks/results/bench_ff_train_<device>[_t<threads>][_quick].json`
 
 import argparse
 import copy
+import itertools
 import sys
 import time
 
@@ -366,7 +367,7 @@ def gemm_shapes(sizes, batch: int) -> list[tuple[int, int, int]]:
     (forward without the C label features, weight gradient over all features), every later layer on
     the ``2 * batch`` rows (forward and weight gradient; no layer needs its input's gradient)."""
     shapes = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         rows = batch if i == 0 else 2 * batch
         shapes += [(rows, fan_in - C if i == 0 else fan_in, fan_out), (fan_out, rows, fan_in)]
     return shapes

@@ -49,8 +49,14 @@ from ffops.ff import distributed
 from ffops.ff.labels import check_labels, overlay_rows
 from ffops.ff.model import FFNet
 from ffops.ff.negatives import gumbel_noise, hard_wrong_labels, hybrid_images, random_wrong_labels
-from ffops.ff.predict import (LinearHead, head_features, layer_goodness_per_label, layer_outputs_per_label, predict,
-                              resolve_head_layers)
+from ffops.ff.predict import (
+    LinearHead,
+    head_features,
+    layer_goodness_per_label,
+    layer_outputs_per_label,
+    predict,
+    resolve_head_layers,
+)
 from ffops.ff.stats import goodness_histograms
 from ffops.ff.step import BACKWARDS, COLLAB_LAYERS, MODES, layer_losses
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import ffops
 from ffops import ff, reference
 from ffops.nn import FFConv2d, FFLinear
+from ffops.ops.ff_linear import ff_linear_known_output
 from tests.helpers import assert_matches_reference
 
 
@@ -98,8 +99,6 @@ def test_fflinear_on_a_known_output_equals_running_it(backend_device, overlay, p
 
 
 def test_ff_linear_known_output_bad_input():
-    from ffops.ops.ff_linear import ff_linear_known_output
-
     layer = FFLinear(6, 4, threshold=1.0)
     x = torch.rand(4, 6)
     h, sumsq, _ = ffops.ff_linear(x, layer.weight.detach(), layer.bias.detach())
