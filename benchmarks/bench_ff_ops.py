@@ -29,7 +29,7 @@ import torch
 import ffops
 from benchmarks import harness
 from benchmarks.harness import Case, Contender, Target
-from ffops import reference
+from ffops.reference import goodness as reference
 
 SCRIPT = "bench_ff_ops"
 THRESHOLD = 2.0

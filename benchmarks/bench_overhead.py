@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import ffops
 from ffops import _backend
-from ffops.ops import _ff_library, _ff_linear_library, _memory_library
+from ffops.ops import ff_linear, goodness, ms_norm
 
 ROWS, FEATURES = 16, 64
 EPS = 1e-5
@@ -70,14 +70,14 @@ def _cases(device):
 
     cases = [
         ("goodness", [x], lambda: x.square().sum(1), lambda: ffops.goodness(x),
-         {k: (lambda v=v: v.goodness_fwd(x, 1.0)) for k, v in _ff_library.KERNELS.items()},
-         lambda tk: tk.ff.goodness_fwd(x, 1.0)),
+         {k: (lambda v=v: v.goodness_fwd(x, 1.0)) for k, v in goodness.KERNELS.items()},
+         lambda tk: tk.goodness.goodness_fwd(x, 1.0)),
         ("ff_linear", [x, w, b], eager_linear, lambda: ffops.ff_linear(x, w, b, x_scale=scale, n_pos=n_pos),
-         {k: (lambda v=v: v.fwd(x, scale, w, b, n_pos)) for k, v in _ff_linear_library.KERNELS.items()},
+         {k: (lambda v=v: v.ff_linear_fwd(x, scale, w, b, n_pos)) for k, v in ff_linear.KERNELS.items()},
          lambda tk: tk.ff_linear.ff_linear_fwd(x, scale, w, b, n_pos)),
         ("ms_layernorm", [x], lambda: F.layer_norm(x, (FEATURES,), eps=EPS), lambda: ffops.ms_layernorm(x, EPS),
-         {k: (lambda v=v: v.ms_norm_fwd(x, EPS, True, None)) for k, v in _memory_library.KERNELS.items()},
-         lambda tk: tk.memory.ms_norm_fwd(x, EPS, True)),
+         {k: (lambda v=v: v.ms_norm_fwd(x, EPS, True, None)) for k, v in ms_norm.KERNELS.items()},
+         lambda tk: tk.ms_norm.ms_norm_fwd(x, EPS, True)),
     ]
     return cases
 

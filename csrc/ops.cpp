@@ -1,44 +1,61 @@
-// The schemas of every ffops operator, defined once. Kernels register per device in
-// csrc/cpu/<family>.cpp and csrc/cuda/<family>_cuda.cpp; fake (meta) implementations are
-// registered from Python (ffops/ops/); autograd is in C++ (csrc/ff_autograd.cpp,
-// csrc/memory_autograd.cpp; the sparse family's is a Python autograd.Function).
+// The schemas of every ffops operator, each written once for two kernel sets: `<name>`, the C++
+// kernels, and `triton_<name>` (same schema), whose CPU / CUDA kernels are the Triton launchers,
+// registered from Python with torch.library after this library loads (def_op below; transpose_2d has
+// no Triton twin). The C++ kernels of op group <op> register per device in csrc/cpu/<op>*.cpp and
+// csrc/cuda/<op>_cuda.cpp (argument checks shared by both: csrc/<op>.h, csrc/common.h); fake (meta)
+// implementations are registered from Python (ffops/ops/); autograd is in C++ for both sets
+// (csrc/goodness.cpp, ff_linear.cpp, packed_act.cpp, ms_norm.cpp; the sparse layer's is a Python
+// autograd.Function).
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
+namespace {
+
+// Defines the operator `schema` ("<name>(...) -> ...") and its Triton twin "triton_<name>(...) -> ...".
+void def_op(torch::Library& m, const char* schema) {
+  m.def(schema);
+  m.def(("triton_" + std::string(schema)).c_str());
+}
+
+}  // namespace
+
 TORCH_LIBRARY(ffops, m) {
-  // ---- Forward-Forward family (csrc/cpu/ff.cpp, csrc/cuda/ff.cu) ------------------------
+  // ---- goodness: Forward-Forward row ops (csrc/cpu/goodness.cpp, csrc/cuda/goodness*.{cu,cpp}) -----
   // All take a 2-D activation `h` of shape [R, K] whose last dimension is contiguous
   // (any row stride); per-row statistics have shape [R] and the accumulation type: float32
   // for float32 / float16 / bfloat16 h, float64 for float64 h.
   //
   // g[r] = scale * sum_k h[r, k]^2
-  m.def("goodness_fwd(Tensor h, float scale) -> Tensor");
+  def_op(m, "goodness_fwd(Tensor h, float scale) -> Tensor");
   // out[r, k] = coef[r] * h[r, k]  (backward of every goodness-based op; contiguous, dtype of h)
-  m.def("row_scale(Tensor h, Tensor coef) -> Tensor");
+  def_op(m, "row_scale(Tensor h, Tensor coef) -> Tensor");
   // g[r] = scale * sum_k h[r, k]^2;  z = coef * (t[r] - g[r]) with t = target if given else theta;
   // loss[r] = softplus(z). Returns (g, loss).
-  m.def("ff_loss_fwd(Tensor h, float scale, float coef, float theta, Tensor? target) -> (Tensor, Tensor)");
+  def_op(m, "ff_loss_fwd(Tensor h, float scale, float coef, float theta, Tensor? target) -> (Tensor, Tensor)");
   // s[r] = sum_k h[r, k]^2;  y = h / (sqrt(norm_scale * s) + eps). Returns (y, s).
-  m.def("normalize_fwd(Tensor h, float norm_scale, float eps) -> (Tensor, Tensor)");
+  def_op(m, "normalize_fwd(Tensor h, float norm_scale, float eps) -> (Tensor, Tensor)");
   // Backward of normalize_fwd, with an optional gradient flowing into s as well:
   // dh = r * dy + h * (2 * ds - [n > 0] * r^2 * norm_scale / n * <dy, h>),  n = sqrt(norm_scale*s),
   // r = 1 / (n + eps).
-  m.def(
+  def_op(m,
       "normalize_bwd(Tensor grad_y, Tensor? grad_s, Tensor h, Tensor s, float norm_scale, float eps) -> Tensor");
 
-  // ---- Fused Forward-Forward layer (csrc/cpu/ff_linear.cpp, csrc/cuda/ff_linear*.{cu,cpp}) ------
+  // ---- ff_linear: fused Forward-Forward layer (csrc/cpu/ff_linear.cpp, csrc/cuda/ff_linear*.{cu,cpp}) --
   // x [B, in] and weight [out, in] contiguous, same dtype; x_scale [B] (stat type) or None: a
   // per-row scale of the input (its length normalization, applied after the GEMM); bias [out]
   // (dtype of x) or None. Rows r < n_pos are positive data.
   //   pre = x_scale[r] * (x @ weight^T)[r, :] + bias;  h = relu(pre)  (contiguous [B, out], dtype of x)
   //   sumsq[r] = sum_j h[r, j]^2;  pos_mean[j] = mean_{r < n_pos} h[r, j]  (stat type; NaN if n_pos == 0)
-  m.def("ff_linear_fwd(Tensor x, Tensor? x_scale, Tensor weight, Tensor? bias, int n_pos) -> (Tensor, Tensor, Tensor)");
+  def_op(m,
+      "ff_linear_fwd(Tensor x, Tensor? x_scale, Tensor weight, Tensor? bias, int n_pos) -> (Tensor, Tensor, Tensor)");
   // Gradients of a loss L(sumsq, pos_mean) given dL/dsumsq (grad_sumsq [B]) and dL/dpos_mean
   // (grad_pos_mean [out] or None; stat type):
   //   dpre[r, j] = 2 grad_sumsq[r] h[r, j] + [r < n_pos] [h[r, j] > 0] grad_pos_mean[j] / n_pos
   //   grad_weight = (x_scale[:, None] * dpre)^T @ x  [out, in];  grad_bias = sum_r dpre[r, :]  [out]
   // (both in the dtype of x). Returns (grad_weight, grad_bias).
-  m.def(
+  def_op(m,
       "ff_linear_bwd(Tensor x, Tensor? x_scale, Tensor h, Tensor grad_sumsq, Tensor? grad_pos_mean, int n_pos) "
       "-> (Tensor, Tensor)");
   // The first layer on every (sample, label) overlay, for prediction by goodness (inference only;
@@ -52,7 +69,8 @@ TORCH_LIBRARY(ffops, m) {
   // [out, C] = W[:, :C], C >= 1, and bias [out] (or None) contiguous, of pre's dtype. Computed in the
   // stat type; h contiguous [B*C, out] of pre's dtype, sumsq [B*C] of the stat type (from the
   // unrounded h). Returns (h, sumsq).
-  m.def("ff_label_rows(Tensor pre, Tensor on, Tensor? scale, Tensor label_weight, Tensor? bias) -> (Tensor, Tensor)");
+  def_op(m,
+      "ff_label_rows(Tensor pre, Tensor on, Tensor? scale, Tensor label_weight, Tensor? bias) -> (Tensor, Tensor)");
   // The first layer trained on label-overlaid rows that share their images (supervised FF: the
   // positive and negative rows are the same images with different labels; csrc/cpu/ff_linear_overlay.cpp,
   // csrc/cuda/ff_linear_cuda.cpp). base [B, in] contiguous; labels [R] int64 contiguous with
@@ -61,18 +79,17 @@ TORCH_LIBRARY(ffops, m) {
   //   pre[r, j] = x_scale[r] * (base[r % B, C:] . weight[j, C:] + on[r % B] * weight[j, labels[r]]) + bias[j]
   // and h, sumsq, pos_mean are ff_linear_fwd's on those rows (x_scale [R] or None, bias, n_pos as
   // there). The GEMM runs on the B shared rows only (k times fewer FLOPs than on the R rows).
-  m.def(
+  def_op(m,
       "ff_linear_overlay_fwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor weight, Tensor? bias, "
       "int num_classes, int n_pos) -> (Tensor, Tensor, Tensor)");
   // ff_linear_bwd on those rows: with dpre as there and u[r] = x_scale[r] * dpre[r, :],
   //   grad_weight[:, C:] = (sum_{r % B == b} u[r])^T @ base[:, C:]   (one GEMM over the B shared rows)
   //   grad_weight[j, c]  = sum_{r : labels[r] == c} on[r % B] * u[r, j];  grad_bias = sum_r dpre[r, :]
-  m.def(
+  def_op(m,
       "ff_linear_overlay_bwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor h, Tensor grad_sumsq, "
       "Tensor? grad_pos_mean, int num_classes, int n_pos) -> (Tensor, Tensor)");
 
-  // ---- Memory-saving activations and norms (csrc/cpu/activations.cpp, csrc/cpu/norms.cpp,
-  //      csrc/cuda/memory*.{cu,cpp}) ------------------------------------------------------------
+  // ---- packed_act: memory-saving activations (csrc/cpu/packed_act.cpp, csrc/cuda/packed_act*.{cu,cpp}) --
   // Packed-code activations (ReGELU2, ReSiLU2, Few-Bit). x contiguous, any shape, n = numel; fn the
   // activation id (0 gelu, 1 gelu_tanh, 2 silu, 3 tanh, 4 sigmoid, 5 softplus, 6 elu, 7 mish);
   // bits in 1..4; 2^bits - 1 ascending borders, 2^bits levels. Compute type A: float32 (float64 for
@@ -82,21 +99,23 @@ TORCH_LIBRARY(ffops, m) {
   //   codes uint8[ceil(n * bits / 8)]: element i at bits bits*i .. bits*i+bits-1 of the
   //   little-endian bit stream (8 elements fill exactly `bits` bytes; unused high bits are 0).
   // `levels` is not read by the forward; the autograd formula of the op uses it. Returns (y, codes).
-  m.def("packed_act_fwd(Tensor x, int fn, float[] borders, float[] levels, int bits) -> (Tensor, Tensor)");
+  def_op(m, "packed_act_fwd(Tensor x, int fn, float[] borders, float[] levels, int bits) -> (Tensor, Tensor)");
   // dx[i] = grad_y[i] * A(levels[code[i]]) in A; contiguous, shape and dtype of grad_y (contiguous).
-  m.def("packed_act_bwd(Tensor grad_y, Tensor codes, float[] levels, int bits) -> Tensor");
+  def_op(m, "packed_act_bwd(Tensor grad_y, Tensor codes, float[] levels, int bits) -> Tensor");
+
+  // ---- ms_norm: memory-saving norms (csrc/cpu/ms_norm.cpp, csrc/cuda/ms_norm*.{cu,cpp}) ------------
   // MS norms over the last dimension of x [R, K] (unit last stride, any row stride), no affine;
   // A as above. center: mean = sum_k x / K (LayerNorm) else 0 (RMSNorm);
   //   rstd[r] = 1 / sqrt(sum_k (x - mean)^2 / K + eps)  (A [R]);  y = (x - mean) * rstd
   // in out_dtype (default x's dtype; float32 / float16 / bfloat16, float64 only for float64 x),
   // contiguous [R, K]. Returns (y, rstd).
-  m.def("ms_norm_fwd(Tensor x, float eps, bool center, ScalarType? out_dtype) -> (Tensor, Tensor)");
+  def_op(m, "ms_norm_fwd(Tensor x, float eps, bool center, ScalarType? out_dtype) -> (Tensor, Tensor)");
   // Backward from the output: a = center ? mean(grad_y) : 0, b = mean(grad_y * y) per row,
   //   dx = rstd * (grad_y - a - y * b)  in dx_dtype (the dtype of the forward's x), contiguous.
   // grad_y [R, K] (unit last stride) has y's dtype; y contiguous.
-  m.def("ms_norm_bwd(Tensor grad_y, Tensor y, Tensor rstd, bool center, ScalarType dx_dtype) -> Tensor");
+  def_op(m, "ms_norm_bwd(Tensor grad_y, Tensor y, Tensor rstd, bool center, ScalarType dx_dtype) -> Tensor");
 
-  // ---- Sparse linear layer (csrc/cpu/sparse.cpp, csrc/cuda/sparse*.{cu,cpp}) ------------------
+  // ---- sparse_linear: sparse linear layer (csrc/cpu/sparse_linear.cpp, csrc/cuda/sparse_linear*.{cu,cpp}) --
   // The weight W [N, M] is unstructured-sparse in CSR: crow [N + 1], col [nnz] (column indices
   // sorted and unique within a row; validated once in Python, ffops/sparse/pattern.py), and the
   // trainable values [nnz]. Index tensors are int32 or int64, all of one dtype per call.
@@ -104,14 +123,14 @@ TORCH_LIBRARY(ffops, m) {
   // one contiguous vector operation over the batch). Accumulation in float32 (float64 for float64).
   //   yt[i, b] = bias[i] + sum_{k = crow[i]}^{crow[i+1]-1} values[k] * xt[col[k], b]
   // Returns yt [N, B] contiguous, dtype of xt. bias [N] (dtype of xt) or None.
-  m.def("sparse_linear_fwd(Tensor xt, Tensor values, Tensor crow, Tensor col, Tensor? bias) -> Tensor");
+  def_op(m, "sparse_linear_fwd(Tensor xt, Tensor values, Tensor crow, Tensor col, Tensor? bias) -> Tensor");
   // Backward, over the transposed pattern (W in CSC): t_ptr [M + 1], t_row [nnz] (the row i of each
   // nonzero, ascending within a column), t_perm [nnz] (each nonzero's index into values):
   //   dxt[j, b] = sum_{k = t_ptr[j]}^{t_ptr[j+1]-1} values[t_perm[k]] * dyt[t_row[k], b]      [M, B]
   //   dvalues[t_perm[k]] = sum_b dyt[t_row[k], b] * xt[j, b]   for k in column j (SDDMM)     [nnz]
   // dyt [N, B] and xt [M, B] contiguous, dtype of values. Both outputs contiguous in that dtype; an
   // output that is not needed (need_dx / need_dvalues false) is returned as an empty [0] tensor.
-  m.def(
+  def_op(m,
       "sparse_linear_bwd(Tensor dyt, Tensor xt, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
       "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
   // out = x.t().contiguous() for a 2-D x (CPU only: a fast transpose for the sparse layer's layouts).

@@ -14,10 +14,11 @@ from ffops._backend import (  # noqa: E402
     set_backend,
     use_backend,
 )
-from ffops.ops.ff import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
 from ffops.ops.ff_linear import ff_linear, ff_linear_overlay  # noqa: E402
-from ffops.ops.memory import fewbit, ms_layernorm, ms_rmsnorm, regelu2, resilu2  # noqa: E402
-from ffops.ops.sparse import sparse_linear  # noqa: E402
+from ffops.ops.goodness import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
+from ffops.ops.ms_norm import ms_layernorm, ms_rmsnorm  # noqa: E402
+from ffops.ops.packed_act import fewbit, regelu2, resilu2  # noqa: E402
+from ffops.ops.sparse_linear import sparse_linear  # noqa: E402
 
 __all__ = [
     "BACKENDS",

@@ -7,7 +7,8 @@ Backends:
   ``cpu``        C++ CPU kernels (``ffops._C``).
   ``cuda``       CUDA C++ kernels (``ffops._C`` built with CUDA).
   ``triton``     Triton kernels; on CPU tensors only when ``TRITON_INTERPRET=1`` was set before
-                 ffops was imported (the Triton interpreter, as CI tests them).
+                 ffops was imported (the Triton interpreter, as CI tests them). Needs ffops._C too:
+                 the schemas and autograd of both kernel sets are there (ffops/ops/_common.py).
 
 Choose with ``ffops.set_backend(name)``, ``with ffops.use_backend(name):`` or the environment
 variable ``FFOPS_BACKEND``. Everything here is decided at import time, so that resolving a backend
@@ -50,6 +51,9 @@ TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _triton_status():
+    if not CPP_LOADED:
+        return False, (f"the Triton kernel set needs ffops._C, which holds its schemas and autograd ({CPP_ERROR}); "
+                       f"build it with: {BUILD_HINT}")
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed (pip install triton)"
     try:

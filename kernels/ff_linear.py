@@ -32,13 +32,11 @@ Pure launchers (asserts of the contract, no registration). They run on CUDA tens
 tensors under the Triton interpreter (TRITON_INTERPRET=1), where small blocks are used.
 """
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+from ffops.kernels._common import FLOAT_DTYPES, acc_dtype, cdiv, next_pow2, num_sms
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,15 +239,6 @@ def _ff_label_rows_kernel(pre_ptr, on_ptr, s_ptr, wt_ptr, b_ptr, h_ptr, ss_ptr, 
 # ---------------------------------------------------------------------------------------------
 
 
-def _stat_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-@functools.cache
-def _num_sms(index):
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _config(dim0, dim1, dtype, device):
     """(BLOCK_0, BLOCK_1, BLOCK_R, num_warps, num_stages) for a GEMM whose output [dim0, dim1] is
     tiled [BLOCK_0, BLOCK_1], its reduced dimension walked in BLOCK_R chunks. Fixed (no autotune)."""
@@ -259,7 +248,7 @@ def _config(dim0, dim1, dtype, device):
         return 64, 64, 16, 4, 2
     reduce = 32 if dtype == torch.float32 else 64
     # Big tiles only when they still fill the GPU; otherwise more, smaller programs.
-    if triton.cdiv(dim0, 128) * triton.cdiv(dim1, 128) >= _num_sms(device.index or 0):
+    if cdiv(dim0, 128) * cdiv(dim1, 128) >= num_sms(device.index or 0):
         return 128, 128, reduce, 8, 3
     return 64, 64, reduce, 4, 3
 
@@ -290,12 +279,12 @@ def ff_linear_fwd(x, x_scale, weight, bias, n_pos, precision=None, deterministic
     may be None. precision: float32 dot precision ("ieee", "tf32", "tf32x3"; default: torch's setting).
     deterministic: per-tile partial sums reduced by torch instead of float atomics (whose order
     varies run to run); None follows torch.are_deterministic_algorithms_enabled()."""
-    assert x.dim() == 2 and weight.dim() == 2 and x.dtype in _FLOAT_DTYPES, (x.shape, x.dtype)
+    assert x.dim() == 2 and weight.dim() == 2 and x.dtype in FLOAT_DTYPES, (x.shape, x.dtype)
     assert x.is_contiguous() and weight.is_contiguous(), (x.stride(), weight.stride())
     assert weight.dtype == x.dtype and weight.device == x.device and weight.size(1) == x.size(1)
     (B, K), N = x.shape, weight.size(0)
     assert 0 <= n_pos <= B, (n_pos, B)
-    st, dev = _stat_dtype(x.dtype), x.device
+    st, dev = acc_dtype(x.dtype), x.device
     if x_scale is not None:
         _assert_vec(x_scale, B, st, dev)
     if bias is not None:
@@ -306,10 +295,10 @@ def ff_linear_fwd(x, x_scale, weight, bias, n_pos, precision=None, deterministic
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
     bm, bn, bk, num_warps, num_stages = _config(B, N, x.dtype, dev)
-    num_pid_m, num_pid_n = triton.cdiv(B, bm), triton.cdiv(N, bn)
+    num_pid_m, num_pid_n = cdiv(B, bm), cdiv(N, bn)
     if deterministic:
         ss = torch.empty((num_pid_n, B), dtype=st, device=dev)
-        cs = torch.empty((triton.cdiv(n_pos, bm), N), dtype=st, device=dev)
+        cs = torch.empty((cdiv(n_pos, bm), N), dtype=st, device=dev)
     else:
         ss = torch.zeros(B, dtype=st, device=dev)
         cs = torch.zeros(N, dtype=st, device=dev)
@@ -329,12 +318,12 @@ def ff_linear_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos, precision=Non
     dpre[r, j] = 2 grad_sumsq[r] h[r, j] + [r < n_pos][h[r, j] > 0] grad_pos_mean[j] / n_pos,
     grad_weight = (x_scale[:, None] * dpre)^T @ x, grad_bias = sum_r dpre[r, :].
     x_scale and grad_pos_mean may be None. precision: float32 dot precision, as for the forward."""
-    assert x.dim() == 2 and h.dim() == 2 and x.dtype in _FLOAT_DTYPES, (x.shape, x.dtype)
+    assert x.dim() == 2 and h.dim() == 2 and x.dtype in FLOAT_DTYPES, (x.shape, x.dtype)
     assert x.is_contiguous() and h.is_contiguous(), (x.stride(), h.stride())
     assert h.dtype == x.dtype and h.device == x.device and h.size(0) == x.size(0)
     (B, K), N = x.shape, h.size(1)
     assert 0 <= n_pos <= B, (n_pos, B)
-    st, dev = _stat_dtype(x.dtype), x.device
+    st, dev = acc_dtype(x.dtype), x.device
     _assert_vec(grad_sumsq, B, st, dev)
     if x_scale is not None:
         _assert_vec(x_scale, B, st, dev)
@@ -347,7 +336,7 @@ def ff_linear_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos, precision=Non
     gb = torch.empty(N, dtype=x.dtype, device=dev)
     bn, bk, bm, num_warps, num_stages = _config(N, K, x.dtype, dev)
     has_gpm = grad_pos_mean is not None and n_pos > 0
-    grid = (triton.cdiv(N, bn) * max(1, triton.cdiv(K, bk)),)
+    grid = (cdiv(N, bn) * max(1, cdiv(K, bk)),)
     _ff_linear_bwd_kernel[grid](
         x, grad_sumsq if x_scale is None else x_scale, h, grad_sumsq,
         grad_pos_mean if has_gpm else grad_sumsq, gw, gb, B, N, K, n_pos,
@@ -363,11 +352,11 @@ def ff_label_rows(pre, on, scale, label_weight, bias):
     stat type) and sumsq its sum of squares (stat type, from the unrounded h). pre [B, out] and
     label_weight [out, C] contiguous, bias [out] (or None) of pre's dtype; on and scale (or None) [B]
     of the stat type."""
-    assert pre.dim() == 2 and pre.is_contiguous() and pre.dtype in _FLOAT_DTYPES, (pre.shape, pre.stride(), pre.dtype)
+    assert pre.dim() == 2 and pre.is_contiguous() and pre.dtype in FLOAT_DTYPES, (pre.shape, pre.stride(), pre.dtype)
     (B, N), C = pre.shape, label_weight.size(1)
     assert label_weight.shape == (N, C) and C >= 1 and label_weight.is_contiguous(), label_weight.shape
     assert label_weight.dtype == pre.dtype and label_weight.device == pre.device
-    st, dev = _stat_dtype(pre.dtype), pre.device
+    st, dev = acc_dtype(pre.dtype), pre.device
     _assert_vec(on, B, st, dev)
     if scale is not None:
         _assert_vec(scale, B, st, dev)
@@ -380,10 +369,10 @@ def ff_label_rows(pre, on, scale, label_weight, bias):
     wt = label_weight.t().contiguous()  # [C, out]: each label row's weights read contiguously
     if dev.type == "cuda":
         bm, num_warps = 8, 4
-        bn = min(max(triton.next_power_of_2(N), 16), 4096 // bm)
+        bn = min(max(next_pow2(N), 16), 4096 // bm)
     else:  # Triton interpreter: small blocks keep tests quick
         bm, bn, num_warps = 4, 16, 1
-    _ff_label_rows_kernel[(triton.cdiv(B * C, bm),)](
+    _ff_label_rows_kernel[(cdiv(B * C, bm),)](
         pre, on, on if scale is None else scale, wt, wt if bias is None else bias, h, ss, B * C, C, N,
         HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, num_warps=num_warps)
     return h, ss

@@ -38,14 +38,14 @@ are used.
 import torch
 import triton
 import triton.language as tl
+
+from ffops.kernels._common import FLOAT_DTYPES, acc_dtype, cdiv
 from ffops.kernels.ff_linear import (
-    _FLOAT_DTYPES,
     _assert_vec,
     _config,
     _dot,
     _k_loop,
     _precision,
-    _stat_dtype,
     _swizzle,
     _upcast,
 )
@@ -198,7 +198,7 @@ def _ff_linear_overlay_bwd_kernel(x_ptr, lab_ptr, on_ptr, xs_ptr, h_ptr, gs_ptr,
 def _assert_overlay_args(base, labels, on, x_scale, num_classes, n_pos):
     """Asserts the arguments both ops share; returns (B, K, R, stat dtype)."""
     assert base.dim() == 2 and base.is_contiguous(), (base.shape, base.stride())
-    assert base.dtype in _FLOAT_DTYPES, base.dtype
+    assert base.dtype in FLOAT_DTYPES, base.dtype
     (B, K), dev = base.shape, base.device
     assert labels.dim() == 1 and labels.is_contiguous(), (labels.shape, labels.stride())
     assert labels.dtype == torch.int64 and labels.device == dev, (labels.dtype, labels.device)
@@ -206,7 +206,7 @@ def _assert_overlay_args(base, labels, on, x_scale, num_classes, n_pos):
     assert (R == 0) if B == 0 else (R >= B and R % B == 0), (R, B)
     assert 1 <= num_classes <= K, (num_classes, K)
     assert 0 <= n_pos <= R, (n_pos, R)
-    st = _stat_dtype(base.dtype)
+    st = acc_dtype(base.dtype)
     _assert_vec(on, B, st, dev)
     if x_scale is not None:
         _assert_vec(x_scale, R, st, dev)
@@ -232,10 +232,10 @@ def ff_linear_overlay_fwd(base, labels, on, x_scale, weight, bias, num_classes, 
         deterministic = torch.are_deterministic_algorithms_enabled()
     wt = weight[:, :num_classes].t().contiguous()  # [C, out]: each row's label weights read contiguously
     bm, bn, bk, num_warps, num_stages = _config(B, N, base.dtype, dev)
-    num_pid_m, num_pid_n = triton.cdiv(B, bm), triton.cdiv(N, bn)
+    num_pid_m, num_pid_n = cdiv(B, bm), cdiv(N, bn)
     if deterministic:
         ss = torch.empty((num_pid_n, R), dtype=st, device=dev)
-        cs = torch.zeros((triton.cdiv(n_pos, B) * num_pid_m, N), dtype=st, device=dev)
+        cs = torch.zeros((cdiv(n_pos, B) * num_pid_m, N), dtype=st, device=dev)
     else:
         ss = torch.zeros(R, dtype=st, device=dev)
         cs = torch.zeros(N, dtype=st, device=dev)
@@ -270,7 +270,7 @@ def ff_linear_overlay_bwd(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mea
     gb = torch.empty(N, dtype=base.dtype, device=dev)
     bn, bk, bm, num_warps, num_stages = _config(N, K, base.dtype, dev)
     has_gpm = grad_pos_mean is not None and n_pos > 0
-    _ff_linear_overlay_bwd_kernel[(triton.cdiv(N, bn) * triton.cdiv(K, bk),)](
+    _ff_linear_overlay_bwd_kernel[(cdiv(N, bn) * cdiv(K, bk),)](
         base, labels, on, grad_sumsq if x_scale is None else x_scale, h, grad_sumsq,
         grad_pos_mean if has_gpm else grad_sumsq, gw, gb, B, R, N, K, num_classes, n_pos,
         HAS_SCALE=x_scale is not None, HAS_GPM=has_gpm, PRECISION=_precision(base.dtype, precision),

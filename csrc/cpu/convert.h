@@ -2,7 +2,8 @@
 // double). c10::Half / c10::BFloat16's own conversions build a temporary struct that stops GCC's
 // vectorizer, so these work on the raw 16 bits with integer operations (round to nearest even,
 // NaN stays NaN, Inf stays Inf, subnormals exact), as the hardware conversions do. Used by the
-// memory-saving kernels (csrc/cpu/activations.cpp, csrc/cpu/norms.cpp).
+// CPU kernels of several op groups (csrc/cpu/packed_act.cpp, ms_norm.cpp, ff_label_rows.cpp,
+// ff_linear_overlay.cpp).
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -11,7 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "cpu/act_math.h"  // FFOPS_AI
+#include "cpu/row_math.h"  // FFOPS_AI
 
 namespace ffops::cpu::cvt {
 

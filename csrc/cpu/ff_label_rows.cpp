@@ -1,5 +1,6 @@
 // The first Forward-Forward layer on every (sample, label) overlay, on CPU (ff_label_rows; schema
-// and math in csrc/ops.cpp). The caller ran the one GEMM on the label-free input (pre [B, out]);
+// and math in csrc/ops.cpp; argument checks shared with CUDA: csrc/ff_linear.h; CUDA:
+// csrc/cuda/ff_linear{.cu,_cuda.cpp}). The caller ran the one GEMM on the label-free input (pre [B, out]);
 // this pass expands each sample into its C label rows
 //   h[b*C + c, j] = relu(scale[b] * (pre[b, j] + on[b] * label_weight[j, c]) + bias[j])
 // writing every output row once and summing its squares in the same loop.
@@ -23,7 +24,7 @@
 #include "cpu/alloc.h"
 #include "cpu/convert.h"
 #include "cpu/row_math.h"
-#include "ff_checks.h"
+#include "ff_linear.h"
 
 namespace ffops::cpu {
 namespace {

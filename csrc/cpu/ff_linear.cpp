@@ -1,5 +1,7 @@
 // The fused Forward-Forward layer on CPU: torch's GEMM (MKL / oneDNN through at::mm) plus one
-// fused C++ pass before or after it. Schemas and math: csrc/ops.cpp.
+// fused C++ pass before or after it (ff_linear_fwd / ff_linear_bwd). Schemas and math: csrc/ops.cpp;
+// argument checks shared with CUDA: csrc/ff_linear.h; CUDA: csrc/cuda/ff_linear{.cu,_cuda.cpp};
+// C++ autograd: csrc/ff_linear.cpp.
 //   forward:  h = relu(x_scale * (x @ W^T) + b) in place over the GEMM result, with the row sums
 //             of h^2 and the column sums of h over positive rows in the same pass;
 //   backward: u = x_scale * dpre (dpre = 2 grad_sumsq h + peer-norm term) and grad_bias in one
@@ -19,7 +21,7 @@
 
 #include "cpu/alloc.h"
 #include "cpu/row_math.h"
-#include "ff_checks.h"
+#include "ff_linear.h"
 
 namespace ffops::cpu {
 namespace {

@@ -1,5 +1,6 @@
 // The first Forward-Forward layer trained on label-overlaid rows that share their images, on CPU
-// (ff_linear_overlay_{fwd,bwd}; schema and math in csrc/ops.cpp). Supervised FF runs every image
+// (ff_linear_overlay_{fwd,bwd}; schema and math in csrc/ops.cpp; argument checks shared with CUDA:
+// csrc/ff_linear.h; CUDA: csrc/cuda/ff_linear_cuda.cpp; C++ autograd: csrc/ff_linear.cpp). Supervised FF runs every image
 // with its true label and with a wrong one: the rows differ only in their first C features, so
 //   forward:  pre0 = base[:, C:] @ W[:, C:]^T on the B shared rows (torch's GEMM), then one pass per
 //             row r = j * B + b: h[r] = relu(x_scale[r] * (pre0[b] + on[b] * W[:, labels[r]]) + bias)
@@ -26,7 +27,7 @@
 #include "cpu/alloc.h"
 #include "cpu/convert.h"
 #include "cpu/row_math.h"
-#include "ff_checks.h"
+#include "ff_linear.h"
 
 namespace ffops::cpu {
 namespace {

@@ -1,4 +1,5 @@
-// A fast 2-D transpose on CPU: out = x.t().contiguous(). The sparse layer's kernels work on
+// A fast 2-D transpose on CPU (the helper op transpose_2d, CPU only; no Triton twin):
+// out = x.t().contiguous(). The sparse layer's kernels work on
 // feature-major activations, so every sparse step transposes its input, output and gradients;
 // ATen's transposing copy runs on one thread at about a sixth of copy speed, this one runs
 // 16 x 16 register tiles (AVX-512 unpack / shuffle network) on all threads at ~half copy speed.

@@ -1,15 +1,36 @@
-// Device helpers shared by the CUDA kernels (ff.cu, ff_linear.cu, memory.cu, sparse.cu). No torch headers.
+// Device helpers shared by the CUDA kernels of every op group (csrc/cuda/goodness.cu, ff_linear.cu,
+// packed_act.cu, ms_norm.cu, sparse_linear.cu), and the dispatch from a storage DType (cuda/dtype.h)
+// to a kernel's template instantiation. No torch headers.
 // Internal linkage (an anonymous namespace): each .cu file gets its own copy.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/dtype.h"
+
 namespace ffops::gpu {
 namespace {
+
+// ---- storage types ---------------------------------------------------------------------------
+
+// Calls f(T{}) with T the storage type of `dtype` (float, double, __half, __nv_bfloat16) and returns
+// its result; cudaErrorInvalidValue for an unknown dtype.
+template <typename F>
+cudaError_t dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(__half{});
+    case DType::bf16: return f(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
 
 // ---- row mapping ---------------------------------------------------------------------------
 
@@ -26,6 +47,15 @@ struct RowMap {
     step = static_cast<int64_t>(gridDim.x) * rpb;
   }
 };
+
+// ---- launch configuration ------------------------------------------------------------------
+
+// Blocks of a 1-D grid for `items` work items, `per_block` per block: at least 1, at most 65535
+// (grid-stride kernels loop over the rest). Used by the packed activations and the MS norms.
+inline int blocks_for(int64_t items, int per_block) {
+  constexpr int64_t kMaxBlocks1D = 65535;
+  return static_cast<int>(std::min<int64_t>(kMaxBlocks1D, std::max<int64_t>(1, (items + per_block - 1) / per_block)));
+}
 
 // ---- element types -------------------------------------------------------------------------
 

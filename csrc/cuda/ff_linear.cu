@@ -3,7 +3,7 @@
 // (csrc/cuda/ff_linear_cuda.cpp) or in the caller; these kernels do the rest in one pass over the
 // [rows, out] matrix. No torch headers: launchers in ff_linear.h.
 //
-// Work mapping (as in ff.cu): each row is handled by a "group" of threads, a power-of-two slice
+// Work mapping (as in goodness.cu): each row is handled by a "group" of threads, a power-of-two slice
 // of a warp (1..32 lanes, 256-thread blocks) for short rows, or the whole block (128..1024
 // threads) for long ones; blocks loop over rows (grid-stride, the loop is uniform across the
 // block so every lane reaches every shuffle / barrier). A row is cut into "slots" of N elements
@@ -320,25 +320,13 @@ cudaError_t dispatch_variant(int64_t out, bool vec, F&& launch) {
   return run(std::integral_constant<int, 1>{});
 }
 
-// Calls f(T{}) with T the storage type of `dtype`.
-template <typename F>
-cudaError_t dispatch_dtype(FFDtype dtype, F&& f) {
-  switch (dtype) {
-    case FFDtype::f32: return f(float{});
-    case FFDtype::f64: return f(double{});
-    case FFDtype::f16: return f(__half{});
-    case FFDtype::bf16: return f(__nv_bfloat16{});
-  }
-  return cudaErrorInvalidValue;
-}
-
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
 // ---- launchers (see ff_linear.h for the contracts) -------------------------------------------
 
-cudaError_t launch_ff_linear_fwd_epilogue(FFDtype dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
+cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
                                           const void* bias, int64_t n_pos, void* sumsq, void* pos_mean,
                                           cudaStream_t stream) {
   if (rows < 0 || out < 0 || n_pos < 0 || n_pos > rows) return cudaErrorInvalidValue;
@@ -373,7 +361,7 @@ cudaError_t launch_ff_linear_fwd_epilogue(FFDtype dtype, void* h, int64_t rows, 
   });
 }
 
-cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t rows, int64_t out,
+cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out,
                                           const void* x_scale, const void* grad_sumsq, const void* grad_pos_mean,
                                           int64_t n_pos, void* u, void* grad_bias_acc, void* pos_coef,
                                           cudaStream_t stream) {
@@ -407,7 +395,7 @@ cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t 
   });
 }
 
-cudaError_t launch_ff_label_rows(FFDtype dtype, const void* pre, int64_t rows, int64_t out, const void* on,
+cudaError_t launch_ff_label_rows(DType dtype, const void* pre, int64_t rows, int64_t out, const void* on,
                                  const void* scale, const void* wt, int64_t labels, const void* bias, void* h,
                                  void* sumsq, cudaStream_t stream) {
   if (rows < 0 || out < 0 || labels < 1) return cudaErrorInvalidValue;

@@ -2,7 +2,8 @@
 // prediction rows (csrc/cuda/ff_linear.cu). Plain C++: raw pointers, int64_t sizes, no torch
 // headers. The GEMMs themselves run in cuBLAS (at::mm) on the torch-facing side,
 // csrc/cuda/ff_linear_cuda.cpp, or in the caller (ff_label_rows); the math is in the schema
-// comments of ff_linear_fwd / ff_linear_bwd / ff_label_rows in csrc/ops.cpp.
+// comments of ff_linear_fwd / ff_linear_bwd / ff_label_rows in csrc/ops.cpp; the CPU kernels are
+// csrc/cpu/ff_linear.cpp, ff_linear_overlay.cpp, ff_label_rows.cpp.
 //
 // Common contract:
 //  * Dense [rows, out] matrices (h, u) are contiguous (row stride out) and of the data dtype;
@@ -23,7 +24,7 @@
 
 #include <cstdint>
 
-#include "cuda/ff.h"  // FFDtype
+#include "cuda/dtype.h"
 
 namespace ffops::gpu {
 
@@ -35,7 +36,7 @@ namespace ffops::gpu {
 //                                                             0 / 0 = NaN when n_pos == 0)
 // x_scale: rows opmath values or nullptr. bias: out values of the data dtype or nullptr.
 // sumsq: rows opmath values. pos_mean: out opmath values.
-cudaError_t launch_ff_linear_fwd_epilogue(FFDtype dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
+cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
                                           const void* bias, int64_t n_pos, void* sumsq, void* pos_mean,
                                           cudaStream_t stream);
 
@@ -49,7 +50,7 @@ cudaError_t launch_ff_linear_fwd_epilogue(FFDtype dtype, void* h, int64_t rows, 
 // grad_bias_acc: out opmath values (output; the caller converts it to the data dtype).
 // pos_coef: workspace of out opmath values (receives grad_pos_mean / n_pos); used only when
 // grad_pos_mean != nullptr, may be nullptr otherwise.
-cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t rows, int64_t out,
+cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out,
                                           const void* x_scale, const void* grad_sumsq, const void* grad_pos_mean,
                                           int64_t n_pos, void* u, void* grad_bias_acc, void* pos_coef,
                                           cudaStream_t stream);
@@ -61,7 +62,7 @@ cudaError_t launch_ff_linear_bwd_epilogue(FFDtype dtype, const void* h, int64_t 
 // wt: [labels, out] data dtype, contiguous (the transposed label weights W[:, :labels]^T).
 // bias: out values of the data dtype or nullptr. h: [rows * labels, out] data dtype (output).
 // sumsq: rows * labels opmath values (output). labels >= 1. Deterministic (no atomics).
-cudaError_t launch_ff_label_rows(FFDtype dtype, const void* pre, int64_t rows, int64_t out, const void* on,
+cudaError_t launch_ff_label_rows(DType dtype, const void* pre, int64_t rows, int64_t out, const void* on,
                                  const void* scale, const void* wt, int64_t labels, const void* bias, void* h,
                                  void* sumsq, cudaStream_t stream);
 

@@ -3,8 +3,10 @@
 // the forward, the dpre matrix and bias gradient in the backward) are one CUDA kernel each, see
 // cuda/ff_linear.h; so are the all-label prediction rows (ff_label_rows). The overlay layer
 // (ff_linear_overlay_*) reuses both epilogues around ATen gathers and sums. Validates the
-// raw-pointer contract (the kernels index x_scale, bias, ... by the shapes of x and h), allocates
-// the outputs and launches on the current stream of x's device. Schemas and math: csrc/ops.cpp.
+// raw-pointer contract (the kernels index x_scale, bias, ... by the shapes of x and h; the checks
+// shared with the CPU kernels csrc/cpu/ff_linear*.cpp, ff_label_rows.cpp are in csrc/ff_linear.h),
+// allocates the outputs and launches on the current stream of x's device. Schemas and math:
+// csrc/ops.cpp; C++ autograd: csrc/ff_linear.cpp.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -19,7 +21,7 @@
 
 #include "cuda/torch_glue.h"
 #include "cuda/ff_linear.h"
-#include "ff_checks.h"
+#include "../ff_linear.h"  // csrc/ff_linear.h: the checks shared with the CPU kernels
 
 namespace ffops::gpu {
 namespace {
@@ -29,7 +31,7 @@ void check_matrix(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", t.device());
   TORCH_CHECK(t.dim() == 2, "ffops: ", name, " must be 2-D, got ", t.dim(), "-D");
   TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous, got strides ", t.strides());
-  ffdtype_of(t.scalar_type());
+  dtype_of(t.scalar_type());
 }
 
 // Same device and dtype as x.
@@ -75,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
   if (!h.is_contiguous()) h = h.contiguous();
   at::Tensor sumsq = empty_stat(x);
   at::Tensor pos_mean = at::empty({out}, x.options().dtype(st));
-  check_launch(launch_ff_linear_fwd_epilogue(ffdtype_of(x.scalar_type()), h.mutable_data_ptr(), rows, out,
+  check_launch(launch_ff_linear_fwd_epilogue(dtype_of(x.scalar_type()), h.mutable_data_ptr(), rows, out,
                                              opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
                                              pos_mean.mutable_data_ptr(),
                                              current_stream()),
@@ -96,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_epilogue(const at::Tensor& h, const std::
   at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
   if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, h.options().dtype(st));
   check_launch(launch_ff_linear_bwd_epilogue(
-                   ffdtype_of(h.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                   dtype_of(h.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
                    grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
                    grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
                    current_stream()),
@@ -159,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
   if (acc != dtype) h = h.to(dtype);
   at::Tensor sumsq = at::empty({rows}, base.options().dtype(stat_type(base.scalar_type())));
   at::Tensor pos_mean = at::empty({out}, sumsq.options());
-  check_launch(launch_ff_linear_fwd_epilogue(ffdtype_of(base.scalar_type()), h.mutable_data_ptr(), rows, out,
+  check_launch(launch_ff_linear_fwd_epilogue(dtype_of(base.scalar_type()), h.mutable_data_ptr(), rows, out,
                                              opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
                                              pos_mean.mutable_data_ptr(), current_stream()),
                "ff_linear_overlay_fwd");
@@ -207,7 +209,7 @@ std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at
   at::Tensor h = at::empty({batch * labels, out}, pre.options());
   at::Tensor sumsq = at::empty({batch * labels}, pre.options().dtype(stat_type(pre.scalar_type())));
   const at::Tensor wt = label_weight.t().contiguous();  // [C, out]: each label row's weights read coalesced
-  check_launch(launch_ff_label_rows(ffdtype_of(pre.scalar_type()), pre.const_data_ptr(), batch, out,
+  check_launch(launch_ff_label_rows(dtype_of(pre.scalar_type()), pre.const_data_ptr(), batch, out,
                                     on.const_data_ptr(), opt_ptr(scale), wt.const_data_ptr(), labels, opt_ptr(bias),
                                     h.mutable_data_ptr(), sumsq.mutable_data_ptr(),
                                     current_stream()),

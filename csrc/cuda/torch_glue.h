@@ -1,29 +1,35 @@
-// Shared by the torch-facing CUDA files (csrc/cuda/*_cuda.cpp): the map from torch's dtype to the
-// kernels' FFDtype, the current stream, and the check of a launcher's returned error.
+// Shared by the torch-facing CUDA files of every op group (csrc/cuda/*_cuda.cpp): the map from torch's
+// dtype to the kernels' DType (cuda/dtype.h), the check that an input is a CUDA tensor, the current
+// stream, and the check of a launcher's returned error.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
 #include <cuda_runtime_api.h>
 
-#include "cuda/ff.h"  // FFDtype
+#include "cuda/dtype.h"
 
 namespace ffops::gpu {
 
 // The kernels' storage type of a tensor dtype (float, double, half, bfloat16); `name` is the
 // argument named in the error for any other dtype.
-inline FFDtype ffdtype_of(at::ScalarType t, const char* name = "tensor") {
+inline DType dtype_of(at::ScalarType t, const char* name = "tensor") {
   switch (t) {
-    case at::kFloat: return FFDtype::f32;
-    case at::kDouble: return FFDtype::f64;
-    case at::kHalf: return FFDtype::f16;
-    case at::kBFloat16: return FFDtype::bf16;
+    case at::kFloat: return DType::f32;
+    case at::kDouble: return DType::f64;
+    case at::kHalf: return DType::f16;
+    case at::kBFloat16: return DType::bf16;
     default: break;
   }
   TORCH_CHECK(false, "ffops: ", name, " has unsupported dtype ", t, " (float, double, half, bfloat16)");
-  return FFDtype::f32;  // unreachable
+  return DType::f32;  // unreachable
+}
+
+inline void check_cuda(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", t.device());
 }
 
 // The stream torch is using on the current device (kernels launch there, ordered with torch's work).

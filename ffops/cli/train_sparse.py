@@ -77,7 +77,7 @@ class MLP(nn.Module):
 
     When the first layer is sparse the input is handed over feature-major (``x.t().contiguous().t()``):
     the sparse kernels work on that layout and keep it, so a chain of sparse layers never transposes
-    (see ffops/ops/sparse.py)."""
+    (see ffops/ops/sparse_linear.py)."""
 
     def __init__(self, sizes, device=None):
         super().__init__()

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from ffops.ops._common import stat_dtype
 
 SPLITS = ("train", "valid", "test", "train+valid")
 
@@ -93,7 +94,7 @@ def make_dataset(
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     # Convert each uint8 part straight into one new tensor (computing in float32, or float64 if
     # asked, and casting after the division), so nothing returned aliases the cached arrays.
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    compute = stat_dtype(dtype)
     n = sum(len(part) for part in images)
     x = torch.empty((n, *images[0].shape[1:]), dtype=compute)
     y = torch.empty(n, dtype=torch.int64)

@@ -13,7 +13,7 @@
 
 from ffops.ff.checkpoint import load_checkpoint, save_checkpoint
 from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels, overlay_rows
-from ffops.ff.memory import saved_bytes_per_step
+from ffops.ff.step_memory import saved_bytes_per_step
 from ffops.ff.model import FFNet, default_threshold
 from ffops.ff.negatives import (
     gumbel_noise,

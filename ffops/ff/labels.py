@@ -12,6 +12,7 @@ import torch
 
 from ffops._validation import check_index_range
 from ffops.nn.ff import OverlayRows
+from ffops.ops._common import stat_dtype
 
 
 def _check_images(op: str, x: torch.Tensor, num_classes: int) -> None:
@@ -72,7 +73,7 @@ def overlay_rows(x: torch.Tensor, labels: torch.Tensor, num_classes: int, on_val
         raise ValueError(f"{op}: labels must be a [k * {b}] tensor (k >= 1 labels per sample), got "
                          f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
     labels = check_labels(op, labels, labels.shape[0], num_classes, x.device)
-    stat = torch.float64 if x.dtype == torch.float64 else torch.float32
+    stat = stat_dtype(x.dtype)
     return OverlayRows(x, labels, _on_values(op, x, on_value)[:, 0].to(stat), num_classes)
 
 

@@ -25,7 +25,8 @@ from torch import nn
 from ffops.memory import consumers as cons
 from ffops.memory.measure import saved_bytes
 from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
-from ffops.reference import memory as ref
+from ffops.reference import ms_norm as ms_norm_ref
+from ffops.reference import packed_act as packed_act_ref
 
 _HF_GELU = {"GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
             "PytorchGELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh"}
@@ -112,7 +113,7 @@ def _activation_kind(m: nn.Module) -> str | None:
         return None
     x = _probe(m, 64)  # a class named like GELU must compute it
     with torch.no_grad():
-        expected = ref.ACTIVATIONS[kind](x.double())
+        expected = packed_act_ref.ACTIVATIONS[kind](x.double())
         ok = torch.allclose(m(x).double(), expected, rtol=1e-2 if x.dtype != torch.float32 else 1e-5, atol=1e-5)
     return kind if ok else f"unverified:{kind}"
 
@@ -146,7 +147,7 @@ def _norm_spec(m: nn.Module):
     with torch.no_grad():
         out = m(x).double()
         for gamma, beta in candidates:
-            y = ref.ms_norm_fwd(x.double(), ref.rms_eps(eps, x.dtype), center)[0]
+            y = ms_norm_ref.ms_norm_fwd(x.double(), ms_norm_ref.rms_eps(eps, x.dtype), center)[0]
             expected = y * (1 if gamma is None else gamma.double()) + (0 if beta is None else beta.double())
             tol = 1e-4 if x.dtype in (torch.float32, torch.float64) else 3e-2
             if torch.allclose(out, expected, rtol=tol, atol=tol):

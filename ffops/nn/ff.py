@@ -16,6 +16,7 @@ import ffops
 from ffops._validation import check_choice, check_finite_real
 from ffops.ops.ff_linear import ff_linear_known_output
 from ffops.reference.ff_linear import overlay_rows
+from ffops.ops._common import stat_dtype
 
 GOODNESS = ("mean", "sum")
 NORMS = ("l2", "rms")
@@ -52,7 +53,7 @@ class OverlayRows(NamedTuple):
     def sumsq(self) -> torch.Tensor:
         """Per-row ``sum x^2`` ``[R]`` (the label features hold ``on`` once), in float32 (float64 for
         float64 rows)."""
-        stat = torch.float64 if self.base.dtype == torch.float64 else torch.float32
+        stat = stat_dtype(self.base.dtype)
         rest = ffops.goodness(self.base[:, self.num_classes:].detach(), reduction="sum").to(stat)
         per_image = rest + self.on.detach().to(stat).square()
         return per_image.repeat(self.labels.shape[0] // max(self.base.shape[0], 1))

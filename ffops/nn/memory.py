@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ffops._validation import check_choice, check_finite_real
-from ffops.ops import memory as ops
+from ffops.ops import ms_norm, packed_act
 from ffops.ops._act_tables import FUNCTIONS
 
 
@@ -20,11 +20,11 @@ class ReGELU2(nn.Module):
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        check_choice("ReGELU2", "approximate", approximate, ops.GELU_APPROXIMATIONS)
+        check_choice("ReGELU2", "approximate", approximate, packed_act.GELU_APPROXIMATIONS)
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.regelu2(x, self.approximate)
+        return packed_act.regelu2(x, self.approximate)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
@@ -34,7 +34,7 @@ class ReSiLU2(nn.Module):
     """SiLU, exact forward, 2 bits per element saved for a piecewise-constant backward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.resilu2(x)
+        return packed_act.resilu2(x)
 
 
 class FewBitAct(nn.Module):
@@ -44,10 +44,10 @@ class FewBitAct(nn.Module):
     def __init__(self, fn: str = "gelu", bits: int = 2):
         super().__init__()
         check_choice("FewBitAct", "fn", fn, FUNCTIONS)
-        self.fn, self.bits = fn, ops.check_bits("FewBitAct", bits)
+        self.fn, self.bits = fn, packed_act.check_bits("FewBitAct", bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.fewbit(x, self.fn, self.bits)
+        return packed_act.fewbit(x, self.fn, self.bits)
 
     def extra_repr(self) -> str:
         return f"fn={self.fn!r}, bits={self.bits}"
@@ -78,9 +78,9 @@ class _MSNorm(nn.Module):
             )
         flat = x if n == 1 else x.reshape(*x.shape[: x.dim() - n], math.prod(self.normalized_shape))
         if self._center:
-            y = ops.ms_layernorm(flat, self.eps, out_dtype=self.out_dtype)
+            y = ms_norm.ms_layernorm(flat, self.eps, out_dtype=self.out_dtype)
         else:
-            y = ops.ms_rmsnorm(flat, self.eps, out_dtype=self.out_dtype)
+            y = ms_norm.ms_rmsnorm(flat, self.eps, out_dtype=self.out_dtype)
         return y if n == 1 else y.view(x.shape)
 
     def extra_repr(self) -> str:

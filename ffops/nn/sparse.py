@@ -14,11 +14,11 @@ from torch.nn.modules.utils import _pair
 
 from ffops import _backend
 from ffops.nn._im2col import patches_feature_major
-from ffops.ops.sparse import CPU_DTYPES, sparse_linear, sparse_linear_t
-from ffops.reference.sparse import dense_weight
-from ffops.sparse.pattern import (
+from ffops.ops.sparse_linear import CPU_DTYPES, sparse_linear, sparse_linear_t
+from ffops.ops.sparse_linear_pattern import (
     TransposedPattern,
     check_csr,
+    dense_weight,
     magnitude_mask,
     pattern_from_mask,
     transpose_pattern,

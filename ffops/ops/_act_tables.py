@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import torch
 
-from ffops.reference.memory import ACTIVATIONS
+from ffops.reference.packed_act import ACTIVATIONS
 
 FUNCTIONS = tuple(ACTIVATIONS)  # index = the kernels' function id
 BITS = (1, 2, 3, 4)

@@ -22,10 +22,61 @@ every layer on every label, the rows of the step among them.
 
 import torch
 
-from ffops import _backend, reference
+from ffops import _backend
 from ffops._validation import check_bias, check_float_tensor, check_index_range, check_same_device
-from ffops.ops._ff_library import stat_dtype
-from ffops.ops._ff_linear_library import KERNELS
+from ffops.ops._common import stat_dtype, wire
+from ffops.reference import ff_linear as reference
+
+# ---- fake implementations (shapes and dtypes only) --------------------------------------------
+
+
+def _fake_fwd(x, x_scale, weight, bias, n_pos):
+    stat = stat_dtype(x.dtype)
+    return (
+        x.new_empty((x.shape[0], weight.shape[0])),
+        x.new_empty((x.shape[0],), dtype=stat),
+        x.new_empty((weight.shape[0],), dtype=stat),
+    )
+
+
+def _fake_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos):
+    return x.new_empty((h.shape[1], x.shape[1])), x.new_empty((h.shape[1],))
+
+
+def _fake_label_rows(pre, on, scale, label_weight, bias):
+    rows = pre.shape[0] * label_weight.shape[1]
+    return pre.new_empty((rows, pre.shape[1])), pre.new_empty((rows,), dtype=stat_dtype(pre.dtype))
+
+
+def _fake_overlay_fwd(base, labels, on, x_scale, weight, bias, num_classes, n_pos):
+    stat = stat_dtype(base.dtype)
+    rows, out = labels.shape[0], weight.shape[0]
+    return base.new_empty((rows, out)), base.new_empty((rows,), dtype=stat), base.new_empty((out,), dtype=stat)
+
+
+def _fake_overlay_bwd(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mean, num_classes, n_pos):
+    return base.new_empty((h.shape[1], base.shape[1])), base.new_empty((h.shape[1],))
+
+
+KERNELS = wire(
+    {
+        "ff_linear_fwd": _fake_fwd,
+        "ff_linear_bwd": _fake_bwd,
+        "ff_label_rows": _fake_label_rows,
+        "ff_linear_overlay_fwd": _fake_overlay_fwd,
+        "ff_linear_overlay_bwd": _fake_overlay_bwd,
+    },
+    triton_module={
+        "ff_linear_fwd": "ff_linear",
+        "ff_linear_bwd": "ff_linear",
+        "ff_label_rows": "ff_linear",
+        "ff_linear_overlay_fwd": "ff_linear_overlay",
+        "ff_linear_overlay_bwd": "ff_linear_overlay",
+    },
+)
+
+
+# ---- public functions --------------------------------------------------------------------------
 
 
 def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -71,7 +122,7 @@ def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
         return reference.ff_linear(x, weight, bias, x_scale=x_scale, n_pos=n_pos)
     if x_scale is not None:
         x_scale = x_scale.detach().to(stat_dtype(x.dtype)).contiguous()
-    return KERNELS[impl].fwd(
+    return KERNELS[impl].ff_linear_fwd(
         x.detach().contiguous(), x_scale, weight.contiguous(),
         None if bias is None else bias.contiguous(), n_pos,
     )
@@ -125,7 +176,7 @@ def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tenso
     if impl == "reference":
         return reference.ff_label_rows(pre, on, label_weight, bias, scale=scale)
     stat = stat_dtype(pre.dtype)
-    return KERNELS[impl].label_rows(
+    return KERNELS[impl].ff_label_rows(
         pre.contiguous(), on.to(stat).contiguous(), None if scale is None else scale.to(stat).contiguous(),
         label_weight.contiguous(), None if bias is None else bias.contiguous(),
     )
@@ -203,7 +254,7 @@ def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torc
     if impl == "reference":
         return reference.ff_linear_overlay(base, labels.long(), on, weight, bias, num_classes=num_classes,
                                            x_scale=x_scale, n_pos=n_pos)
-    return KERNELS[impl].overlay_fwd(
+    return KERNELS[impl].ff_linear_overlay_fwd(
         base.detach().contiguous(), labels.detach().long().contiguous(), on.detach().to(stat).contiguous(),
         None if x_scale is None else x_scale.detach().to(stat).contiguous(), weight.contiguous(),
         None if bias is None else bias.contiguous(), num_classes, n_pos,
@@ -285,13 +336,13 @@ def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h
         base, labels, on = base.detach().contiguous(), labels.detach().long().contiguous(), on.detach().to(stat)
 
         def weight_grads(grad_sumsq, grad_pos_mean):
-            return kernels.overlay_bwd(base, labels, on, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq),
+            return kernels.ff_linear_overlay_bwd(base, labels, on, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq),
                                        _contiguous(grad_pos_mean), num_classes, n_pos)
     else:
         x = x.detach().contiguous()
 
         def weight_grads(grad_sumsq, grad_pos_mean):
-            return kernels.bwd(x, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq), _contiguous(grad_pos_mean), n_pos)
+            return kernels.ff_linear_bwd(x, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq), _contiguous(grad_pos_mean), n_pos)
 
     return _KnownOutput.apply(weight, bias, h, sumsq, n_pos, weight_grads)
 

@@ -1,6 +1,7 @@
 """The fused FF layer in plain torch (the specification of ffops.ff_linear)."""
 
 import torch
+from ffops.ops._common import stat_dtype
 
 
 def ff_linear(x, weight, bias=None, *, x_scale=None, n_pos=0):
@@ -11,7 +12,7 @@ def ff_linear(x, weight, bias=None, *, x_scale=None, n_pos=0):
     float64 input). ``h`` is returned detached: it is the next layer's input, and gradient never
     crosses FF layers. ``sumsq`` and ``pos_mean`` carry the gradient to ``weight`` and ``bias``.
     """
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc_dtype = stat_dtype(x.dtype)
     pre = (x.detach() @ weight.t()).to(acc_dtype)
     if x_scale is not None:
         pre = pre * x_scale.detach().to(acc_dtype)[:, None]
@@ -31,7 +32,7 @@ def ff_label_rows(pre, on, label_weight, bias=None, *, scale=None):
     ``sumsq[b * C + c] = sum_j h[b * C + c, j]^2`` (of the unrounded ``h``). ``scale`` / ``bias``:
     None for 1 / 0.
     """
-    acc_dtype = torch.float64 if pre.dtype == torch.float64 else torch.float32
+    acc_dtype = stat_dtype(pre.dtype)
     rows = pre.shape[0] * label_weight.shape[1]
     z = pre.to(acc_dtype)[:, None, :] + on.to(acc_dtype)[:, None, None] * label_weight.t().to(acc_dtype)  # [B, C, out]
     if scale is not None:

@@ -5,13 +5,14 @@
 * ``transpose_pattern``, ``pattern_from_mask``, ``magnitude_mask``, ``check_csr`` — index structures.
 """
 
-from ffops.sparse.pattern import (
+from ffops.ops.sparse_linear_pattern import (
     TransposedPattern,
     check_csr,
     magnitude_mask,
     pattern_from_mask,
     transpose_pattern,
 )
+from ffops.sparse.convert import LayerChange, SparsifyReport, densify, sparsify
 
 __all__ = [
     "LayerChange",
@@ -25,11 +26,3 @@ __all__ = [
     "transpose_pattern",
 ]
 
-
-def __getattr__(name):
-    # convert imports ffops.nn, which imports this package: load it on first use
-    if name in ("sparsify", "densify", "SparsifyReport", "LayerChange"):
-        from ffops.sparse import convert
-
-        return getattr(convert, name)
-    raise AttributeError(f"module 'ffops.sparse' has no attribute {name!r}")

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import ffops
-from ffops import ff, reference
+from ffops import ff
+from ffops.reference import goodness as reference
 from ffops.nn import FFConv2d, FFLinear
 from ffops.ops.ff_linear import ff_linear_known_output
 from tests.helpers import assert_matches_reference

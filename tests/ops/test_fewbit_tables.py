@@ -9,7 +9,7 @@ import pytest
 
 from ffops.ops import _act_tables as T
 from ffops.ops._act_tables_data import TABLES
-from ffops.reference.memory import relative_derivative_error
+from ffops.reference.packed_act import relative_derivative_error
 
 
 def _brute_force(w, v, pieces):

@@ -8,17 +8,16 @@ import torch
 import ffops
 from ffops import ff
 from ffops.ff.predict import _first_layer_all_labels
-from ffops.ops._ff_linear_library import KERNELS
+from ffops.ops.ff_linear import KERNELS
 from ffops.ops.ff_linear import ff_label_rows
+from ffops.ops._common import stat_dtype
 from tests.conftest import BACKEND_DEVICES
 from tests.helpers import assert_matches_reference
 
 _PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
-
-def _stat(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
+_stat = stat_dtype
 
 
 def _inputs(batch, out, labels, dtype, device, *, scale=True, bias=True):

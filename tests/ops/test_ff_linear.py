@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import ffops
-from ffops.ops._ff_linear_library import KERNELS
+from ffops.ops.ff_linear import KERNELS
+from ffops.ops._common import stat_dtype
 from tests.conftest import BACKEND_DEVICES
 from tests.helpers import assert_matches_reference
 
@@ -16,7 +17,7 @@ def _inputs(batch, fan_in, fan_out, dtype, device, *, scale=True, bias=True):
     x = torch.randn(batch, fan_in, dtype=torch.float64).relu().to(device=device, dtype=dtype)
     w = (torch.randn(fan_out, fan_in, dtype=torch.float64) / fan_in**0.5).to(device=device, dtype=dtype)
     b = (0.1 * torch.randn(fan_out, dtype=torch.float64)).to(device=device, dtype=dtype) if bias else None
-    stat = torch.float64 if dtype == torch.float64 else torch.float32
+    stat = stat_dtype(dtype)
     s = (torch.rand(batch, dtype=torch.float64) + 0.5).to(device=device, dtype=stat) if scale else None
     return x, w, b, s
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import ffops
-from ffops.ops._ff_linear_library import KERNELS
+from ffops.ops.ff_linear import KERNELS
 from ffops.reference.ff_linear import overlay_rows
+from ffops.ops._common import stat_dtype
 from tests.conftest import BACKEND_DEVICES
 from tests.helpers import assert_matches_reference
 
@@ -16,7 +17,7 @@ _PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
 def _inputs(batch, fan_in, fan_out, classes, copies, dtype, device, *, scale=True, bias=True):
     base = torch.randn(batch, fan_in, dtype=torch.float64).relu().to(device=device, dtype=dtype)
     labels = torch.randint(0, classes, (copies * batch,), device=device)
-    stat = torch.float64 if dtype == torch.float64 else torch.float32
+    stat = stat_dtype(dtype)
     on = (torch.rand(batch, dtype=torch.float64) + 0.5).to(device=device, dtype=stat)
     w = (torch.randn(fan_out, fan_in, dtype=torch.float64) / fan_in**0.5).to(device=device, dtype=dtype)
     b = (0.1 * torch.randn(fan_out, dtype=torch.float64)).to(device=device, dtype=dtype) if bias else None

@@ -7,12 +7,13 @@ Runs on CPU tensors under the Triton interpreter (own pytest process:
 import pytest
 import torch
 
-from ffops import reference
+from ffops.reference import ff_linear as reference
 from tests.conftest import HAS_GPU, INTERPRET
 from tests.helpers import assert_matches_reference
 
 pytest.importorskip("triton")
 from ffops.kernels import ff_linear_overlay as kernels
+from ffops.ops._common import stat_dtype
 
 pytestmark = pytest.mark.triton
 
@@ -22,9 +23,7 @@ DEVICES = [
     pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")]),
 ]
 
-
-def _stat(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
+_stat = stat_dtype
 
 
 def _inputs(B, K, N, C, k, dtype, device):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ffops
-from ffops import reference
+from ffops.reference import goodness as reference
 from tests.helpers import assert_matches_reference, grads_of, make
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]

@@ -6,7 +6,8 @@ import torch
 
 import ffops
 from ffops.ops._act_tables import REGELU2, table
-from ffops.ops._memory_library import KERNELS
+from ffops.ops.ms_norm import KERNELS
+from ffops.ops._common import stat_dtype
 from tests.conftest import BACKEND_DEVICES
 
 _PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
@@ -23,7 +24,7 @@ def _samples(device, dtype=torch.float32):
     b3, l3 = table("gelu", 3)
     codes2 = torch.randint(0, 256, ((5 * 37 * 2 + 7) // 8,), dtype=torch.uint8, device=device)
     codes3 = torch.randint(0, 256, ((5 * 37 * 3 + 7) // 8,), dtype=torch.uint8, device=device)
-    stat = torch.float64 if dtype == torch.float64 else torch.float32
+    stat = stat_dtype(dtype)
     rstd = torch.rand(5, device=device, dtype=stat) + 0.5
     y = torch.randn(5, 37, device=device, dtype=dtype)
     return {

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ffops
-from ffops.ops._sparse_library import KERNELS
+from ffops.ops.sparse_linear import KERNELS
 from ffops.sparse import magnitude_mask, pattern_from_mask, transpose_pattern
 from tests.helpers import assert_matches_reference
 
@@ -143,7 +143,8 @@ def _kernel_args(device, dtype=torch.float32):
 
 def test_opcheck_kernel_ops(backend_device):
     backend, device = backend_device
-    fwd, bwd = KERNELS["triton" if backend == "triton" else "cpp"]
+    kernels = KERNELS["triton" if backend == "triton" else "cpp"]
+    fwd, bwd = kernels.sparse_linear_fwd, kernels.sparse_linear_bwd
     fwd_args, bwd_args = _kernel_args(device)
     torch.library.opcheck(fwd, fwd_args)
     torch.library.opcheck(bwd, bwd_args)
@@ -175,7 +176,7 @@ def test_cpu_transpose(shape, dtype):
 
 
 def test_pattern_is_transposed_once_per_index_tensors():
-    from ffops.ops import sparse as sparse_op
+    from ffops.ops import sparse_linear as sparse_op
 
     crow, col = torch.tensor([0, 2, 3]), torch.tensor([0, 2, 1])  # rows {0, 2} and {1} of a [2, 3] weight
     x, v = torch.randn(4, 3), torch.randn(3)

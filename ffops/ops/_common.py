@@ -1,0 +1,61 @@
+"""What every op module shares: the accumulation dtype, the row layout the kernels take, and the one
+wiring mechanism that turns the schemas of csrc/ops.cpp into callable kernel sets.
+
+Every schema of csrc/ops.cpp defines two operators (csrc/ops.cpp does it in one line):
+  ``ffops::<name>``         the C++ kernels, registered per device (CPU, CUDA) by ffops._C;
+  ``ffops::triton_<name>``  the same schema, whose CPU / CUDA kernel is the Triton launcher
+                            ``ffops.kernels.<module>.<name>``, registered here.
+Both share one autograd formula, in C++ (csrc/<op>.cpp, the Autograd key of both names), and one fake
+(meta) implementation, registered here for both. So a signature is written once (csrc/ops.cpp), a
+backward once (C++), a shape rule once (the op module's fake).
+"""
+
+import importlib
+from types import SimpleNamespace
+
+import torch
+
+from ffops import _backend
+
+
+def stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Per-row statistics and accumulations are kept in float32, or float64 for float64 data."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rows_last_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D tensor with unit stride in its last dimension (any row stride), copying only if needed."""
+    return t if t.size(1) <= 1 or t.stride(1) == 1 else t.contiguous()
+
+
+# Holds the Python (Triton) kernels registered on the C++-defined triton_<name> operators.
+_TRITON_LIB = torch.library.Library("ffops", "IMPL") if _backend.TRITON_OK else None
+# Devices whose tensors the Triton launchers take: CUDA, and CPU under the Triton interpreter.
+_TRITON_KEYS = ("CUDA", "CPU") if _backend.TRITON_INTERPRET else ("CUDA",)
+
+
+def wire(fakes: dict, triton_module: str | dict[str, str]) -> dict[str, SimpleNamespace]:
+    """Wire the operators named by ``fakes`` (name -> fake implementation): register each fake for
+    ``ffops::<name>`` and ``ffops::triton_<name>``, and the Triton launcher of the same name in
+    ``ffops.kernels.<triton_module>`` (a module name, or one per operator name) as the CPU / CUDA
+    kernel of ``ffops::triton_<name>``.
+
+    Returns the kernel sets that can run here, ``{"cpp": ns, "triton": ns}`` (either may be
+    missing), each a namespace of ``OpOverload``s by operator name, e.g. ``sets["cpp"].goodness_fwd``.
+    """
+    if not _backend.CPP_LOADED:  # no schemas: only the reference runs (see ffops._backend)
+        return {}
+    sets = {"cpp": SimpleNamespace()}
+    if _backend.TRITON_OK:
+        sets["triton"] = SimpleNamespace()
+    for name, fake in fakes.items():
+        torch.library.register_fake(f"ffops::{name}")(fake)
+        sets["cpp"].__dict__[name] = getattr(torch.ops.ffops, name).default
+        if "triton" in sets:
+            module = triton_module if isinstance(triton_module, str) else triton_module[name]
+            launcher = getattr(importlib.import_module(f"ffops.kernels.{module}"), name)
+            torch.library.register_fake(f"ffops::triton_{name}")(fake)
+            for key in _TRITON_KEYS:
+                _TRITON_LIB.impl(f"triton_{name}", launcher, key)
+            sets["triton"].__dict__[name] = getattr(torch.ops.ffops, f"triton_{name}").default
+    return sets
