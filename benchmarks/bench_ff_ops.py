@@ -99,24 +99,68 @@ def build_cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[t
     info_rows = {"shape": list(rows), "dtype": str(dtype).replace("torch.", "")}
     info_conv = {"shape": list(conv), "dtype": info_rows["dtype"]}
     return [
-        (Case("ff_loss", lambda: (make_rows(0), make_rows(1)),
-              {"fwd": 2 * b_rows, "bwd": 4 * b_rows, "fwdbwd": 6 * b_rows},
-              {**info_rows, "inputs": 2, "threshold": THRESHOLD, "goodness": "mean", "loss": "softplus",
-               "reduction": "mean"}),
-         ffops_ff_loss, ref_ff_loss, True),
-        (Case("goodness_and_normalize", lambda: (make_rows(2),),
-              {"fwd": 2 * b_rows, "bwd": 3 * b_rows, "fwdbwd": 5 * b_rows}, {**info_rows, "mode": "l2"}),
-         ffops_goodness_and_normalize, ref_goodness_and_normalize, True),
-        (Case("goodness per-sample", lambda: (make_rows(3),),
-              {"fwd": b_rows, "bwd": 2 * b_rows, "fwdbwd": 3 * b_rows}, {**info_rows, "reduction": "sum"}),
-         ffops_goodness_per_sample, ref_goodness_per_sample, True),
-        (Case("goodness per-channel", lambda: (_randn(conv, device, dtype, 4),),
-              {"fwd": b_conv, "bwd": 2 * b_conv, "fwdbwd": 3 * b_conv},
-              {**info_conv, "dims": [2, 3], "reduction": "sum"}),
-         ffops_goodness_per_channel, ref_goodness_per_channel, False),
-        (Case("ff_normalize rms", lambda: (make_rows(5),),
-              {"fwd": 2 * b_rows, "bwd": 3 * b_rows, "fwdbwd": 5 * b_rows}, {**info_rows, "mode": "rms"}),
-         ffops_normalize_rms, ref_normalize_rms, True),
+        (
+            Case(
+                "ff_loss",
+                lambda: (make_rows(0), make_rows(1)),
+                {"fwd": 2 * b_rows, "bwd": 4 * b_rows, "fwdbwd": 6 * b_rows},
+                {
+                    **info_rows,
+                    "inputs": 2,
+                    "threshold": THRESHOLD,
+                    "goodness": "mean",
+                    "loss": "softplus",
+                    "reduction": "mean",
+                },
+            ),
+            ffops_ff_loss,
+            ref_ff_loss,
+            True,
+        ),
+        (
+            Case(
+                "goodness_and_normalize",
+                lambda: (make_rows(2),),
+                {"fwd": 2 * b_rows, "bwd": 3 * b_rows, "fwdbwd": 5 * b_rows},
+                {**info_rows, "mode": "l2"},
+            ),
+            ffops_goodness_and_normalize,
+            ref_goodness_and_normalize,
+            True,
+        ),
+        (
+            Case(
+                "goodness per-sample",
+                lambda: (make_rows(3),),
+                {"fwd": b_rows, "bwd": 2 * b_rows, "fwdbwd": 3 * b_rows},
+                {**info_rows, "reduction": "sum"},
+            ),
+            ffops_goodness_per_sample,
+            ref_goodness_per_sample,
+            True,
+        ),
+        (
+            Case(
+                "goodness per-channel",
+                lambda: (_randn(conv, device, dtype, 4),),
+                {"fwd": b_conv, "bwd": 2 * b_conv, "fwdbwd": 3 * b_conv},
+                {**info_conv, "dims": [2, 3], "reduction": "sum"},
+            ),
+            ffops_goodness_per_channel,
+            ref_goodness_per_channel,
+            False,
+        ),
+        (
+            Case(
+                "ff_normalize rms",
+                lambda: (make_rows(5),),
+                {"fwd": 2 * b_rows, "bwd": 3 * b_rows, "fwdbwd": 5 * b_rows},
+                {**info_rows, "mode": "rms"},
+            ),
+            ffops_normalize_rms,
+            ref_normalize_rms,
+            True,
+        ),
     ]
 
 
@@ -132,8 +176,9 @@ def build_contenders(ffops_fn, ref_fn, device: torch.device, compile_ref: bool) 
         avail = ffops.available()
         for backend in ("cuda", "triton"):
             if avail.get(backend):
-                out.append(Contender(f"ffops[{backend}]", ffops_fn,
-                                     context=functools.partial(ffops.use_backend, backend)))
+                out.append(
+                    Contender(f"ffops[{backend}]", ffops_fn, context=functools.partial(ffops.use_backend, backend))
+                )
     return out
 
 
@@ -158,7 +203,9 @@ def check_targets(results: dict, device: torch.device, large: dict) -> list[Targ
                 targets.append(Target("CPU ff_loss fwd+bwd not slower than torch.compile", s >= 1.0, f"{s:.2f}x"))
         if "goodness_and_normalize" in results:
             s = _speedup(results["goodness_and_normalize"], "eager-ref")
-            targets.append(Target("CPU goodness_and_normalize fwd+bwd >= 1.5x faster than eager", s >= 1.5, f"{s:.2f}x"))
+            targets.append(
+                Target("CPU goodness_and_normalize fwd+bwd >= 1.5x faster than eager", s >= 1.5, f"{s:.2f}x")
+            )
         return targets
     for case, r in results.items():
         for c in r["contenders"]:
@@ -166,12 +213,14 @@ def check_targets(results: dict, device: torch.device, large: dict) -> list[Targ
                 continue
             pct = c["phases"]["fwdbwd"].get("pct_copy_bw")
             if large[case] and pct is not None:
-                targets.append(Target(f"GPU {case} {c['name']} fwd+bwd >= 85% of copy bandwidth", pct >= 85.0,
-                                      f"{pct:.0f}%"))
+                targets.append(
+                    Target(f"GPU {case} {c['name']} fwd+bwd >= 85% of copy bandwidth", pct >= 85.0, f"{pct:.0f}%")
+                )
             if harness.contender(r, "compile-ref"):
                 s = _speedup(r, "compile-ref", c["name"])
-                targets.append(Target(f"GPU {case} {c['name']} fwd+bwd faster than torch.compile", s > 1.0,
-                                      f"{s:.2f}x"))
+                targets.append(
+                    Target(f"GPU {case} {c['name']} fwd+bwd faster than torch.compile", s > 1.0, f"{s:.2f}x")
+                )
     return targets
 
 
@@ -188,9 +237,11 @@ def slower_than_compile(results: dict) -> list[str]:
             for phase in harness.PHASES:
                 mine, theirs = c["phases"][phase]["median_s"], ref["phases"][phase]["median_s"]
                 if mine > theirs:
-                    lines.append(f"{case}: {c['name']} {harness.PHASE_TITLES[phase]} {mine * 1e3:.3g} ms vs "
-                                 f"torch.compile {theirs * 1e3:.3g} ms ({mine / theirs:.2f}x, "
-                                 f"+{100 * (mine / theirs - 1):.0f}%)")
+                    lines.append(
+                        f"{case}: {c['name']} {harness.PHASE_TITLES[phase]} {mine * 1e3:.3g} ms vs "
+                        f"torch.compile {theirs * 1e3:.3g} ms ({mine / theirs:.2f}x, "
+                        f"+{100 * (mine / theirs - 1):.0f}%)"
+                    )
     return lines
 
 
@@ -203,7 +254,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "float64"), default="float32")
     p.add_argument("--quick", action="store_true", help="tiny shapes and budgets: a smoke test in seconds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: 2 on CPU)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of timed rounds per case (default 15, quick 0.2)")
+    p.add_argument(
+        "--budget", type=float, default=None, help="seconds of timed rounds per case (default 15, quick 0.2)"
+    )
     p.add_argument("--min-repeats", type=int, default=None, help="rounds per case at least (default 5, quick 3)")
     p.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
@@ -225,15 +278,19 @@ def main(argv=None) -> int:
 
     meta = harness.metadata(device)
     bandwidth = harness.copy_bandwidth(device) if device.type == "cuda" else None
-    print(f"{SCRIPT}: {meta['device_name']}, {args.dtype}, torch {meta['torch']}, triton {meta['triton']}, "
-          f"ffops {meta['ffops']}, {meta['torch_threads']} threads" + (", quick" if args.quick else ""))
+    print(
+        f"{SCRIPT}: {meta['device_name']}, {args.dtype}, torch {meta['torch']}, triton {meta['triton']}, "
+        f"ffops {meta['ffops']}, {meta['torch_threads']} threads" + (", quick" if args.quick else "")
+    )
     print(f"ffops.available(): {ffops.available()}")
     if bandwidth:
         print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write of a 1 GiB copy_)")
     load = meta["loadavg_at_start"]
     if device.type == "cpu" and load and load[0] > 0.5:
-        print(f"WARNING: load average {load} before the run: other processes compete for the CPU "
-              "and skew the timings (interleaved rounds keep the comparison fair but noisier)")
+        print(
+            f"WARNING: load average {load} before the run: other processes compete for the CPU "
+            "and skew the timings (interleaved rounds keep the comparison fair but noisier)"
+        )
     print("times: median [p20-p80] in ms; 'x ffops' = contender fwd+bwd / ffops fwd+bwd (>1: ffops faster)\n")
 
     results, large = {}, {}
@@ -241,8 +298,15 @@ def main(argv=None) -> int:
         if args.only and args.only not in case.name:
             continue
         contenders = build_contenders(ffops_fn, ref_fn, device, not args.no_compile)
-        r = harness.compare(case, contenders, device, budget_s=budget, min_repeats=min_repeats,
-                            warmup=1 if args.quick else 2, bandwidth=bandwidth)
+        r = harness.compare(
+            case,
+            contenders,
+            device,
+            budget_s=budget,
+            min_repeats=min_repeats,
+            warmup=1 if args.quick else 2,
+            bandwidth=bandwidth,
+        )
         results[case.name], large[case.name] = r, is_large
         print(harness.format_table(r, BASELINE))
         tol = 1e-3 if dtype in (torch.float32, torch.float64) else 3e-2
@@ -258,16 +322,25 @@ def main(argv=None) -> int:
     if args.dtype != "float32":
         print("  (the targets are stated for float32)")
     slower = slower_than_compile(results)
-    print("ffops slower than torch.compile:" + ("" if slower else " nowhere" if not args.no_compile else " not measured"))
+    print(
+        "ffops slower than torch.compile:" + ("" if slower else " nowhere" if not args.no_compile else " not measured")
+    )
     for line in slower:
         print("  " + line)
 
     if not args.no_json:
         suffix = ("" if args.dtype == "float32" else f"_{args.dtype}") + ("_quick" if args.quick else "")
         payload = {
-            "script": SCRIPT, "metadata": meta,
-            "config": {**vars(args), "threads": threads, "budget_s": budget, "min_repeats": min_repeats,
-                       "spread": "p20-p80", "copy_bandwidth_bytes_per_s": bandwidth},
+            "script": SCRIPT,
+            "metadata": meta,
+            "config": {
+                **vars(args),
+                "threads": threads,
+                "budget_s": budget,
+                "min_repeats": min_repeats,
+                "spread": "p20-p80",
+                "copy_bandwidth_bytes_per_s": bandwidth,
+            },
             "results": list(results.values()),
             "targets": [t.__dict__ for t in targets],
             "slower_than_compile": slower,

@@ -72,8 +72,9 @@ def make_networks(sizes, device, seed: int = 0):
     """``(eager layers, ffops layers)`` with identical weights (the eager ones' fixed-seed init)."""
     torch.manual_seed(seed)
     eager = ff_eager.make_layers(sizes, device=device)
-    ffops_layers = [FFLinear(e.in_features, e.out_features, threshold=e.threshold, eps=e.eps, device=device)
-                    for e in eager]
+    ffops_layers = [
+        FFLinear(e.in_features, e.out_features, threshold=e.threshold, eps=e.eps, device=device) for e in eager
+    ]
     with torch.no_grad():
         for src, dst in zip(eager, ffops_layers):
             dst.weight.copy_(src.weight)
@@ -134,7 +135,8 @@ def build_steps(sizes, batch: ff.OverlayRows, device, compile_: bool) -> dict:
     if compile_:
         layer_loss = ff_eager.compiled_layer_loss()
         steps["compile-fair"] = lambda: ff_eager.eager_ff_step_fair(
-            nets["compile-fair"], opts["compile-fair"], x_pos, x_neg, layer_loss=layer_loss)
+            nets["compile-fair"], opts["compile-fair"], x_pos, x_neg, layer_loss=layer_loss
+        )
     return steps
 
 
@@ -183,8 +185,15 @@ def make_ffnet(layers) -> ff.FFNet:
     ``G - threshold``, are the summed goodness itself (the same numbers as the other contenders',
     without the float32 cancellation of subtracting and adding back the thresholds)."""
     sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
-    net = ff.FFNet(sizes, num_classes=C, threshold=0.0, norm="l2", eps=layers[0].eps, init="torch",
-                   device=layers[0].weight.device)
+    net = ff.FFNet(
+        sizes,
+        num_classes=C,
+        threshold=0.0,
+        norm="l2",
+        eps=layers[0].eps,
+        init="torch",
+        device=layers[0].weight.device,
+    )
     with torch.no_grad():
         for src, dst in zip(layers, net.layers):
             dst.weight.copy_(src.weight)
@@ -212,8 +221,10 @@ def predict_rows(layers, x):
 
 def predict_loop(layers, x):
     """C separate passes, a Python loop over labels; ``[B, C]`` goodness."""
-    return torch.stack([ffops_goodness(layers, overlay(x, torch.full((x.shape[0],), c, device=x.device)))
-                        for c in range(C)], 1)
+    return torch.stack(
+        [ffops_goodness(layers, overlay(x, torch.full((x.shape[0],), c, device=x.device))) for c in range(C)],
+        1,
+    )
 
 
 def predict_eager_port(layers, x):
@@ -235,14 +246,24 @@ def bench_prediction(sizes, batch, device, budget, min_repeats) -> tuple[dict, f
     net = make_ffnet(ffops_layers)
     x = make_data(batch, sizes[0], device, seed=7)
     on = overlay_on_value(x)
-    fns = {"batched": lambda: predict_library(net, x, on), "batched-rows": lambda: predict_rows(ffops_layers, x),
-           "loop": lambda: predict_loop(ffops_layers, x), "eager-port-loop": lambda: predict_eager_port(eager, x)}
+    fns = {
+        "batched": lambda: predict_library(net, x, on),
+        "batched-rows": lambda: predict_rows(ffops_layers, x),
+        "loop": lambda: predict_loop(ffops_layers, x),
+        "eager-port-loop": lambda: predict_eager_port(eager, x),
+    }
     with torch.no_grad():
         ref = fns["loop"]()
         diff = max(float((fns[k]() - ref).abs().max() / ref.abs().max()) for k in fns if k != "loop")
-        r = harness.time_callables("all-label prediction", fns, device, metric="predict",
-                                   info={"B": batch, "C": C, "sizes": list(sizes)}, budget_s=budget,
-                                   min_repeats=min_repeats)
+        r = harness.time_callables(
+            "all-label prediction",
+            fns,
+            device,
+            metric="predict",
+            info={"B": batch, "C": C, "sizes": list(sizes)},
+            budget_s=budget,
+            min_repeats=min_repeats,
+        )
     return r, diff
 
 
@@ -324,9 +345,16 @@ def format_times(result: dict, baseline: str) -> str:
     metric = result["metric"]
     base = harness.median(result, baseline, metric)
     header = ["contender", f"{metric} ms median [p20-p80]", "min ms", "first call s", f"x {baseline}"]
-    rows = [[c["name"], harness._fmt_time(c["phases"][metric]), f"{c['phases'][metric]['min_s'] * 1e3:.3g}",
-             f"{c.get('first_step_s', c['first_call_s']):.2f}",
-             f"{c['phases'][metric]['median_s'] / base:.2f}"] for c in result["contenders"]]
+    rows = [
+        [
+            c["name"],
+            harness._fmt_time(c["phases"][metric]),
+            f"{c['phases'][metric]['min_s'] * 1e3:.3g}",
+            f"{c.get('first_step_s', c['first_call_s']):.2f}",
+            f"{c['phases'][metric]['median_s'] / base:.2f}",
+        ]
+        for c in result["contenders"]
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
     info = ", ".join(f"{k}={v}" for k, v in result["info"].items())
@@ -337,8 +365,9 @@ def format_times(result: dict, baseline: str) -> str:
 def speedup(result: dict, other: str, name: str, stat: str = "median_s") -> float:
     """How many times faster ``name`` is than ``other`` (``stat``: ``median_s`` or ``min_s``)."""
     phase = result["metric"]
-    return (harness.contender(result, other)["phases"][phase][stat]
-            / harness.contender(result, name)["phases"][phase][stat])
+    return (
+        harness.contender(result, other)["phases"][phase][stat] / harness.contender(result, name)["phases"][phase][stat]
+    )
 
 
 def check_targets(step_r, pred_r, saved, compiled: bool) -> list[Target]:
@@ -348,17 +377,38 @@ def check_targets(step_r, pred_r, saved, compiled: bool) -> list[Target]:
         s = speedup(r, other, name)
         return Target(text, s >= goal, f"{s:.2f}x (ratio of the minima {speedup(r, other, name, 'min_s'):.2f}x)")
 
-    targets = [target("ffops training step >= 2x faster than the eager (fair) step", step_r, "eager-fair", BASELINE, 2),
-               target("(context) ffops vs the port-faithful eager step", step_r, "eager-port", BASELINE, 2)]
+    targets = [
+        target("ffops training step >= 2x faster than the eager (fair) step", step_r, "eager-fair", BASELINE, 2),
+        target("(context) ffops vs the port-faithful eager step", step_r, "eager-port", BASELINE, 2),
+    ]
     if compiled:
-        targets.append(target("ffops training step >= 1.3x faster than torch.compile (fair step)", step_r,
-                              "compile-fair", BASELINE, 1.3))
-    targets += [target("all-label prediction: batched pass >= 2x faster than the ffops loop over labels", pred_r,
-                       "loop", "batched", 2),
-                target("(context) batched pass vs the eager port's loop", pred_r, "eager-port-loop", "batched", 2)]
+        targets.append(
+            target(
+                "ffops training step >= 1.3x faster than torch.compile (fair step)",
+                step_r,
+                "compile-fair",
+                BASELINE,
+                1.3,
+            )
+        )
+    targets += [
+        target(
+            "all-label prediction: batched pass >= 2x faster than the ffops loop over labels",
+            pred_r,
+            "loop",
+            "batched",
+            2,
+        ),
+        target("(context) batched pass vs the eager port's loop", pred_r, "eager-port-loop", "batched", 2),
+    ]
     peaks = [r["ffops_peak"] for r in saved]
-    targets.append(Target("ffops peak saved-for-backward bytes do not grow with depth (2, 4, 8)",
-                          max(peaks) <= min(peaks), " / ".join(f"{p / MIB:.1f}" for p in peaks) + " MiB"))
+    targets.append(
+        Target(
+            "ffops peak saved-for-backward bytes do not grow with depth (2, 4, 8)",
+            max(peaks) <= min(peaks),
+            " / ".join(f"{p / MIB:.1f}" for p in peaks) + " MiB",
+        )
+    )
     return targets
 
 
@@ -408,8 +458,10 @@ def report_profiles(steps: dict, n: int, step_r: dict, gemm_alone_s: float) -> d
             bound = f"  => ffops at most {prof['bound_x']:.2f}x faster (unprofiled median / ffops GEMM + optimizer)"
         print(f"  {name:13s} " + ", ".join(f"{k} {v:.1f}" for k, v in prof.items() if k != "bound_x") + bound)
     profiles[BASELINE]["GEMM alone"] = gemm_alone_s * 1e3
-    print(f"  ffops' GEMMs as bare torch.mm calls on the same shapes: {gemm_alone_s * 1e3:.1f} ms "
-          f"(in its step: {profiles[BASELINE]['GEMM']:.1f} ms)")
+    print(
+        f"  ffops' GEMMs as bare torch.mm calls on the same shapes: {gemm_alone_s * 1e3:.1f} ms "
+        f"(in its step: {profiles[BASELINE]['GEMM']:.1f} ms)"
+    )
     return profiles
 
 
@@ -443,16 +495,19 @@ def main(argv=None) -> int:
     sizes = [in_f, width, width]
 
     meta = harness.metadata(device)
-    print(f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']}, "
-          f"{meta['torch_threads']} threads" + (", quick" if args.quick else ""))
+    print(
+        f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']}, "
+        f"{meta['torch_threads']} threads" + (", quick" if args.quick else "")
+    )
     load = meta["loadavg_at_start"]
     if device.type == "cpu" and load and load[0] > 0.5:
         print(f"WARNING: load average {load} before the run: other processes compete for the CPU")
-    print(f"network {'-'.join(map(str, sizes))}, batch {batch}+{batch}, Adam lr {ff_eager.LR}; "
-          "times: median [p20-p80] ms; 'x ffops' = contender / ffops (>1: ffops faster)\n")
+    print(
+        f"network {'-'.join(map(str, sizes))}, batch {batch}+{batch}, Adam lr {ff_eager.LR}; "
+        "times: median [p20-p80] ms; 'x ffops' = contender / ffops (>1: ffops faster)\n"
+    )
 
-    steps = build_steps(sizes, make_batch(make_data(batch, in_f, device, seed=0), seed=4), device,
-                        not args.no_compile)
+    steps = build_steps(sizes, make_batch(make_data(batch, in_f, device, seed=0), seed=4), device, not args.no_compile)
     losses, first_s, bad = first_step_check(steps, device)
     print("first-step loss per layer (identical initial weights):")
     for name, ls in losses.items():
@@ -460,8 +515,15 @@ def main(argv=None) -> int:
         print(f"  {name:13s} " + "  ".join(f"{v:.7f}" for v in ls) + note)
     print("  sanity: " + ("all agree with ffops (rel 1e-4)" if not bad else "MISMATCH: " + "; ".join(bad)) + "\n")
 
-    step_r = harness.time_callables("training step", steps, device, metric="step", budget_s=budget,
-                                    min_repeats=min_repeats, info={"sizes": sizes, "batch": f"{batch}+{batch}"})
+    step_r = harness.time_callables(
+        "training step",
+        steps,
+        device,
+        metric="step",
+        budget_s=budget,
+        min_repeats=min_repeats,
+        info={"sizes": sizes, "batch": f"{batch}+{batch}"},
+    )
     for c in step_r["contenders"]:
         c["first_step_s"], c["first_step_losses"] = first_s[c["name"]], losses[c["name"]]
     print(format_times(step_r, BASELINE) + "\n", flush=True)
@@ -471,12 +533,16 @@ def main(argv=None) -> int:
     print(f"  max rel diff of the [B, C] goodness vs the ffops loop: {pred_diff:.1e}\n", flush=True)
 
     saved = bench_saved(width, in_f, batch, (2, 4, 8), device)
-    print(f"== saved for backward per training step (MiB; width {width}, batch {batch}+{batch}): peak alive "
-          "with per-layer backward; total = all layers' (what one whole-network backward would hold)")
+    print(
+        f"== saved for backward per training step (MiB; width {width}, batch {batch}+{batch}): peak alive "
+        "with per-layer backward; total = all layers' (what one whole-network backward would hold)"
+    )
     print("  depth  ffops peak  ffops total  eager-fair peak  eager-fair total")
     for r in saved:
-        print(f"  {r['depth']:5d} {r['ffops_peak'] / MIB:11.1f} {r['ffops_total'] / MIB:12.1f} "
-              f"{r['eager-fair_peak'] / MIB:16.1f} {r['eager-fair_total'] / MIB:17.1f}")
+        print(
+            f"  {r['depth']:5d} {r['ffops_peak'] / MIB:11.1f} {r['ffops_total'] / MIB:12.1f} "
+            f"{r['eager-fair_peak'] / MIB:16.1f} {r['eager-fair_total'] / MIB:17.1f}"
+        )
     print(flush=True)
 
     targets = check_targets(step_r, pred_r, saved, not args.no_compile)
@@ -484,27 +550,46 @@ def main(argv=None) -> int:
     for t in targets:
         print("  " + t.line())
     if threads and step_r["cpu_per_wall"] < 0.75 * threads:
-        print(f"  WARNING: this process got {step_r['cpu_per_wall']:.2f} CPUs of {threads} while timing the steps: "
-              "other processes took the cores; medians are inflated and their ratios distorted (the minima are "
-              "the least disturbed samples)")
+        print(
+            f"  WARNING: this process got {step_r['cpu_per_wall']:.2f} CPUs of {threads} while timing the steps: "
+            "other processes took the cores; medians are inflated and their ratios distorted (the minima are "
+            "the least disturbed samples)"
+        )
 
     profiles = {}
     if not args.no_compile and speedup(step_r, "compile-fair", BASELINE) < 1.3:
-        print("\nffops < 1.3x torch.compile: where the time goes (torch.profiler, ms per step; the wall time "
-              "includes the profiler's overhead):")
+        print(
+            "\nffops < 1.3x torch.compile: where the time goes (torch.profiler, ms per step; the wall time "
+            "includes the profiler's overhead):"
+        )
         profiles = report_profiles(steps, 1 if args.quick else 2, step_r, time_gemms_alone(sizes, batch, device))
 
     elapsed = time.perf_counter() - t_start
     print(f"\ntotal run time: {elapsed:.0f} s")
     if not args.no_json:
         payload = {
-            "script": SCRIPT, "metadata": meta,
-            "config": {**vars(args), "threads": threads, "budget_s": budget, "min_repeats": min_repeats,
-                       "sizes": sizes, "batch": batch, "labels": C, "lr": ff_eager.LR, "eps": ff_eager.EPS,
-                       "threshold": ff_eager.THRESHOLD, "spread": "p20-p80"},
+            "script": SCRIPT,
+            "metadata": meta,
+            "config": {
+                **vars(args),
+                "threads": threads,
+                "budget_s": budget,
+                "min_repeats": min_repeats,
+                "sizes": sizes,
+                "batch": batch,
+                "labels": C,
+                "lr": ff_eager.LR,
+                "eps": ff_eager.EPS,
+                "threshold": ff_eager.THRESHOLD,
+                "spread": "p20-p80",
+            },
             "first_step_check": {"losses": losses, "mismatches": bad},
-            "results": [step_r, pred_r], "prediction_max_rel_diff": pred_diff, "saved_bytes": saved,
-            "profile_ms_per_step": profiles, "targets": [t.__dict__ for t in targets], "run_time_s": elapsed,
+            "results": [step_r, pred_r],
+            "prediction_max_rel_diff": pred_diff,
+            "saved_bytes": saved,
+            "profile_ms_per_step": profiles,
+            "targets": [t.__dict__ for t in targets],
+            "run_time_s": elapsed,
         }
         suffix = ("" if args.threads in (None, 2) else f"_t{threads}") + ("_quick" if args.quick else "")
         path = harness.write_json(harness.results_path(SCRIPT, device, suffix), payload)

@@ -70,18 +70,32 @@ def _ops_cases(device, dtype, rows, cols):
     info = {"shape": [rows, cols], "dtype": str(dtype).replace("torch.", "")}
     ln = nn.LayerNorm(cols).to(device=device, dtype=dtype)
     gelu_contenders = [Contender("torch gelu", F.gelu), Contender("ffops regelu2", ffops.regelu2)] + [
-        Contender(f"ffops fewbit-{k}", functools.partial(ffops.fewbit, fn="gelu", bits=k)) for k in (1, 2, 3, 4)]
+        Contender(f"ffops fewbit-{k}", functools.partial(ffops.fewbit, fn="gelu", bits=k)) for k in (1, 2, 3, 4)
+    ]
     cases = [
         (Case("gelu", make, act_bytes(2), info), gelu_contenders, "torch gelu"),
-        (Case("silu", make, act_bytes(2), info),
-         [Contender("torch silu", F.silu), Contender("ffops resilu2", ffops.resilu2)], "torch silu"),
-        (Case("layernorm", make, norm_bytes, info),
-         [Contender("torch layer_norm", lambda x: F.layer_norm(x, (cols,), eps=EPS)),
-          Contender("ffops ms_layernorm", lambda x: ffops.ms_layernorm(x, EPS)),
-          Contender("torch nn.LayerNorm (affine)", ln)], "torch layer_norm"),
-        (Case("rmsnorm", make, norm_bytes, info),
-         [Contender("torch rms_norm", lambda x: F.rms_norm(x, (cols,), eps=EPS)),
-          Contender("ffops ms_rmsnorm", lambda x: ffops.ms_rmsnorm(x, EPS))], "torch rms_norm"),
+        (
+            Case("silu", make, act_bytes(2), info),
+            [Contender("torch silu", F.silu), Contender("ffops resilu2", ffops.resilu2)],
+            "torch silu",
+        ),
+        (
+            Case("layernorm", make, norm_bytes, info),
+            [
+                Contender("torch layer_norm", lambda x: F.layer_norm(x, (cols,), eps=EPS)),
+                Contender("ffops ms_layernorm", lambda x: ffops.ms_layernorm(x, EPS)),
+                Contender("torch nn.LayerNorm (affine)", ln),
+            ],
+            "torch layer_norm",
+        ),
+        (
+            Case("rmsnorm", make, norm_bytes, info),
+            [
+                Contender("torch rms_norm", lambda x: F.rms_norm(x, (cols,), eps=EPS)),
+                Contender("ffops ms_rmsnorm", lambda x: ffops.ms_rmsnorm(x, EPS)),
+            ],
+            "torch rms_norm",
+        ),
     ]
     return [(case, _with_cuda_backend(contenders, device), base) for case, contenders, base in cases]
 
@@ -91,15 +105,25 @@ def _with_cuda_backend(contenders, device):
     (auto runs Triton there)."""
     if device.type != "cuda" or not ffops.available().get("cuda"):
         return contenders
-    return contenders + [Contender(f"{c.name} [cuda]", c.fn, context=functools.partial(ffops.use_backend, "cuda"))
-                         for c in contenders if c.name.startswith("ffops")]
+    return contenders + [
+        Contender(f"{c.name} [cuda]", c.fn, context=functools.partial(ffops.use_backend, "cuda"))
+        for c in contenders
+        if c.name.startswith("ffops")
+    ]
 
 
 def run_ops(device, args, bandwidth, results, targets):
     for (rows, cols), dtype in itertools.product(_ops_shapes(args.quick), (torch.float32, torch.bfloat16)):
         for case, contenders, base in _ops_cases(device, dtype, rows, cols):
-            r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats,
-                                warmup=1 if args.quick else 2, bandwidth=bandwidth)
+            r = harness.compare(
+                case,
+                contenders,
+                device,
+                budget_s=args.budget,
+                min_repeats=args.min_repeats,
+                warmup=1 if args.quick else 2,
+                bandwidth=bandwidth,
+            )
             results.append({"section": "ops", **r})
             print(harness.format_table(r, base), flush=True)
             for c in r["contenders"]:
@@ -140,8 +164,12 @@ def _variants(plain: nn.Module, example) -> dict:
     regelu, fewbit = copy.deepcopy(plain), copy.deepcopy(plain)
     rep1 = ffops.memory.patch(regelu, "regelu2", example_inputs=example)
     rep2 = ffops.memory.patch(fewbit, "fewbit:3", example_inputs=example)
-    return {"plain torch": plain, "checkpointing": Checkpointed(plain),
-            "ffops ReGELU2 + MS norms": regelu, "ffops Few-Bit 3 + MS norms": fewbit}, (rep1, rep2)
+    return {
+        "plain torch": plain,
+        "checkpointing": Checkpointed(plain),
+        "ffops ReGELU2 + MS norms": regelu,
+        "ffops Few-Bit 3 + MS norms": fewbit,
+    }, (rep1, rep2)
 
 
 PRECISIONS = {
@@ -163,8 +191,19 @@ def _measure_saved(model, x, device, amp):
         return saved_bytes(lambda t: _first(model(t)), x)
 
 
-def run_block(section, plain, make_input, saved_shape, time_shape, precisions, device, args, results, targets,
-              paper=None):
+def run_block(
+    section,
+    plain,
+    make_input,
+    saved_shape,
+    time_shape,
+    precisions,
+    device,
+    args,
+    results,
+    targets,
+    paper=None,
+):
     example = make_input((2,) + tuple(saved_shape[1:]), torch.float32)
     variants, reports = _variants(plain, example)
     print(f"== {section}: patch report (ReGELU2 variant)\n{reports[0]}\n")
@@ -175,30 +214,50 @@ def run_block(section, plain, make_input, saved_shape, time_shape, precisions, d
         x_saved = make_input(saved_shape, dtype).requires_grad_()
         saved = {k: _measure_saved(m, x_saved, device, amp) for k, m in models.items()}
         del x_saved
-        case = Case(f"{section} {prec}", lambda: (make_input(time_shape, dtype).requires_grad_(),),
-                    info={"time_shape": list(time_shape), "saved_shape": list(saved_shape), "precision": prec})
-        contenders = [Contender(k, (lambda m: lambda t: _first(m(t)))(m), context=_contexts(device, amp))
-                      for k, m in models.items()]
-        r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats,
-                            warmup=1)
+        case = Case(
+            f"{section} {prec}",
+            lambda: (make_input(time_shape, dtype).requires_grad_(),),
+            info={"time_shape": list(time_shape), "saved_shape": list(saved_shape), "precision": prec},
+        )
+        contenders = [
+            Contender(k, (lambda m: lambda t: _first(m(t)))(m), context=_contexts(device, amp))
+            for k, m in models.items()
+        ]
+        r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats, warmup=1)
         for c in r["contenders"]:
             c["saved_bytes_params_excluded"] = saved[c["name"]]
         results.append({"section": section, **r})
         base = harness.median(r, "plain torch")
         for c in r["contenders"]:
             t = c["phases"]["fwdbwd"]
-            rows.append([prec, c["name"], f"{saved[c['name']] / MIB:.1f}",
-                         f"{t['median_s'] * 1e3:.0f} [{t['p20_s'] * 1e3:.0f}-{t['p80_s'] * 1e3:.0f}]",
-                         f"{t['median_s'] / base:.2f}"] + ([f"{c['peak_extra_bytes'] / MIB:.0f}"]
-                                                          if "peak_extra_bytes" in c else []))
+            rows.append(
+                [
+                    prec,
+                    c["name"],
+                    f"{saved[c['name']] / MIB:.1f}",
+                    f"{t['median_s'] * 1e3:.0f} [{t['p20_s'] * 1e3:.0f}-{t['p80_s'] * 1e3:.0f}]",
+                    f"{t['median_s'] / base:.2f}",
+                ]
+                + ([f"{c['peak_extra_bytes'] / MIB:.0f}"] if "peak_extra_bytes" in c else [])
+            )
         if paper and prec in paper:
             mine = saved["ffops ReGELU2 + MS norms"] / MIB
             limit = paper[prec]
-            targets.append(Target(f"{section} {prec}: ffops ReGELU2 + MS-LN saved <= {limit} MiB", mine <= limit + 0.05,
-                                  f"{mine:.2f} MiB (plain {saved['plain torch'] / MIB:.1f}, "
-                                  f"checkpointing {saved['checkpointing'] / MIB:.1f})"))
-    header = ["precision", "configuration", f"saved MiB @ {list(saved_shape)}", f"fwd+bwd ms @ {list(time_shape)}",
-              "x plain"] + (["peak extra MiB"] if device.type == "cuda" else [])
+            targets.append(
+                Target(
+                    f"{section} {prec}: ffops ReGELU2 + MS-LN saved <= {limit} MiB",
+                    mine <= limit + 0.05,
+                    f"{mine:.2f} MiB (plain {saved['plain torch'] / MIB:.1f}, "
+                    f"checkpointing {saved['checkpointing'] / MIB:.1f})",
+                )
+            )
+    header = [
+        "precision",
+        "configuration",
+        f"saved MiB @ {list(saved_shape)}",
+        f"fwd+bwd ms @ {list(time_shape)}",
+        "x plain",
+    ] + (["peak extra MiB"] if device.type == "cuda" else [])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"== {section}")
     for r in [header, ["-" * w for w in widths], *rows]:
@@ -222,12 +281,25 @@ def run_mlp(device, args, results, targets):
     tokens = args.tokens or (64 if args.quick else (4096 if device.type == "cuda" else 1024))
     time_shape = (tokens // saved_shape[1] or 1, saved_shape[1], d) if tokens >= saved_shape[1] else (1, tokens, d)
     paper = None if args.quick else {"float32": 84.0, "autocast bf16": 52.0}
-    run_block("mlp", plain, make_input, saved_shape, time_shape, list(PRECISIONS), device, args, results, targets,
-              paper)
+    run_block(
+        "mlp",
+        plain,
+        make_input,
+        saved_shape,
+        time_shape,
+        list(PRECISIONS),
+        device,
+        args,
+        results,
+        targets,
+        paper,
+    )
     if not args.quick:
-        print("reference (shared/reference/memory_sharing.md, MiB fp32 / autocast bf16 / pure bf16): plain 160 / 88 / 80,"
-              " checkpointing 16 / 16 / 8, ReGELU2 + MS-LN with plain nn.Linear 84 / 60 / 44, the paper's setup "
-              "(lomem's custom linear) 84 / 52 / 44\n")
+        print(
+            "reference (shared/reference/memory_sharing.md, MiB fp32 / autocast bf16 / pure bf16): plain 160 / 88 / 80,"
+            " checkpointing 16 / 16 / 8, ReGELU2 + MS-LN with plain nn.Linear 84 / 60 / 44, the paper's setup "
+            "(lomem's custom linear) 84 / 52 / 44\n"
+        )
 
 
 def run_layer(device, args, results, targets):
@@ -235,8 +307,13 @@ def run_layer(device, args, results, targets):
     from transformers.models.vit.modeling_vit import ViTLayer
 
     hidden, heads, mlp, tokens, batch = (64, 4, 256, 17, 2) if args.quick else (384, 6, 1536, 197, 8)
-    cfg = ViTConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=mlp, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0)
+    cfg = ViTConfig(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(0)
     layer = ViTLayer(cfg).to(device)
     with torch.no_grad():
@@ -280,8 +357,10 @@ def main(argv=None) -> int:
     args.min_repeats = args.min_repeats if args.min_repeats is not None else (3 if args.quick else 5)
     meta = harness.metadata(device)
     bandwidth = harness.copy_bandwidth(device) if device.type == "cuda" else None
-    print(f"{SCRIPT}: {meta['device_name']}, torch {meta['torch']}, ffops {meta['ffops']}, "
-          f"{meta['torch_threads']} threads, load {meta['loadavg_at_start']}" + (", quick" if args.quick else ""))
+    print(
+        f"{SCRIPT}: {meta['device_name']}, torch {meta['torch']}, ffops {meta['ffops']}, "
+        f"{meta['torch_threads']} threads, load {meta['loadavg_at_start']}" + (", quick" if args.quick else "")
+    )
     if bandwidth:
         print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s")
     print("times: median [p20-p80] in ms\n")
@@ -297,8 +376,13 @@ def main(argv=None) -> int:
         print("  " + t.line())
     if not args.no_json:
         suffix = ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
-        payload = {"script": SCRIPT, "metadata": meta, "config": {**vars(args), "threads": threads},
-                   "results": results, "targets": [t.__dict__ for t in targets]}
+        payload = {
+            "script": SCRIPT,
+            "metadata": meta,
+            "config": {**vars(args), "threads": threads},
+            "results": results,
+            "targets": [t.__dict__ for t in targets],
+        }
         print(f"\nwrote {harness.write_json(harness.results_path(SCRIPT, device, suffix), payload)}")
     return 0
 

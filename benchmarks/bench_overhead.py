@@ -53,6 +53,7 @@ def _fwd_bwd(fn, leaves):
         sum(o.sum() for o in (out if isinstance(out, tuple) else (out,)) if o.requires_grad).backward()
         for t in leaves:
             t.grad = None
+
     return run
 
 
@@ -69,15 +70,30 @@ def _cases(device):
         return h.detach(), h.square().sum(1)  # like ff_linear: the gradient flows through sumsq
 
     cases = [
-        ("goodness", [x], lambda: x.square().sum(1), lambda: ffops.goodness(x),
-         {k: (lambda v=v: v.goodness_fwd(x, 1.0)) for k, v in goodness.KERNELS.items()},
-         lambda tk: tk.goodness.goodness_fwd(x, 1.0)),
-        ("ff_linear", [x, w, b], eager_linear, lambda: ffops.ff_linear(x, w, b, x_scale=scale, n_pos=n_pos),
-         {k: (lambda v=v: v.ff_linear_fwd(x, scale, w, b, n_pos)) for k, v in ff_linear.KERNELS.items()},
-         lambda tk: tk.ff_linear.ff_linear_fwd(x, scale, w, b, n_pos)),
-        ("ms_layernorm", [x], lambda: F.layer_norm(x, (FEATURES,), eps=EPS), lambda: ffops.ms_layernorm(x, EPS),
-         {k: (lambda v=v: v.ms_norm_fwd(x, EPS, True, None)) for k, v in ms_norm.KERNELS.items()},
-         lambda tk: tk.ms_norm.ms_norm_fwd(x, EPS, True)),
+        (
+            "goodness",
+            [x],
+            lambda: x.square().sum(1),
+            lambda: ffops.goodness(x),
+            {k: (lambda v=v: v.goodness_fwd(x, 1.0)) for k, v in goodness.KERNELS.items()},
+            lambda tk: tk.goodness.goodness_fwd(x, 1.0),
+        ),
+        (
+            "ff_linear",
+            [x, w, b],
+            eager_linear,
+            lambda: ffops.ff_linear(x, w, b, x_scale=scale, n_pos=n_pos),
+            {k: (lambda v=v: v.ff_linear_fwd(x, scale, w, b, n_pos)) for k, v in ff_linear.KERNELS.items()},
+            lambda tk: tk.ff_linear.ff_linear_fwd(x, scale, w, b, n_pos),
+        ),
+        (
+            "ms_layernorm",
+            [x],
+            lambda: F.layer_norm(x, (FEATURES,), eps=EPS),
+            lambda: ffops.ms_layernorm(x, EPS),
+            {k: (lambda v=v: v.ms_norm_fwd(x, EPS, True, None)) for k, v in ms_norm.KERNELS.items()},
+            lambda tk: tk.ms_norm.ms_norm_fwd(x, EPS, True),
+        ),
     ]
     return cases
 
@@ -94,6 +110,7 @@ def run(device, rounds: int, calls: int) -> list[tuple]:
     rows = []
     backends = _backends(device)
     for name, leaves, eager, public, ops, launcher in _cases(device):
+
         def measure(fn, grad):
             if grad:
                 return _per_call_us(_fwd_bwd(fn, leaves), device, rounds, calls)
@@ -109,6 +126,7 @@ def run(device, rounds: int, calls: int) -> list[tuple]:
                     rows.append((name, f"op [{backend}]", measure(ops[key], False), None))
                 if backend == "triton":
                     from ffops import kernels as tk
+
                     rows.append((name, "launcher [triton]", measure(lambda: launcher(tk), False), None))
     return rows
 
@@ -123,8 +141,10 @@ def main(argv=None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"bench_overhead: {name}, torch {torch.__version__}, inputs [{ROWS}, {FEATURES}] float32; "
-          "us per call (median of rounds)")
+    print(
+        f"bench_overhead: {name}, torch {torch.__version__}, inputs [{ROWS}, {FEATURES}] float32; "
+        "us per call (median of rounds)"
+    )
     rows = run(device, args.rounds, args.calls)
     print(f"{'op':13s} {'layer':18s} {'fwd us':>8s} {'fwd+bwd us':>11s} {'x eager fwd':>11s}")
     eager_fwd = {}

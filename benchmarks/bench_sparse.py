@@ -140,8 +140,9 @@ def csr_linear(x, w_csr, bias):
     return torch.sparse.mm(w_csr, x.t()).t() + bias
 
 
-def build_contenders(linear: nn.Linear, mask: torch.Tensor, device: torch.device, ffops_backend: str,
-                     sparseprop_modules) -> tuple[list[tuple[Contender, tuple]], dict]:
+def build_contenders(
+    linear: nn.Linear, mask: torch.Tensor, device: torch.device, ffops_backend: str, sparseprop_modules
+) -> tuple[list[tuple[Contender, tuple]], dict]:
     """``[(contender, (weight, bias)), ...]`` (ffops first, dense second) on one weight and mask, and info."""
     layer = SparseLinear.from_dense(linear, mask=mask)
     ctx = None if ffops_backend == "auto" else (lambda: ffops.use_backend(ffops_backend))
@@ -149,13 +150,24 @@ def build_contenders(linear: nn.Linear, mask: torch.Tensor, device: torch.device
     dense = layer.to_dense()  # nn.Linear with the masked weight, the same bias
     entries.append((Contender(DENSE, _module_fn(dense)), (dense.weight, dense.bias)))
     values = layer.values.detach()
-    w_csr = torch.sparse_csr_tensor(layer.crow_indices.long(), layer.col_indices.long(), values.clone(),
-                                    size=(linear.out_features, linear.in_features), device=device)
+    w_csr = torch.sparse_csr_tensor(
+        layer.crow_indices.long(),
+        layer.col_indices.long(),
+        values.clone(),
+        size=(linear.out_features, linear.in_features),
+        device=device,
+    )
     w_csr.requires_grad_()
     entries.append((Contender(CSR, csr_linear), (w_csr, layer.bias.detach().clone().requires_grad_())))
     if sparseprop_modules is not None and device.type == "cpu":
-        sp = sparseprop_linear(sparseprop_modules, dense.weight.detach(), layer.bias, layer.crow_indices,
-                               layer.col_indices, values)
+        sp = sparseprop_linear(
+            sparseprop_modules,
+            dense.weight.detach(),
+            layer.bias,
+            layer.crow_indices,
+            layer.col_indices,
+            values,
+        )
         entries.append((Contender(SPARSEPROP, _module_fn(sp)), (sp.W_val, sp.bias)))
     info = {"nnz": layer.nnz, "sparsity_exact": layer.sparsity}
     return entries, info
@@ -188,9 +200,20 @@ def _diffs(got: dict, ref: dict) -> dict:
     return {k: harness._max_diff((got[k],), (ref[k],)) for k in ref}
 
 
-def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x: torch.Tensor, mask: torch.Tensor,
-               device: torch.device, *, budget_s: float, min_repeats: int, min_slow: int, max_repeats: int,
-               warmup: int) -> dict:
+def time_point(
+    name: str,
+    info: dict,
+    entries: list[tuple[Contender, tuple]],
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    device: torch.device,
+    *,
+    budget_s: float,
+    min_repeats: int,
+    min_slow: int,
+    max_repeats: int,
+    warmup: int,
+) -> dict:
     """Time the contenders side by side on ``x``; a result in ``harness.compare``'s layout.
 
     Each contender's entry also has ``rounds`` (its own count), ``max_rel_diff`` (output vs
@@ -209,7 +232,12 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
         gx, gw, gb = runner.backward(outputs)
         harness._sync(device)
         first = time.perf_counter() - start
-        checks[c.name] = {"out": outputs[0].detach(), "x": gx, "weight": _weight_grad_values(gw, mask), "bias": gb}
+        checks[c.name] = {
+            "out": outputs[0].detach(),
+            "x": gx,
+            "weight": _weight_grad_values(gw, mask),
+            "bias": gb,
+        }
         del outputs, gx, gw, gb
         est = first
         if first <= SLOW_FIRST_CALL_S:
@@ -220,8 +248,9 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
                 est = time.perf_counter() - t0
         res = {"name": c.name, "compiled": False, "first_call_s": first, "warm_fwdbwd_s": est}
         # a saved sparse tensor counts by its values and indices (not as a dense [n, n])
-        res["saved_bytes"], res["saved_extra_bytes"] = harness.saved_bytes(runner.forward, tuple(runner.diff_inputs),
-                                                                           storages=_storages)
+        res["saved_bytes"], res["saved_extra_bytes"] = harness.saved_bytes(
+            runner.forward, tuple(runner.diff_inputs), storages=_storages
+        )
         if device.type == "cuda":  # peak memory of one fwd+bwd, above what is allocated already
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
@@ -232,8 +261,16 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
         quota = min_repeats if 2 * est * min_repeats <= share else min_slow
         if 2 * est * quota > VERY_SLOW_S:  # e.g. SparseProp's backward on a loaded machine: seconds per call
             quota = max(2, min(quota, int(VERY_SLOW_S / (2 * est))))
-        runs.append({"runner": runner, "res": res, "min": quota, "n": 0, "spent": 0.0,
-                     "samples": {p: [] for p in harness.PHASES}})
+        runs.append(
+            {
+                "runner": runner,
+                "res": res,
+                "min": quota,
+                "n": 0,
+                "spent": 0.0,
+                "samples": {p: [] for p in harness.PHASES},
+            }
+        )
     ref = checks[DENSE]
     for run in runs:
         d = _diffs(checks[run["res"]["name"]], ref)
@@ -275,9 +312,17 @@ def time_point(name: str, info: dict, entries: list[tuple[Contender, tuple]], x:
         res["rounds"] = run["n"]
         res["phases"] = {p: harness.summarize(v) for p, v in run["samples"].items()}
         contenders.append(res)
-    return {"case": name, "info": info, "bytes_moved": {}, "rounds": rounds, "timed_s": timed,
-            "cpu_per_wall": cpu / timed if timed > 0 else 0.0, "loadavg_before": load_before,
-            "loadavg_after": harness.load_average(), "contenders": contenders}
+    return {
+        "case": name,
+        "info": info,
+        "bytes_moved": {},
+        "rounds": rounds,
+        "timed_s": timed,
+        "cpu_per_wall": cpu / timed if timed > 0 else 0.0,
+        "loadavg_before": load_before,
+        "loadavg_after": harness.load_average(),
+        "contenders": contenders,
+    }
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -297,20 +342,40 @@ def run_grid(device, grid, args, sparseprop_modules, on_point=None) -> list[dict
             entries, winfo = build_contenders(linear, mask, device, args.ffops_backend, sparseprop_modules)
             setup = time.perf_counter() - setup
             for batch in grid["batch"]:
-                info = {"n": n, "batch": batch, "sparsity": sparsity, **winfo, "dtype": "float32",
-                        "setup_s": round(setup, 3)}
-                r = time_point(f"n={n} batch={batch} sparsity={sparsity}", info, entries, xs[batch], mask, device,
-                               budget_s=args.budget, min_repeats=args.min_repeats, min_slow=args.min_slow,
-                               max_repeats=args.max_repeats, warmup=args.warmup)
+                info = {
+                    "n": n,
+                    "batch": batch,
+                    "sparsity": sparsity,
+                    **winfo,
+                    "dtype": "float32",
+                    "setup_s": round(setup, 3),
+                }
+                r = time_point(
+                    f"n={n} batch={batch} sparsity={sparsity}",
+                    info,
+                    entries,
+                    xs[batch],
+                    mask,
+                    device,
+                    budget_s=args.budget,
+                    min_repeats=args.min_repeats,
+                    min_slow=args.min_slow,
+                    max_repeats=args.max_repeats,
+                    warmup=args.warmup,
+                )
                 results.append(r)
                 print(harness.format_table(r, BASELINE))
-                print("  rounds: " + ", ".join(f"{c['name']} {c['rounds']}" for c in r["contenders"])
-                      + f"; cpu/wall {r['cpu_per_wall']:.2f}; load {r['loadavg_before']} -> {r['loadavg_after']}")
+                print(
+                    "  rounds: "
+                    + ", ".join(f"{c['name']} {c['rounds']}" for c in r["contenders"])
+                    + f"; cpu/wall {r['cpu_per_wall']:.2f}; load {r['loadavg_before']} -> {r['loadavg_after']}"
+                )
                 for c in r["contenders"]:
                     worst = max(c["max_rel_diff"], *c["grad_max_rel_diff"].values())
                     if worst > TOL:
-                        diffs = ", ".join(f"{k} {v:.1e}" for k, v in
-                                          {"out": c["max_rel_diff"], **c["grad_max_rel_diff"]}.items())
+                        diffs = ", ".join(
+                            f"{k} {v:.1e}" for k, v in {"out": c["max_rel_diff"], **c["grad_max_rel_diff"]}.items()
+                        )
                         print(f"  WARNING: {c['name']} differs from dense: {diffs}")
                 print(flush=True)
                 if on_point is not None:
@@ -330,24 +395,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=int, nargs="+", default=None, help="in = out features (default 1024 4096)")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 64 128 256, +4096 on CUDA)")
     p.add_argument("--sparsity", type=float, nargs="+", default=None, help="default 0.5 0.8 0.9 0.95 0.98")
-    p.add_argument("--threads", type=int, default=None,
-                   help=f"torch.set_num_threads and OMP_NUM_THREADS (default: {DEFAULT_CPU_THREADS} on CPU)")
-    p.add_argument("--ffops-backend", default="auto", choices=("auto", "reference", "cpu", "cuda", "triton"),
-                   help="ffops backend of the ffops contender (default auto)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds of timed rounds per point, shared by the contenders (default CPU 6, CUDA 2, quick 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch.set_num_threads and OMP_NUM_THREADS (default: {DEFAULT_CPU_THREADS} on CPU)",
+    )
+    p.add_argument(
+        "--ffops-backend",
+        default="auto",
+        choices=("auto", "reference", "cpu", "cuda", "triton"),
+        help="ffops backend of the ffops contender (default auto)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of timed rounds per point, shared by the contenders (default CPU 6, CUDA 2, quick 1)",
+    )
     p.add_argument("--min-repeats", type=int, default=None, help="rounds per contender at least (default 5, quick 3)")
-    p.add_argument("--min-slow", type=int, default=None,
-                   help="rounds at least of a contender whose rounds do not fit its share (default 4, quick 2)")
+    p.add_argument(
+        "--min-slow",
+        type=int,
+        default=None,
+        help="rounds at least of a contender whose rounds do not fit its share (default 4, quick 2)",
+    )
     p.add_argument("--max-repeats", type=int, default=None, help="rounds per contender at most (default 100; CUDA 200)")
     p.add_argument("--warmup", type=int, default=2, help="untimed fwd+bwd calls per contender and point (default 2)")
     p.add_argument("--no-sparseprop", action="store_true", help="leave SparseProp out")
     p.add_argument("--no-json", action="store_true", help="print only, write no results file and no plot")
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
-    p.add_argument("--replot", default=None, metavar="JSON",
-                   help="print the summary and targets of a results JSON (complete or partial) and redraw its PNG")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/bench_sparse_<device>[_suffix].json; the PNG beside it)")
+    p.add_argument(
+        "--replot",
+        default=None,
+        metavar="JSON",
+        help="print the summary and targets of a results JSON (complete or partial) and redraw its PNG",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default benchmarks/results/bench_sparse_<device>[_suffix].json; the PNG beside it)",
+    )
     return p.parse_args(argv)
 
 
@@ -356,13 +444,17 @@ def replot(path: Path) -> int:
     d = json.loads(path.read_text())
     results, names, meta = d["results"], d["config"]["contenders"], d["metadata"]
     device = torch.device(meta["device"])
-    print(f"{path}: {len(results)} points{'' if d.get('complete') else ' (partial run)'}\n"
-          f"{summary_table(results, names)}\n\ntargets:")
+    print(
+        f"{path}: {len(results)} points{'' if d.get('complete') else ' (partial run)'}\n"
+        f"{summary_table(results, names)}\n\ntargets:"
+    )
     for t in check_targets(results, device, d["config"]["sparseprop_note"] if SPARSEPROP not in names else None):
         print("  " + t.line())
     png = path.with_suffix(".png")
-    title = (f"{SCRIPT}: {meta['device_name']}, float32, {d['config']['threads'] or 'default'} threads, "
-             f"fwd+bwd median; load {meta['loadavg_at_start']}" + ("" if d.get("complete") else " (partial)"))
+    title = (
+        f"{SCRIPT}: {meta['device_name']}, float32, {d['config']['threads'] or 'default'} threads, "
+        f"fwd+bwd median; load {meta['loadavg_at_start']}" + ("" if d.get("complete") else " (partial)")
+    )
     if results and plot(results, names, png, title):
         print(f"wrote {png}")
     return 0
@@ -405,40 +497,69 @@ def main(argv=None) -> int:
     meta["sparseprop"] = _version("sparseprop") if sparseprop_modules is not None else None
     meta["ffops_available"] = ffops.available()
     meta["ffops_cpu_sparse_kernel"] = torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", "CPU")
-    print(f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']} "
-          f"(backend {args.ffops_backend}), {meta['torch_threads']} threads, OMP_NUM_THREADS="
-          f"{meta['omp_num_threads_env']}, sparseprop {meta['sparseprop']}" + (", quick" if args.quick else ""))
+    print(
+        f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']} "
+        f"(backend {args.ffops_backend}), {meta['torch_threads']} threads, OMP_NUM_THREADS="
+        f"{meta['omp_num_threads_env']}, sparseprop {meta['sparseprop']}" + (", quick" if args.quick else "")
+    )
     print(f"ffops.available(): {meta['ffops_available']}; C++ CPU sparse kernel: {meta['ffops_cpu_sparse_kernel']}")
     if not cuda and args.ffops_backend in ("auto", "cpu") and not meta["ffops_cpu_sparse_kernel"]:
-        sys.exit("ffops has no C++ CPU kernel for ffops::sparse_linear_fwd in this build (rebuild ffops), or run "
-                 "the pure-torch reference with --ffops-backend reference (a smoke test: its times mean nothing)")
+        sys.exit(
+            "ffops has no C++ CPU kernel for ffops::sparse_linear_fwd in this build (rebuild ffops), or run "
+            "the pure-torch reference with --ffops-backend reference (a smoke test: its times mean nothing)"
+        )
     if sparseprop_modules is None:
         print(f"NOTE: sparseprop skipped: {sparseprop_note}")
     load = meta["loadavg_at_start"]
     if not cuda and load and load[0] > 0.5:
-        print(f"WARNING: load average {load} before the run: other processes compete for the CPU "
-              "and skew the timings (interleaved rounds keep the comparison fair but noisier)")
-    print(f"grid: n {list(grid['n'])}, batch {list(grid['batch'])}, sparsity {list(grid['sparsity'])}; "
-          f"budget {args.budget:g} s per point, rounds per contender >= {args.min_repeats} "
-          f"(slow: {args.min_slow}), <= {args.max_repeats}")
-    print("times: median [p20-p80] in ms; 'x ffops' = contender fwd+bwd / ffops fwd+bwd (>1: ffops faster)\n",
-          flush=True)
+        print(
+            f"WARNING: load average {load} before the run: other processes compete for the CPU "
+            "and skew the timings (interleaved rounds keep the comparison fair but noisier)"
+        )
+    print(
+        f"grid: n {list(grid['n'])}, batch {list(grid['batch'])}, sparsity {list(grid['sparsity'])}; "
+        f"budget {args.budget:g} s per point, rounds per contender >= {args.min_repeats} "
+        f"(slow: {args.min_slow}), <= {args.max_repeats}"
+    )
+    print(
+        "times: median [p20-p80] in ms; 'x ffops' = contender fwd+bwd / ffops fwd+bwd (>1: ffops faster)\n",
+        flush=True,
+    )
 
-    suffix = ("_quick" if args.quick else "") + ("_custom" if custom else "") + \
-        ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
+    suffix = (
+        ("_quick" if args.quick else "")
+        + ("_custom" if custom else "")
+        + ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
+    )
     path = harness.results_path(SCRIPT, device, suffix) if args.out is None else Path(args.out)
-    config = {**vars(args), "threads": threads, "grid": {k: list(v) for k, v in grid.items()}, "spread": "p20-p80",
-              "contenders": names, "sparseprop_note": sparseprop_note, "tolerance": TOL}
+    config = {
+        **vars(args),
+        "threads": threads,
+        "grid": {k: list(v) for k, v in grid.items()},
+        "spread": "p20-p80",
+        "contenders": names,
+        "sparseprop_note": sparseprop_note,
+        "tolerance": TOL,
+    }
 
     def payload(results, targets=None, total=None):
         return {
-            "script": SCRIPT, "metadata": meta, "config": {**config, "total_s": total},
+            "script": SCRIPT,
+            "metadata": meta,
+            "config": {**config, "total_s": total},
             "complete": targets is not None,
             "results": results,
-            "summary": [{**r["info"], **{f"{n}_fwdbwd_ms": fwdbwd_ms(r, n) for n in names},
-                         **{f"speedup_vs_{n}": speedup_over(r, n) for n in names if n != BASELINE},
-                         "ffops_max_rel_diff": ffops_worst_diff(r), "cpu_per_wall": r["cpu_per_wall"],
-                         "loadavg_after": r["loadavg_after"]} for r in results],
+            "summary": [
+                {
+                    **r["info"],
+                    **{f"{n}_fwdbwd_ms": fwdbwd_ms(r, n) for n in names},
+                    **{f"speedup_vs_{n}": speedup_over(r, n) for n in names if n != BASELINE},
+                    "ffops_max_rel_diff": ffops_worst_diff(r),
+                    "cpu_per_wall": r["cpu_per_wall"],
+                    "loadavg_after": r["loadavg_after"],
+                }
+                for r in results
+            ],
             "targets": [t.__dict__ for t in targets or []],
         }
 
@@ -450,8 +571,10 @@ def main(argv=None) -> int:
     results = run_grid(device, grid, args, sparseprop_modules, save_partial)
     total = time.perf_counter() - start
 
-    print(f"== summary: fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
-          f"'ffops diff' = worst max rel diff of ffops' output and grads vs dense\n{summary_table(results, names)}")
+    print(
+        f"== summary: fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
+        f"'ffops diff' = worst max rel diff of ffops' output and grads vs dense\n{summary_table(results, names)}"
+    )
     print(f"\ntotal {total:.0f} s; load average at the end {harness.load_average()}")
     targets = check_targets(results, device, sparseprop_note if sparseprop_modules is None else None)
     print("\ntargets" + (" (quick configuration: a subset of the grid)" if args.quick else "") + ":")
@@ -463,8 +586,10 @@ def main(argv=None) -> int:
         print(f"\nwrote {path}")
         if not args.no_plot and results:
             png = path.with_suffix(".png")
-            title = (f"{SCRIPT}: {meta['device_name']}, float32, {threads or 'default'} threads, "
-                     f"fwd+bwd median; load {meta['loadavg_at_start']}")
+            title = (
+                f"{SCRIPT}: {meta['device_name']}, float32, {threads or 'default'} threads, "
+                f"fwd+bwd median; load {meta['loadavg_at_start']}"
+            )
             if plot(results, names, png, title):
                 print(f"wrote {png}")
     return 0

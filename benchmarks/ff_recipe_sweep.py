@@ -59,10 +59,19 @@ def run_recipe(name: str, width: int, depth: int, epochs: int, train, valid) -> 
     t0 = time.perf_counter()
     history = trainer.fit(train.images, train.labels, epochs=epochs, batch_size=100)
     for r in history:
-        print(f"{name} epoch {r['epoch']} loss {[round(v, 3) for v in r['loss']]} goodness pos/neg "
-              f"{[(round(g['pos_mean'], 2), round(g['neg_mean'], 2)) for g in r['goodness']]}", flush=True)
-    result = {"recipe": name, "width": width, "depth": depth, "epochs": epochs, "net": net_kw,
-              "trainer": trainer_kw}
+        print(
+            f"{name} epoch {r['epoch']} loss {[round(v, 3) for v in r['loss']]} goodness pos/neg "
+            f"{[(round(g['pos_mean'], 2), round(g['neg_mean'], 2)) for g in r['goodness']]}",
+            flush=True,
+        )
+    result = {
+        "recipe": name,
+        "width": width,
+        "depth": depth,
+        "epochs": epochs,
+        "net": net_kw,
+        "trainer": trainer_kw,
+    }
     for skip in (False, True):
         trainer.config["skip_first"] = skip
         errors = trainer.evaluate(valid.images, valid.labels)
@@ -70,9 +79,12 @@ def run_recipe(name: str, width: int, depth: int, epochs: int, train, valid) -> 
         result["valid_error_head"] = 100 * errors["error_head"]
     result["wall_s"] = time.perf_counter() - t0
     result["final_goodness_pos_neg"] = [(g["pos_mean"], g["neg_mean"]) for g in history[-1]["goodness"]]
-    print(f"{name}: valid error goodness {result['valid_error_goodness']:.2f} %, without layer 1 "
-          f"{result['valid_error_goodness_skip_first']:.2f} %, head {result['valid_error_head']:.2f} % "
-          f"({result['wall_s']:.0f} s)", flush=True)
+    print(
+        f"{name}: valid error goodness {result['valid_error_goodness']:.2f} %, without layer 1 "
+        f"{result['valid_error_goodness_skip_first']:.2f} %, head {result['valid_error_head']:.2f} % "
+        f"({result['wall_s']:.0f} s)",
+        flush=True,
+    )
     return result
 
 

@@ -37,9 +37,18 @@ from ffops.memory import saved_bytes
 def vit(num_labels=10):
     from transformers import ViTConfig, ViTForImageClassification
 
-    cfg = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=64, num_hidden_layers=4,
-                    num_attention_heads=4, intermediate_size=128, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0, num_labels=num_labels)
+    cfg = ViTConfig(
+        image_size=28,
+        patch_size=7,
+        num_channels=1,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
+    )
     return ViTForImageClassification(cfg)
 
 
@@ -68,16 +77,21 @@ def train(model, x, y, epochs, batch, lr, seed, log_every=10, label=""):
             losses.append(loss.item())
             step += 1
             if step % (log_every * 10) == 0:
-                print(f"  {label} epoch {epoch} step {step}/{steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f} "
-                      f"({time.time() - start:.0f} s)", flush=True)
+                print(
+                    f"  {label} epoch {epoch} step {step}/{steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f} "
+                    f"({time.time() - start:.0f} s)",
+                    flush=True,
+                )
     return losses
 
 
 @torch.no_grad()
 def accuracy(model, x, y, batch=1000):
     model.eval()
-    correct = sum((model(pixel_values=x[i : i + batch]).logits.argmax(-1) == y[i : i + batch]).sum().item()
-                  for i in range(0, len(x), batch))
+    correct = sum(
+        (model(pixel_values=x[i : i + batch]).logits.argmax(-1) == y[i : i + batch]).sum().item()
+        for i in range(0, len(x), batch)
+    )
     return 100.0 * correct / len(x)
 
 
@@ -100,8 +114,11 @@ def main(argv=None) -> int:
     tx, ty = images(load_mnist(split="test"))
     if args.limit:
         fx, fy, mx, my = fx[: args.limit], fy[: args.limit], mx[: args.limit], my[: args.limit]
-    print(f"pre-train on Fashion-MNIST ({len(fx)} images, {args.pretrain_epochs} epochs), fine-tune on MNIST "
-          f"({len(mx)} images, {args.epochs} epochs), test on {len(tx)} MNIST images", flush=True)
+    print(
+        f"pre-train on Fashion-MNIST ({len(fx)} images, {args.pretrain_epochs} epochs), fine-tune on MNIST "
+        f"({len(mx)} images, {args.epochs} epochs), test on {len(tx)} MNIST images",
+        flush=True,
+    )
 
     base = vit()
     pre_losses = train(base, fx, fy, args.pretrain_epochs, args.batch, args.lr, args.seed, label="pretrain")
@@ -121,21 +138,35 @@ def main(argv=None) -> int:
         losses = train(model, mx, my, args.epochs, args.batch, args.lr, args.seed + 2, label=arm)
         elapsed = time.time() - start
         acc = accuracy(model, tx, ty)
-        runs[arm] = {"test_accuracy": acc, "losses": losses, "train_s": elapsed, "saved_bytes_per_batch": nbytes,
-                     "report": None if report is None else str(report)}
-        print(f"{arm}: MNIST test accuracy {acc:.2f}%, saved for backward {nbytes / 2**20:.2f} MiB per batch of "
-              f"{args.batch}, {elapsed:.0f} s", flush=True)
+        runs[arm] = {
+            "test_accuracy": acc,
+            "losses": losses,
+            "train_s": elapsed,
+            "saved_bytes_per_batch": nbytes,
+            "report": None if report is None else str(report),
+        }
+        print(
+            f"{arm}: MNIST test accuracy {acc:.2f}%, saved for backward {nbytes / 2**20:.2f} MiB per batch of "
+            f"{args.batch}, {elapsed:.0f} s",
+            flush=True,
+        )
 
     plain = runs.get("plain", {}).get("test_accuracy")
     print("\nsummary:")
     for arm, r in runs.items():
         delta = "" if plain is None or arm == "plain" else f" ({r['test_accuracy'] - plain:+.2f} points vs plain)"
-        print(f"  {arm:10s} accuracy {r['test_accuracy']:.2f}%{delta}, saved {r['saved_bytes_per_batch'] / 2**20:.2f} MiB"
-              f" per batch, fine-tune {r['train_s']:.0f} s")
+        print(
+            f"  {arm:10s} accuracy {r['test_accuracy']:.2f}%{delta}, saved {r['saved_bytes_per_batch'] / 2**20:.2f} MiB"
+            f" per batch, fine-tune {r['train_s']:.0f} s"
+        )
     out = harness.RESULTS_DIR / "finetune_memory"
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": vars(args), "metadata": harness.metadata(torch.device("cpu")),
-               "pretrain_losses": pre_losses, "runs": runs}
+    payload = {
+        "config": vars(args),
+        "metadata": harness.metadata(torch.device("cpu")),
+        "pretrain_losses": pre_losses,
+        "runs": runs,
+    }
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     try:
         plot(pre_losses, runs, out.with_suffix(".png"), args)
@@ -156,13 +187,24 @@ def plot(pre_losses, runs, path, args):
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     a.plot(smooth(pre_losses), color="gray")
-    a.set(title=f"pre-training on Fashion-MNIST (plain torch, {args.pretrain_epochs} epoch)", xlabel="step",
-          ylabel="training loss (moving average of 25 steps)", yscale="log")
+    a.set(
+        title=f"pre-training on Fashion-MNIST (plain torch, {args.pretrain_epochs} epoch)",
+        xlabel="step",
+        ylabel="training loss (moving average of 25 steps)",
+        yscale="log",
+    )
     for arm, r in runs.items():
-        b.plot(smooth(r["losses"]), label=f"{arm}: test acc {r['test_accuracy']:.2f}%, "
-                                          f"{r['saved_bytes_per_batch'] / 2**20:.1f} MiB saved/batch")
-    b.set(title=f"fine-tuning on MNIST ({args.epochs} epochs)", xlabel="step", yscale="log",
-          ylabel="training loss (moving average of 25 steps)")
+        b.plot(
+            smooth(r["losses"]),
+            label=f"{arm}: test acc {r['test_accuracy']:.2f}%, "
+            f"{r['saved_bytes_per_batch'] / 2**20:.1f} MiB saved/batch",
+        )
+    b.set(
+        title=f"fine-tuning on MNIST ({args.epochs} epochs)",
+        xlabel="step",
+        yscale="log",
+        ylabel="training loss (moving average of 25 steps)",
+    )
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

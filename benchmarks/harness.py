@@ -37,8 +37,10 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import torch
 
@@ -59,7 +61,7 @@ class Contender:
 
     name: str
     fn: Callable[..., Any]
-    context: Callable[[], ContextManager] | None = None
+    context: Callable[[], AbstractContextManager] | None = None
     compiled: bool = False
 
 
@@ -142,11 +144,18 @@ def metadata(device: torch.device) -> dict[str, Any]:
 
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__, "triton": version("triton"), "ffops": version("ffops"),
-        "python": platform.python_version(), "platform": platform.platform(),
-        "device": str(device), "device_name": device_name(device), "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(), "loadavg_at_start": load_average(),
+        "torch": torch.__version__,
+        "triton": version("triton"),
+        "ffops": version("ffops"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "loadavg_at_start": load_average(),
     }
     if device.type == "cuda":
         meta["cuda"] = torch.version.cuda
@@ -252,8 +261,13 @@ def summarize(samples: list[float]) -> dict[str, Any]:
     q = statistics.quantiles(samples, n=5, method="inclusive") if len(samples) >= 2 else [samples[0]] * 4
     p20, p80 = q[0], q[3]
     return {
-        "median_s": statistics.median(samples), "p20_s": p20, "p80_s": p80,
-        "min_s": min(samples), "max_s": max(samples), "n": len(samples), "samples_s": samples,
+        "median_s": statistics.median(samples),
+        "p20_s": p20,
+        "p80_s": p80,
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "n": len(samples),
+        "samples_s": samples,
     }
 
 
@@ -379,15 +393,29 @@ def compare(
             if bandwidth:
                 res["phases"][p]["pct_copy_bw"] = 100.0 * nbytes / res["phases"][p]["median_s"] / bandwidth
     return {
-        "case": case.name, "info": case.info, "bytes_moved": case.bytes_moved, "rounds": rounds,
-        "timed_s": time.perf_counter() - start, "loadavg_before": load_before, "loadavg_after": load_average(),
+        "case": case.name,
+        "info": case.info,
+        "bytes_moved": case.bytes_moved,
+        "rounds": rounds,
+        "timed_s": time.perf_counter() - start,
+        "loadavg_before": load_before,
+        "loadavg_after": load_average(),
         "contenders": list(results.values()),
     }
 
 
-def time_callables(name: str, fns: dict[str, Callable[[], Any]], device: torch.device, *, metric: str = "call",
-                   info: dict | None = None, budget_s: float = 10.0, min_repeats: int = 5, max_repeats: int = 200,
-                   warmup: int = 1) -> dict[str, Any]:
+def time_callables(
+    name: str,
+    fns: dict[str, Callable[[], Any]],
+    device: torch.device,
+    *,
+    metric: str = "call",
+    info: dict | None = None,
+    budget_s: float = 10.0,
+    min_repeats: int = 5,
+    max_repeats: int = 200,
+    warmup: int = 1,
+) -> dict[str, Any]:
     """Time zero-argument callables side by side, for what does not fit :func:`compare`'s
     fwd / bwd mold (e.g. a whole training step with its optimizer update).
 
@@ -422,9 +450,17 @@ def time_callables(name: str, fns: dict[str, Callable[[], Any]], device: torch.d
     timed_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     for c, res in results.items():
         res["phases"] = {metric: summarize(samples[c])}
-    return {"case": name, "info": info or {}, "metric": metric, "rounds": rounds, "timed_s": timed_s,
-            "cpu_per_wall": cpu_s / timed_s, "loadavg_before": load_before, "loadavg_after": load_average(),
-            "contenders": list(results.values())}
+    return {
+        "case": name,
+        "info": info or {},
+        "metric": metric,
+        "rounds": rounds,
+        "timed_s": timed_s,
+        "cpu_per_wall": cpu_s / timed_s,
+        "loadavg_before": load_before,
+        "loadavg_after": load_average(),
+        "contenders": list(results.values()),
+    }
 
 
 # ---- reporting ---------------------------------------------------------------------------------
@@ -441,7 +477,7 @@ def median(result: dict, name: str, phase: str = "fwdbwd") -> float:
 
 
 def _fmt_time(stats: dict) -> str:
-    ms = lambda s: f"{s * 1e3:.3g}" if s * 1e3 < 100 else f"{s * 1e3:.0f}"  # noqa: E731
+    ms = lambda s: f"{s * 1e3:.3g}" if s * 1e3 < 100 else f"{s * 1e3:.0f}"
     return f"{ms(stats['median_s'])} [{ms(stats['p20_s'])}-{ms(stats['p80_s'])}]"
 
 
@@ -459,15 +495,22 @@ def format_table(result: dict, baseline: str) -> str:
     for c in result["contenders"]:
         fb = c["phases"]["fwdbwd"]
         ratio = fb["median_s"] / base["phases"]["fwdbwd"]["median_s"] if base else math.nan
-        row = [c["name"], *(_fmt_time(c["phases"][p]) for p in PHASES),
-               f"{c['saved_bytes'] / MIB:.1f}", f"{c['saved_extra_bytes'] / MIB:.1f}", f"{ratio:.2f}"]
+        row = [
+            c["name"],
+            *(_fmt_time(c["phases"][p]) for p in PHASES),
+            f"{c['saved_bytes'] / MIB:.1f}",
+            f"{c['saved_extra_bytes'] / MIB:.1f}",
+            f"{ratio:.2f}",
+        ]
         if cuda:
-            row += [f"{c['peak_extra_bytes'] / MIB:.1f}",
-                    f"{fb['gbps']:.0f}" if "gbps" in fb else "-",
-                    f"{fb['pct_copy_bw']:.0f}%" if "pct_copy_bw" in fb else "-"]
+            row += [
+                f"{c['peak_extra_bytes'] / MIB:.1f}",
+                f"{fb['gbps']:.0f}" if "gbps" in fb else "-",
+                f"{fb['pct_copy_bw']:.0f}%" if "pct_copy_bw" in fb else "-",
+            ]
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
     info = ", ".join(f"{k}={v}" for k, v in result["info"].items())
     title = f"== {result['case']}" + (f" ({info})" if info else "") + f", {result['rounds']} rounds"
     return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])

@@ -28,8 +28,16 @@ def ffops_worst_diff(result: dict) -> float:
 
 def summary_table(results: list[dict], names: list[str]) -> str:
     others = [n for n in names if n != BASELINE]
-    header = ["n", "batch", "sparsity", *(f"{n} ms" for n in names), *(f"x {n}" for n in others), "ffops diff",
-              "cpu/wall", "load 1m"]
+    header = [
+        "n",
+        "batch",
+        "sparsity",
+        *(f"{n} ms" for n in names),
+        *(f"x {n}" for n in others),
+        "ffops diff",
+        "cpu/wall",
+        "load 1m",
+    ]
     rows = []
     for r in results:
         i = r["info"]
@@ -75,23 +83,52 @@ def check_targets(results: list[dict], device: torch.device, sparseprop_note: st
             targets.append(Target(desc, False, f"not measured: sparseprop not importable ({sparseprop_note})"))
         else:
             targets.append(_target(desc, pts, SPARSEPROP, lambda s: s >= 1.5, ">= 1.5x"))
-        targets.append(_target("CPU ffops fwd+bwd >= 2.5x faster than dense at sparsity 0.9, n=4096, every batch",
-                               pick(lambda i: i["n"] == 4096 and i["sparsity"] == 0.9), DENSE,
-                               lambda s: s >= 2.5, ">= 2.5x"))
-        targets.append(_target("CPU ffops fwd+bwd not slower than dense at sparsity 0.8, n=4096, every batch",
-                               pick(lambda i: i["n"] == 4096 and i["sparsity"] == 0.8), DENSE,
-                               lambda s: s >= 1.0, ">= 1.0x"))
+        targets.append(
+            _target(
+                "CPU ffops fwd+bwd >= 2.5x faster than dense at sparsity 0.9, n=4096, every batch",
+                pick(lambda i: i["n"] == 4096 and i["sparsity"] == 0.9),
+                DENSE,
+                lambda s: s >= 2.5,
+                ">= 2.5x",
+            )
+        )
+        targets.append(
+            _target(
+                "CPU ffops fwd+bwd not slower than dense at sparsity 0.8, n=4096, every batch",
+                pick(lambda i: i["n"] == 4096 and i["sparsity"] == 0.8),
+                DENSE,
+                lambda s: s >= 1.0,
+                ">= 1.0x",
+            )
+        )
     else:
-        targets.append(_target("GPU ffops fwd+bwd faster than torch csr (cuSPARSE) at every point with sparsity >= 0.8",
-                               pick(lambda i: i["sparsity"] >= 0.8), CSR, lambda s: s > 1.0, "> 1x"))
-        targets.append(_target("GPU ffops fwd+bwd faster than dense (cuBLAS) at sparsity >= 0.95, n=4096, batch 4096",
-                               pick(lambda i: i["n"] == 4096 and i["batch"] == 4096 and i["sparsity"] >= 0.95),
-                               DENSE, lambda s: s > 1.0, "> 1x"))
+        targets.append(
+            _target(
+                "GPU ffops fwd+bwd faster than torch csr (cuSPARSE) at every point with sparsity >= 0.8",
+                pick(lambda i: i["sparsity"] >= 0.8),
+                CSR,
+                lambda s: s > 1.0,
+                "> 1x",
+            )
+        )
+        targets.append(
+            _target(
+                "GPU ffops fwd+bwd faster than dense (cuBLAS) at sparsity >= 0.95, n=4096, batch 4096",
+                pick(lambda i: i["n"] == 4096 and i["batch"] == 4096 and i["sparsity"] >= 0.95),
+                DENSE,
+                lambda s: s > 1.0,
+                "> 1x",
+            )
+        )
     bad = [f"{_where(r)} {ffops_worst_diff(r):.1e}" for r in results if ffops_worst_diff(r) > TOL]
-    targets.append(Target(f"ffops output and grads (x, weight values, bias) match dense within {TOL:g} (max rel "
-                          "diff) at every point", not bad and bool(results),
-                          ("worst " + f"{max(map(ffops_worst_diff, results)):.1e}" if results else "no points")
-                          + ("; " + ", ".join(bad) if bad else "")))
+    targets.append(
+        Target(
+            f"ffops output and grads (x, weight values, bias) match dense within {TOL:g} (max rel diff) at every point",
+            not bad and bool(results),
+            ("worst " + f"{max(map(ffops_worst_diff, results)):.1e}" if results else "no points")
+            + ("; " + ", ".join(bad) if bad else ""),
+        )
+    )
     return targets
 
 
@@ -106,28 +143,41 @@ def plot(results: list[dict], names: list[str], path, title: str) -> bool:
         return False
     ns = sorted({r["info"]["n"] for r in results})
     batches = sorted({r["info"]["batch"] for r in results})
-    fig, axes = plt.subplots(2 * len(ns), len(batches), figsize=(4.2 * len(batches), 3.4 * 2 * len(ns)),
-                             squeeze=False)
+    fig, axes = plt.subplots(2 * len(ns), len(batches), figsize=(4.2 * len(batches), 3.4 * 2 * len(ns)), squeeze=False)
     colors = {BASELINE: "tab:red", DENSE: "tab:gray", CSR: "tab:blue", SPARSEPROP: "tab:green"}
     for i, n in enumerate(ns):
         for j, b in enumerate(batches):
-            pts = sorted((r for r in results if r["info"]["n"] == n and r["info"]["batch"] == b),
-                         key=lambda r: r["info"]["sparsity"])
+            pts = sorted(
+                (r for r in results if r["info"]["n"] == n and r["info"]["batch"] == b),
+                key=lambda r: r["info"]["sparsity"],
+            )
             ax_t, ax_s = axes[i][j], axes[len(ns) + i][j]
             for name in names:
                 xs = [r["info"]["sparsity"] for r in pts if fwdbwd_ms(r, name) is not None]
                 if not xs:
                     continue
-                ax_t.plot(xs, [fwdbwd_ms(r, name) for r in pts if fwdbwd_ms(r, name) is not None], "o-", label=name,
-                          color=colors.get(name))
-                dense = [(r["info"]["sparsity"], fwdbwd_ms(r, DENSE) / fwdbwd_ms(r, name)) for r in pts
-                         if fwdbwd_ms(r, name) is not None and fwdbwd_ms(r, DENSE) is not None]
+                ax_t.plot(
+                    xs,
+                    [fwdbwd_ms(r, name) for r in pts if fwdbwd_ms(r, name) is not None],
+                    "o-",
+                    label=name,
+                    color=colors.get(name),
+                )
+                dense = [
+                    (r["info"]["sparsity"], fwdbwd_ms(r, DENSE) / fwdbwd_ms(r, name))
+                    for r in pts
+                    if fwdbwd_ms(r, name) is not None and fwdbwd_ms(r, DENSE) is not None
+                ]
                 if name != DENSE and dense:
                     ax_s.plot(*zip(*dense), "o-", label=name, color=colors.get(name))
             ax_t.set(yscale="log", title=f"n={n}, batch={b}: fwd+bwd", xlabel="sparsity", ylabel="ms")
             ax_s.axhline(1.0, color="tab:gray", lw=1, ls="--")
-            ax_s.set(yscale="log", title=f"n={n}, batch={b}: speedup over dense", xlabel="sparsity",
-                     ylabel="dense time / time")
+            ax_s.set(
+                yscale="log",
+                title=f"n={n}, batch={b}: speedup over dense",
+                xlabel="sparsity",
+                ylabel="dense time / time",
+            )
             for ax in (ax_t, ax_s):
                 ax.grid(True, which="both", alpha=0.3)
                 if ax.get_legend_handles_labels()[0]:

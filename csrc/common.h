@@ -23,16 +23,15 @@ inline void check_rows(const at::Tensor& h, const char* name) {
   TORCH_CHECK(h.dim() == 2, "ffops: ", name, " must be 2-D [rows, features], got ", h.dim(), "-D");
   TORCH_CHECK(h.size(1) <= 1 || h.stride(1) == 1, "ffops: ", name,
               " must have a contiguous last dimension, got strides ", h.strides());
-  TORCH_CHECK(at::isFloatingType(h.scalar_type()), "ffops: ", name, " must be floating point, got ",
-              h.scalar_type());
+  TORCH_CHECK(at::isFloatingType(h.scalar_type()), "ffops: ", name, " must be floating point, got ", h.scalar_type());
 }
 
 inline void check_stat(const at::Tensor& v, const at::Tensor& h, const char* name) {
   TORCH_CHECK(v.device() == h.device(), "ffops: ", name, " must be on ", h.device(), ", got ", v.device());
   TORCH_CHECK(v.dim() == 1 && v.size(0) == h.size(0) && v.is_contiguous(), "ffops: ", name,
               " must be a contiguous vector of ", h.size(0), " per-row values, got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == stat_type(h.scalar_type()), "ffops: ", name, " must be ",
-              stat_type(h.scalar_type()), ", got ", v.scalar_type());
+  TORCH_CHECK(v.scalar_type() == stat_type(h.scalar_type()), "ffops: ", name, " must be ", stat_type(h.scalar_type()),
+              ", got ", v.scalar_type());
 }
 
 inline at::Tensor empty_stat(const at::Tensor& h) {
@@ -40,8 +39,7 @@ inline at::Tensor empty_stat(const at::Tensor& h) {
 }
 
 inline void check_float_contiguous(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "ffops: ", name, " must be floating point, got ",
-              t.scalar_type());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "ffops: ", name, " must be floating point, got ", t.scalar_type());
   TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous");
 }
 

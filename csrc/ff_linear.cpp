@@ -31,38 +31,34 @@ using Opt = std::optional<at::Tensor>;
 // registered after this library loads).
 template <bool kTriton>
 const auto& ff_linear_fwd_op() {
-  static const auto op =
-      find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const Opt&, const at::Tensor&,
-                                                             const Opt&, int64_t)>(
-          op_name<kTriton>("ff_linear_fwd").c_str());
+  static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const Opt&, const at::Tensor&, const Opt&, int64_t)>(
+      op_name<kTriton>("ff_linear_fwd").c_str());
   return op;
 }
 
 template <bool kTriton>
 const auto& ff_linear_bwd_op() {
   static const auto op =
-      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const Opt&, const at::Tensor&,
-                                                 const at::Tensor&, const Opt&, int64_t)>(
-          op_name<kTriton>("ff_linear_bwd").c_str());
+      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const Opt&, const at::Tensor&, const at::Tensor&,
+                                                 const Opt&, int64_t)>(op_name<kTriton>("ff_linear_bwd").c_str());
   return op;
 }
 
 template <bool kTriton>
 const auto& overlay_fwd_op() {
-  static const auto op =
-      find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                             const Opt&, const at::Tensor&, const Opt&, int64_t,
-                                                             int64_t)>(
-          op_name<kTriton>("ff_linear_overlay_fwd").c_str());
+  static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const Opt&, const at::Tensor&, const Opt&, int64_t,
+      int64_t)>(op_name<kTriton>("ff_linear_overlay_fwd").c_str());
   return op;
 }
 
 template <bool kTriton>
 const auto& overlay_bwd_op() {
   static const auto op =
-      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                 const Opt&, const at::Tensor&, const at::Tensor&, const Opt&, int64_t,
-                                                 int64_t)>(op_name<kTriton>("ff_linear_overlay_bwd").c_str());
+      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, const Opt&,
+                                                 const at::Tensor&, const at::Tensor&, const Opt&, int64_t, int64_t)>(
+          op_name<kTriton>("ff_linear_overlay_bwd").c_str());
   return op;
 }
 
@@ -78,8 +74,8 @@ at::Tensor grad_sumsq_or_zeros(const at::Tensor& grad, const at::Tensor& h) {
 template <bool kTriton>
 class FFLinear : public torch::autograd::Function<FFLinear<kTriton>> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const Opt& x_scale,
-                               const at::Tensor& weight, const Opt& bias, int64_t n_pos) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const Opt& x_scale, const at::Tensor& weight,
+                               const Opt& bias, int64_t n_pos) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->set_materialize_grads(false);
     auto [h, sumsq, pos_mean] = ff_linear_fwd_op<kTriton>().call(x, x_scale, weight, bias, n_pos);
@@ -93,12 +89,11 @@ class FFLinear : public torch::autograd::Function<FFLinear<kTriton>> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &x_scale = saved[1], &h = saved[2];
-    if (!grads[1].defined() && !grads[2].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-                                                            at::Tensor()};
-    auto [grad_w, grad_b] = ff_linear_bwd_op<kTriton>().call(x, defined_or_none(x_scale), h,
-                                                             grad_sumsq_or_zeros(grads[1], h),
-                                                             defined_or_none(grads[2]),
-                                                             ctx->saved_data["n_pos"].toInt());
+    if (!grads[1].defined() && !grads[2].defined())
+      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    auto [grad_w, grad_b] =
+        ff_linear_bwd_op<kTriton>().call(x, defined_or_none(x_scale), h, grad_sumsq_or_zeros(grads[1], h),
+                                         defined_or_none(grads[2]), ctx->saved_data["n_pos"].toInt());
     return {at::Tensor(), at::Tensor(), grad_w, ctx->saved_data["has_bias"].toBool() ? grad_b : at::Tensor(),
             at::Tensor()};
   }
@@ -129,11 +124,9 @@ class FFLinearOverlay : public torch::autograd::Function<FFLinearOverlay<kTriton
     const at::Tensor &base = saved[0], &labels = saved[1], &on = saved[2], &x_scale = saved[3], &h = saved[4];
     variable_list out(8);
     if (!grads[1].defined() && !grads[2].defined()) return out;
-    auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(base, labels, on, defined_or_none(x_scale), h,
-                                                           grad_sumsq_or_zeros(grads[1], h),
-                                                           defined_or_none(grads[2]),
-                                                           ctx->saved_data["num_classes"].toInt(),
-                                                           ctx->saved_data["n_pos"].toInt());
+    auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(
+        base, labels, on, defined_or_none(x_scale), h, grad_sumsq_or_zeros(grads[1], h), defined_or_none(grads[2]),
+        ctx->saved_data["num_classes"].toInt(), ctx->saved_data["n_pos"].toInt());
     out[4] = grad_w;
     if (ctx->saved_data["has_bias"].toBool()) out[5] = grad_b;
     return out;

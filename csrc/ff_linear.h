@@ -55,8 +55,8 @@ inline int64_t check_overlay_args(const at::Tensor& base, const at::Tensor& labe
               base.sizes(), " with strides ", base.strides());
   TORCH_CHECK(labels.device() == base.device() && labels.scalar_type() == at::kLong && labels.dim() == 1 &&
                   labels.is_contiguous(),
-              "ffops: labels must be a contiguous int64 vector on ", base.device(), ", got ", labels.scalar_type(),
-              " ", labels.sizes(), " on ", labels.device());
+              "ffops: labels must be a contiguous int64 vector on ", base.device(), ", got ", labels.scalar_type(), " ",
+              labels.sizes(), " on ", labels.device());
   const int64_t batch = base.size(0), rows = labels.size(0);
   TORCH_CHECK(batch == 0 ? rows == 0 : (rows >= batch && rows % batch == 0), "ffops: labels must hold k * ", batch,
               " row labels (k >= 1), got ", rows);

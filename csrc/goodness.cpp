@@ -144,9 +144,9 @@ class Normalize : public torch::autograd::Function<Normalize<kTriton>> {
     const at::Tensor &grad_y = grads[0], &grad_s = grads[1];
     at::Tensor dh;
     if (grad_y.defined()) {
-      dh = normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h, s,
-                                            ctx->saved_data["norm_scale"].toDouble(),
-                                            ctx->saved_data["eps"].toDouble());
+      dh =
+          normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h, s,
+                                           ctx->saved_data["norm_scale"].toDouble(), ctx->saved_data["eps"].toDouble());
     } else if (grad_s.defined()) {
       dh = row_scale_op<kTriton>().call(h, (2.0 * grad_s).contiguous());
     }

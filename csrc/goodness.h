@@ -21,8 +21,8 @@ inline void check_normalize_bwd_args(const at::Tensor& grad_y, const std::option
   check_rows(grad_y, "grad_y");
   TORCH_CHECK(grad_y.device() == h.device(), "ffops: grad_y must be on ", h.device(), ", got ", grad_y.device());
   TORCH_CHECK(grad_y.sizes() == h.sizes() && grad_y.scalar_type() == h.scalar_type(),
-              "ffops: grad_y must match h, got ", grad_y.sizes(), " ", grad_y.scalar_type(), " vs ", h.sizes(),
-              " ", h.scalar_type());
+              "ffops: grad_y must match h, got ", grad_y.sizes(), " ", grad_y.scalar_type(), " vs ", h.sizes(), " ",
+              h.scalar_type());
   check_stat(s, h, "s");
   if (grad_s.has_value()) check_stat(*grad_s, h, "grad_s");
 }

@@ -67,8 +67,8 @@ class MSNorm : public torch::autograd::Function<MSNorm<kTriton>> {
     } else if (TORCH_GUARD_OR_FALSE(y.sym_numel().sym_eq(0))) {
       dx = at::empty_symint(y.sym_sizes(), y.options().dtype(x_dtype));  // an empty gradient may carry any strides
     } else {
-      dx = ms_norm_bwd_op<kTriton>().call(rows_last_contiguous(grads[0]), y, rstd,
-                                          ctx->saved_data["center"].toBool(), x_dtype);
+      dx = ms_norm_bwd_op<kTriton>().call(rows_last_contiguous(grads[0]), y, rstd, ctx->saved_data["center"].toBool(),
+                                          x_dtype);
     }
     return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
   }

@@ -28,13 +28,14 @@ inline void check_ms_norm_bwd_args(const at::Tensor& grad_y, const at::Tensor& y
   check_rows(grad_y, "grad_y");
   TORCH_CHECK(y.is_contiguous(), "ffops: y must be contiguous");
   TORCH_CHECK(grad_y.device() == y.device(), "ffops: grad_y must be on ", y.device(), ", got ", grad_y.device());
-  TORCH_CHECK(grad_y.sizes() == y.sizes() && grad_y.scalar_type() == y.scalar_type(), "ffops: grad_y must match y, got ",
-              grad_y.sizes(), " ", grad_y.scalar_type(), " vs ", y.sizes(), " ", y.scalar_type());
+  TORCH_CHECK(grad_y.sizes() == y.sizes() && grad_y.scalar_type() == y.scalar_type(),
+              "ffops: grad_y must match y, got ", grad_y.sizes(), " ", grad_y.scalar_type(), " vs ", y.sizes(), " ",
+              y.scalar_type());
   check_stat(rstd, y, "rstd");
-  TORCH_CHECK((dx_dtype == at::kDouble) == (y.scalar_type() == at::kDouble) &&
-                  (dx_dtype == at::kFloat || dx_dtype == at::kHalf || dx_dtype == at::kBFloat16 ||
-                   dx_dtype == at::kDouble),
-              "ffops: dx_dtype must be float32, float16 or bfloat16 (float64 only with float64 y), got ", dx_dtype);
+  TORCH_CHECK(
+      (dx_dtype == at::kDouble) == (y.scalar_type() == at::kDouble) &&
+          (dx_dtype == at::kFloat || dx_dtype == at::kHalf || dx_dtype == at::kBFloat16 || dx_dtype == at::kDouble),
+      "ffops: dx_dtype must be float32, float16 or bfloat16 (float64 only with float64 y), got ", dx_dtype);
 }
 
 }  // namespace ffops

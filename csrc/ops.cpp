@@ -39,8 +39,7 @@ TORCH_LIBRARY(ffops, m) {
   // Backward of normalize_fwd, with an optional gradient flowing into s as well:
   // dh = r * dy + h * (2 * ds - [n > 0] * r^2 * norm_scale / n * <dy, h>),  n = sqrt(norm_scale*s),
   // r = 1 / (n + eps).
-  def_op(m,
-      "normalize_bwd(Tensor grad_y, Tensor? grad_s, Tensor h, Tensor s, float norm_scale, float eps) -> Tensor");
+  def_op(m, "normalize_bwd(Tensor grad_y, Tensor? grad_s, Tensor h, Tensor s, float norm_scale, float eps) -> Tensor");
 
   // ---- ff_linear: fused Forward-Forward layer (csrc/cpu/ff_linear.cpp, csrc/cuda/ff_linear*.{cu,cpp}) --
   // x [B, in] and weight [out, in] contiguous, same dtype; x_scale [B] (stat type) or None: a
@@ -48,7 +47,8 @@ TORCH_LIBRARY(ffops, m) {
   // (dtype of x) or None. Rows r < n_pos are positive data.
   //   pre = x_scale[r] * (x @ weight^T)[r, :] + bias;  h = relu(pre)  (contiguous [B, out], dtype of x)
   //   sumsq[r] = sum_j h[r, j]^2;  pos_mean[j] = mean_{r < n_pos} h[r, j]  (stat type; NaN if n_pos == 0)
-  def_op(m,
+  def_op(
+      m,
       "ff_linear_fwd(Tensor x, Tensor? x_scale, Tensor weight, Tensor? bias, int n_pos) -> (Tensor, Tensor, Tensor)");
   // Gradients of a loss L(sumsq, pos_mean) given dL/dsumsq (grad_sumsq [B]) and dL/dpos_mean
   // (grad_pos_mean [out] or None; stat type):
@@ -56,8 +56,8 @@ TORCH_LIBRARY(ffops, m) {
   //   grad_weight = (x_scale[:, None] * dpre)^T @ x  [out, in];  grad_bias = sum_r dpre[r, :]  [out]
   // (both in the dtype of x). Returns (grad_weight, grad_bias).
   def_op(m,
-      "ff_linear_bwd(Tensor x, Tensor? x_scale, Tensor h, Tensor grad_sumsq, Tensor? grad_pos_mean, int n_pos) "
-      "-> (Tensor, Tensor)");
+         "ff_linear_bwd(Tensor x, Tensor? x_scale, Tensor h, Tensor grad_sumsq, Tensor? grad_pos_mean, int n_pos) "
+         "-> (Tensor, Tensor)");
   // The first layer on every (sample, label) overlay, for prediction by goodness (inference only;
   // csrc/cpu/ff_label_rows.cpp, csrc/cuda/ff_linear*.{cu,cpp}). The label overlay only changes the
   // first C input features, so one GEMM on the label-free input x0 (x with its first C features
@@ -70,7 +70,7 @@ TORCH_LIBRARY(ffops, m) {
   // stat type; h contiguous [B*C, out] of pre's dtype, sumsq [B*C] of the stat type (from the
   // unrounded h). Returns (h, sumsq).
   def_op(m,
-      "ff_label_rows(Tensor pre, Tensor on, Tensor? scale, Tensor label_weight, Tensor? bias) -> (Tensor, Tensor)");
+         "ff_label_rows(Tensor pre, Tensor on, Tensor? scale, Tensor label_weight, Tensor? bias) -> (Tensor, Tensor)");
   // The first layer trained on label-overlaid rows that share their images (supervised FF: the
   // positive and negative rows are the same images with different labels; csrc/cpu/ff_linear_overlay.cpp,
   // csrc/cuda/ff_linear_cuda.cpp). base [B, in] contiguous; labels [R] int64 contiguous with
@@ -80,14 +80,14 @@ TORCH_LIBRARY(ffops, m) {
   // and h, sumsq, pos_mean are ff_linear_fwd's on those rows (x_scale [R] or None, bias, n_pos as
   // there). The GEMM runs on the B shared rows only (k times fewer FLOPs than on the R rows).
   def_op(m,
-      "ff_linear_overlay_fwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor weight, Tensor? bias, "
-      "int num_classes, int n_pos) -> (Tensor, Tensor, Tensor)");
+         "ff_linear_overlay_fwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor weight, Tensor? bias, "
+         "int num_classes, int n_pos) -> (Tensor, Tensor, Tensor)");
   // ff_linear_bwd on those rows: with dpre as there and u[r] = x_scale[r] * dpre[r, :],
   //   grad_weight[:, C:] = (sum_{r % B == b} u[r])^T @ base[:, C:]   (one GEMM over the B shared rows)
   //   grad_weight[j, c]  = sum_{r : labels[r] == c} on[r % B] * u[r, j];  grad_bias = sum_r dpre[r, :]
   def_op(m,
-      "ff_linear_overlay_bwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor h, Tensor grad_sumsq, "
-      "Tensor? grad_pos_mean, int num_classes, int n_pos) -> (Tensor, Tensor)");
+         "ff_linear_overlay_bwd(Tensor base, Tensor labels, Tensor on, Tensor? x_scale, Tensor h, Tensor grad_sumsq, "
+         "Tensor? grad_pos_mean, int num_classes, int n_pos) -> (Tensor, Tensor)");
 
   // ---- packed_act: memory-saving activations (csrc/cpu/packed_act.cpp, csrc/cuda/packed_act*.{cu,cpp}) --
   // Packed-code activations (ReGELU2, ReSiLU2, Few-Bit). x contiguous, any shape, n = numel; fn the
@@ -131,8 +131,8 @@ TORCH_LIBRARY(ffops, m) {
   // dyt [N, B] and xt [M, B] contiguous, dtype of values. Both outputs contiguous in that dtype; an
   // output that is not needed (need_dx / need_dvalues false) is returned as an empty [0] tensor.
   def_op(m,
-      "sparse_linear_bwd(Tensor dyt, Tensor xt, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
-      "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
+         "sparse_linear_bwd(Tensor dyt, Tensor xt, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
+         "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
   // out = x.t().contiguous() for a 2-D x (CPU only: a fast transpose for the sparse layer's layouts).
   m.def("transpose_2d(Tensor x) -> Tensor");
 }

@@ -28,9 +28,9 @@ using torch::autograd::variable_list;
 // registered after this library loads).
 template <bool kTriton>
 const auto& packed_act_fwd_op() {
-  static const auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, int64_t, at::ArrayRef<double>, at::ArrayRef<double>, int64_t)>(
-      op_name<kTriton>("packed_act_fwd").c_str());
+  static const auto op =
+      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, at::ArrayRef<double>, at::ArrayRef<double>,
+                                                 int64_t)>(op_name<kTriton>("packed_act_fwd").c_str());
   return op;
 }
 

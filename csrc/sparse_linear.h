@@ -75,8 +75,7 @@ inline void check_ptr(const at::Tensor& ptr, const char* op, const char* name, i
     const bool i32 = ptr.scalar_type() == at::kInt;
     const int64_t first = i32 ? ptr.const_data_ptr<int32_t>()[0] : ptr.const_data_ptr<int64_t>()[0];
     const int64_t last = i32 ? ptr.const_data_ptr<int32_t>()[n] : ptr.const_data_ptr<int64_t>()[n];
-    TORCH_CHECK(first == 0 && last == nnz, op, name, " must run from 0 to nnz = ", nnz, ", got ", first, " ... ",
-                last);
+    TORCH_CHECK(first == 0 && last == nnz, op, name, " must run from 0 to nnz = ", nnz, ", got ", first, " ... ", last);
   }
 }
 

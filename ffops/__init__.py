@@ -6,7 +6,7 @@ Backends (see ``ffops.set_backend``): ``auto`` (default), ``reference``, ``cpu``
 
 __version__ = "0.1.0"
 
-from ffops._backend import (  # noqa: E402
+from ffops._backend import (
     BACKENDS,
     BackendUnavailableError,
     available,
@@ -14,21 +14,21 @@ from ffops._backend import (  # noqa: E402
     set_backend,
     use_backend,
 )
-from ffops.ops.ff_linear import ff_linear, ff_linear_overlay  # noqa: E402
-from ffops.ops.goodness import ff_loss, ff_normalize, goodness, goodness_and_normalize  # noqa: E402
-from ffops.ops.ms_norm import ms_layernorm, ms_rmsnorm  # noqa: E402
-from ffops.ops.packed_act import fewbit, regelu2, resilu2  # noqa: E402
-from ffops.ops.sparse_linear import sparse_linear  # noqa: E402
+from ffops.ops.ff_linear import ff_linear, ff_linear_overlay
+from ffops.ops.goodness import ff_loss, ff_normalize, goodness, goodness_and_normalize
+from ffops.ops.ms_norm import ms_layernorm, ms_rmsnorm
+from ffops.ops.packed_act import fewbit, regelu2, resilu2
+from ffops.ops.sparse_linear import sparse_linear
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "available",
+    "fewbit",
     "ff_linear",
     "ff_linear_overlay",
     "ff_loss",
     "ff_normalize",
-    "fewbit",
     "get_backend",
     "goodness",
     "goodness_and_normalize",
@@ -41,4 +41,5 @@ __all__ = [
     "use_backend",
 ]
 
-from ffops import memory, nn, sparse  # noqa: E402  (ffops.memory.patch, ffops.nn.ReGELU2, ffops.sparse.sparsify, ...)
+# the families' tools as attributes: ffops.memory.patch, ffops.nn.ReGELU2, ffops.sparse.sparsify, ...
+from ffops import memory, nn, sparse  # noqa: F401

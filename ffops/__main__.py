@@ -10,12 +10,20 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="versions, devices, and which backends are built and usable")
     from ffops.cli import train_ff
 
-    train_ff.add_arguments(sub.add_parser("train-ff", help="Forward-Forward training on MNIST / Fashion-MNIST",
-                                          description=train_ff.__doc__))
+    train_ff.add_arguments(
+        sub.add_parser(
+            "train-ff", help="Forward-Forward training on MNIST / Fashion-MNIST", description=train_ff.__doc__
+        )
+    )
     from ffops.cli import train_sparse
 
-    train_sparse.add_arguments(sub.add_parser("train-sparse", help="prune an MLP gradually and fine-tune it sparse",
-                                              description=train_sparse.__doc__))
+    train_sparse.add_arguments(
+        sub.add_parser(
+            "train-sparse",
+            help="prune an MLP gradually and fine-tune it sparse",
+            description=train_sparse.__doc__,
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "info":
         from ffops._info import report

@@ -52,8 +52,10 @@ TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 def _triton_status():
     if not CPP_LOADED:
-        return False, (f"the Triton kernel set needs ffops._C, which holds its schemas and autograd ({CPP_ERROR}); "
-                       f"build it with: {BUILD_HINT}")
+        return False, (
+            f"the Triton kernel set needs ffops._C, which holds its schemas and autograd ({CPP_ERROR}); "
+            f"build it with: {BUILD_HINT}"
+        )
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed (pip install triton)"
     try:

@@ -50,13 +50,25 @@ def report() -> str:
     rows = [
         ("reference", True, True, "pure torch, any device"),
         ("cpu", _backend.CPP_CPU, usable["cpu"], f"C++ kernels in ffops._C ({c_state})"),
-        ("cuda", _backend.CPP_CUDA, usable["cuda"], "CUDA C++ kernels in ffops._C"
-         + ("" if _backend.CPP_CUDA else " (not compiled into this build)")),
+        (
+            "cuda",
+            _backend.CPP_CUDA,
+            usable["cuda"],
+            "CUDA C++ kernels in ffops._C" + ("" if _backend.CPP_CUDA else " (not compiled into this build)"),
+        ),
         ("triton", _backend.TRITON_OK, usable["triton"], "Triton kernels on CUDA tensors"),
-        ("triton-interpreter", _backend.TRITON_OK, usable["triton-interpreter"],
-         "Triton kernels on CPU tensors" + ("" if _backend.TRITON_INTERPRET else " (set TRITON_INTERPRET=1)")),
+        (
+            "triton-interpreter",
+            _backend.TRITON_OK,
+            usable["triton-interpreter"],
+            "Triton kernels on CPU tensors" + ("" if _backend.TRITON_INTERPRET else " (set TRITON_INTERPRET=1)"),
+        ),
     ]
-    lines += ["", f"backends (current setting: {_backend.get_backend()}):", "  name                built  usable  what"]
+    lines += [
+        "",
+        f"backends (current setting: {_backend.get_backend()}):",
+        "  name                built  usable  what",
+    ]
     for name, built, ok, what in rows:
         lines.append(f"  {name:<19} {'yes' if built else 'no':<6} {'yes' if ok else 'no':<7} {what}")
     dispatch = {dev: _backend.resolve(torch.device(dev)) for dev in ("cpu", "cuda")}

@@ -13,13 +13,10 @@ def check_float_tensor(op: str, name: str, value, *, min_ndim: int = 1) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{op}: {name} must be float32, float16, bfloat16 or float64, got {value.dtype}"
-        )
+        raise TypeError(f"{op}: {name} must be float32, float16, bfloat16 or float64, got {value.dtype}")
     if value.dim() < min_ndim:
         raise ValueError(
-            f"{op}: {name} must have at least {min_ndim} dimensions "
-            f"(batch first), got shape {tuple(value.shape)}"
+            f"{op}: {name} must have at least {min_ndim} dimensions (batch first), got shape {tuple(value.shape)}"
         )
 
 

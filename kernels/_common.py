@@ -10,9 +10,10 @@ import functools
 import os
 
 import torch
-from ffops.ops._common import stat_dtype as acc_dtype  # accumulation / per-row statistic dtype
 import triton
 import triton.language as tl
+
+from ffops.ops._common import stat_dtype as acc_dtype  # accumulation / per-row statistic dtype
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -58,7 +59,7 @@ def row_config(R: int, K: int, dtype: torch.dtype):
     while rows > 1 and cdiv(R, rows) < MIN_PROGRAMS:
         rows //= 2
     num_warps = min(16, max(1, rows * block // 256))
-    return (cdiv(R, rows),), rows, block, K <= block, num_warps
+    return (cdiv(R, rows),), rows, block, block >= K, num_warps
 
 
 def assert_rows(h: torch.Tensor) -> None:

@@ -38,7 +38,6 @@ import triton.language as tl
 
 from ffops.kernels._common import FLOAT_DTYPES, acc_dtype, cdiv, next_pow2, num_sms
 
-
 # ---------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------
@@ -66,8 +65,18 @@ def _dot(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _k_loop(x_ptrs, w_ptrs, acc, k_begin, K, ks, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
-            UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
+def _k_loop(
+    x_ptrs,
+    w_ptrs,
+    acc,
+    k_begin,
+    K,
+    ks,
+    EVEN_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """acc + x[:, k_begin:K] @ w^T[k_begin:K, :] in BLOCK_K steps; x_ptrs [BLOCK_M, BLOCK_K] and w_ptrs
     [BLOCK_K, BLOCK_N] point at column k_begin. EVEN_K requires (K - k_begin) % BLOCK_K == 0."""
     for k0 in range(k_begin, K, BLOCK_K):
@@ -84,11 +93,29 @@ def _k_loop(x_ptrs, w_ptrs, acc, k_begin, K, ks, EVEN_K: tl.constexpr, PRECISION
 
 
 @triton.jit
-def _ff_linear_fwd_kernel(x_ptr, w_ptr, xs_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr, B, N, K, n_pos,
-                          HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
-                          EVEN_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          GROUP_M: tl.constexpr):
+def _ff_linear_fwd_kernel(
+    x_ptr,
+    w_ptr,
+    xs_ptr,
+    b_ptr,
+    h_ptr,
+    ss_ptr,
+    cs_ptr,
+    B,
+    N,
+    K,
+    n_pos,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
     """h = relu(xs[:, None] * (x @ w^T) + b); ss[r] += sum_j h[r, j]^2; cs[j] += sum_{r<n_pos} h[r, j].
 
     x_ptr:  [B, K] contiguous; float32/16, bfloat16 or float64.    w_ptr: [N, K] contiguous, dtype of x.
@@ -106,8 +133,7 @@ def _ff_linear_fwd_kernel(x_ptr, w_ptr, xs_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr, B,
     # Out-of-range rows/columns wrap around (in-bounds loads, masked out in the epilogue).
     x_ptrs = x_ptr + (rows % B)[:, None] * K + ks[None, :]  # [BLOCK_M, BLOCK_K]
     w_ptrs = w_ptr + (cols % N)[None, :] * K + ks[:, None]  # [BLOCK_K, BLOCK_N], w^T
-    acc = _k_loop(x_ptrs, w_ptrs, tl.zeros([BLOCK_M, BLOCK_N], acc_ty), 0, K, ks, EVEN_K, PRECISION, UPCAST,
-                  BLOCK_K)
+    acc = _k_loop(x_ptrs, w_ptrs, tl.zeros([BLOCK_M, BLOCK_N], acc_ty), 0, K, ks, EVEN_K, PRECISION, UPCAST, BLOCK_K)
 
     rmask = rows < B
     cmask = cols < N
@@ -134,10 +160,28 @@ def _ff_linear_fwd_kernel(x_ptr, w_ptr, xs_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr, B,
 
 
 @triton.jit(do_not_specialize=["n_pos"])  # n_pos == 1 would become a constexpr int (no .to)
-def _ff_linear_bwd_kernel(x_ptr, xs_ptr, h_ptr, gs_ptr, gpm_ptr, gw_ptr, gb_ptr, B, N, K, n_pos,
-                          HAS_SCALE: tl.constexpr, HAS_GPM: tl.constexpr, EVEN_M: tl.constexpr,
-                          PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr):
+def _ff_linear_bwd_kernel(
+    x_ptr,
+    xs_ptr,
+    h_ptr,
+    gs_ptr,
+    gpm_ptr,
+    gw_ptr,
+    gb_ptr,
+    B,
+    N,
+    K,
+    n_pos,
+    HAS_SCALE: tl.constexpr,
+    HAS_GPM: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_N: tl.constexpr,
+):
     """dpre[r, j] = 2 gs[r] h[r, j] + [r < n_pos][h[r, j] > 0] gpm[j] / n_pos (second term if HAS_GPM);
     gw = (xs[:, None] * dpre)^T @ x;  gb = sum_r dpre[r, :].
 
@@ -196,9 +240,22 @@ def _ff_linear_bwd_kernel(x_ptr, xs_ptr, h_ptr, gs_ptr, gpm_ptr, gw_ptr, gb_ptr,
 
 
 @triton.jit
-def _ff_label_rows_kernel(pre_ptr, on_ptr, s_ptr, wt_ptr, b_ptr, h_ptr, ss_ptr, R, C, N,
-                          HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr):
+def _ff_label_rows_kernel(
+    pre_ptr,
+    on_ptr,
+    s_ptr,
+    wt_ptr,
+    b_ptr,
+    h_ptr,
+    ss_ptr,
+    R,
+    C,
+    N,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """Row r = b * C + c: h[r, j] = relu(s[b] * (pre[b, j] + on[b] * wt[c, j]) + bias[j]) in the stat
     type; ss[r] = sum_j h[r, j]^2 (unrounded h).
 
@@ -303,11 +360,30 @@ def ff_linear_fwd(x, x_scale, weight, bias, n_pos, precision=None, deterministic
         ss = torch.zeros(B, dtype=st, device=dev)
         cs = torch.zeros(N, dtype=st, device=dev)
     _ff_linear_fwd_kernel[(num_pid_m * num_pid_n,)](
-        x, weight, ss if x_scale is None else x_scale, ss if bias is None else bias, h, ss, cs,
-        B, N, K, n_pos, HAS_SCALE=x_scale is not None, HAS_BIAS=bias is not None,
-        ATOMIC=not deterministic, EVEN_K=K % bk == 0, PRECISION=_precision(x.dtype, precision),
-        UPCAST=_upcast(x), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=num_warps,
-        num_stages=num_stages)
+        x,
+        weight,
+        ss if x_scale is None else x_scale,
+        ss if bias is None else bias,
+        h,
+        ss,
+        cs,
+        B,
+        N,
+        K,
+        n_pos,
+        HAS_SCALE=x_scale is not None,
+        HAS_BIAS=bias is not None,
+        ATOMIC=not deterministic,
+        EVEN_K=K % bk == 0,
+        PRECISION=_precision(x.dtype, precision),
+        UPCAST=_upcast(x),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        GROUP_M=8,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
     if deterministic:
         ss, cs = ss.sum(0), cs.sum(0)
     return h, ss, cs / n_pos
@@ -330,19 +406,36 @@ def ff_linear_bwd(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos, precision=Non
     if grad_pos_mean is not None:
         _assert_vec(grad_pos_mean, N, st, dev)
     if B == 0 or N == 0:
-        return (torch.zeros((N, K), dtype=x.dtype, device=dev),
-                torch.zeros(N, dtype=x.dtype, device=dev))
+        return (torch.zeros((N, K), dtype=x.dtype, device=dev), torch.zeros(N, dtype=x.dtype, device=dev))
     gw = torch.empty((N, K), dtype=x.dtype, device=dev)
     gb = torch.empty(N, dtype=x.dtype, device=dev)
     bn, bk, bm, num_warps, num_stages = _config(N, K, x.dtype, dev)
     has_gpm = grad_pos_mean is not None and n_pos > 0
     grid = (cdiv(N, bn) * max(1, cdiv(K, bk)),)
     _ff_linear_bwd_kernel[grid](
-        x, grad_sumsq if x_scale is None else x_scale, h, grad_sumsq,
-        grad_pos_mean if has_gpm else grad_sumsq, gw, gb, B, N, K, n_pos,
-        HAS_SCALE=x_scale is not None, HAS_GPM=has_gpm, EVEN_M=B % bm == 0,
-        PRECISION=_precision(x.dtype, precision), UPCAST=_upcast(x), BLOCK_M=bm, BLOCK_N=bn,
-        BLOCK_K=bk, GROUP_N=8, num_warps=num_warps, num_stages=num_stages)
+        x,
+        grad_sumsq if x_scale is None else x_scale,
+        h,
+        grad_sumsq,
+        grad_pos_mean if has_gpm else grad_sumsq,
+        gw,
+        gb,
+        B,
+        N,
+        K,
+        n_pos,
+        HAS_SCALE=x_scale is not None,
+        HAS_GPM=has_gpm,
+        EVEN_M=B % bm == 0,
+        PRECISION=_precision(x.dtype, precision),
+        UPCAST=_upcast(x),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        GROUP_N=8,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
     return gw, gb
 
 
@@ -352,7 +445,11 @@ def ff_label_rows(pre, on, scale, label_weight, bias):
     stat type) and sumsq its sum of squares (stat type, from the unrounded h). pre [B, out] and
     label_weight [out, C] contiguous, bias [out] (or None) of pre's dtype; on and scale (or None) [B]
     of the stat type."""
-    assert pre.dim() == 2 and pre.is_contiguous() and pre.dtype in FLOAT_DTYPES, (pre.shape, pre.stride(), pre.dtype)
+    assert pre.dim() == 2 and pre.is_contiguous() and pre.dtype in FLOAT_DTYPES, (
+        pre.shape,
+        pre.stride(),
+        pre.dtype,
+    )
     (B, N), C = pre.shape, label_weight.size(1)
     assert label_weight.shape == (N, C) and C >= 1 and label_weight.is_contiguous(), label_weight.shape
     assert label_weight.dtype == pre.dtype and label_weight.device == pre.device
@@ -373,6 +470,20 @@ def ff_label_rows(pre, on, scale, label_weight, bias):
     else:  # Triton interpreter: small blocks keep tests quick
         bm, bn, num_warps = 4, 16, 1
     _ff_label_rows_kernel[(cdiv(B * C, bm),)](
-        pre, on, on if scale is None else scale, wt, wt if bias is None else bias, h, ss, B * C, C, N,
-        HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, num_warps=num_warps)
+        pre,
+        on,
+        on if scale is None else scale,
+        wt,
+        wt if bias is None else bias,
+        h,
+        ss,
+        B * C,
+        C,
+        N,
+        HAS_SCALE=scale is not None,
+        HAS_BIAS=bias is not None,
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        num_warps=num_warps,
+    )
     return h, ss

@@ -56,11 +56,34 @@ from ffops.kernels.ff_linear import (
 
 
 @triton.jit
-def _ff_linear_overlay_fwd_kernel(x_ptr, lab_ptr, on_ptr, xs_ptr, w_ptr, wt_ptr, b_ptr, h_ptr, ss_ptr, cs_ptr,
-                                  B, R, N, K, C, n_pos, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                  ATOMIC: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
-                                  UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                  BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+def _ff_linear_overlay_fwd_kernel(
+    x_ptr,
+    lab_ptr,
+    on_ptr,
+    xs_ptr,
+    w_ptr,
+    wt_ptr,
+    b_ptr,
+    h_ptr,
+    ss_ptr,
+    cs_ptr,
+    B,
+    R,
+    N,
+    K,
+    C,
+    n_pos,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
     """Row r = j * B + b: h[r] = relu(xs[r] * (x[b, C:] @ w[:, C:]^T + on[b] * wt[lab[r], :]) + bias);
     ss[r] += sum_j h[r, j]^2; cs[j] += sum_{r<n_pos} h[r, j].
 
@@ -127,10 +150,31 @@ def _ff_linear_overlay_fwd_kernel(x_ptr, lab_ptr, on_ptr, xs_ptr, w_ptr, wt_ptr,
 
 
 @triton.jit(do_not_specialize=["n_pos"])  # n_pos == 1 would become a constexpr int (no .to)
-def _ff_linear_overlay_bwd_kernel(x_ptr, lab_ptr, on_ptr, xs_ptr, h_ptr, gs_ptr, gpm_ptr, gw_ptr, gb_ptr,
-                                  B, R, N, K, C, n_pos, HAS_SCALE: tl.constexpr, HAS_GPM: tl.constexpr,
-                                  PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr):
+def _ff_linear_overlay_bwd_kernel(
+    x_ptr,
+    lab_ptr,
+    on_ptr,
+    xs_ptr,
+    h_ptr,
+    gs_ptr,
+    gpm_ptr,
+    gw_ptr,
+    gb_ptr,
+    B,
+    R,
+    N,
+    K,
+    C,
+    n_pos,
+    HAS_SCALE: tl.constexpr,
+    HAS_GPM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_N: tl.constexpr,
+):
     """dpre[r, j] = 2 gs[r] h[r, j] + [r < n_pos][h[r, j] > 0] gpm[j] / n_pos (second term if HAS_GPM);
     u = xs[:, None] * dpre;  gw[:, C:] = (sum_j u[j * B + b])^T @ x[:, C:];
     gw[n, c] = sum_r on[r % B] u[r, n] [lab[r] == c] (c < C);  gb = sum_r dpre[r, :].
@@ -213,14 +257,18 @@ def _assert_overlay_args(base, labels, on, x_scale, num_classes, n_pos):
     return B, K, R, st
 
 
-def ff_linear_overlay_fwd(base, labels, on, x_scale, weight, bias, num_classes, n_pos, precision=None,
-                          deterministic=None):
+def ff_linear_overlay_fwd(
+    base, labels, on, x_scale, weight, bias, num_classes, n_pos, precision=None, deterministic=None
+):
     """(h, sumsq, pos_mean) of ff_linear_fwd on the R = labels.numel() rows x_r = base[r % B] with
     their first num_classes features replaced by on[r % B] * one_hot(labels[r]): h [R, out] (base's
     dtype), sumsq [R] and pos_mean [out] (stat type; NaN if n_pos == 0). The GEMM runs on the B rows
     of base. x_scale [R] and bias may be None. precision, deterministic: as for ff_linear_fwd."""
     B, K, R, st = _assert_overlay_args(base, labels, on, x_scale, num_classes, n_pos)
-    assert weight.dim() == 2 and weight.is_contiguous() and weight.size(1) == K, (weight.shape, weight.stride())
+    assert weight.dim() == 2 and weight.is_contiguous() and weight.size(1) == K, (
+        weight.shape,
+        weight.stride(),
+    )
     assert weight.dtype == base.dtype and weight.device == base.device, (weight.dtype, weight.device)
     N, dev = weight.size(0), base.device
     if bias is not None:
@@ -240,18 +288,41 @@ def ff_linear_overlay_fwd(base, labels, on, x_scale, weight, bias, num_classes, 
         ss = torch.zeros(R, dtype=st, device=dev)
         cs = torch.zeros(N, dtype=st, device=dev)
     _ff_linear_overlay_fwd_kernel[(num_pid_m * num_pid_n,)](
-        base, labels, on, ss if x_scale is None else x_scale, weight, wt, wt if bias is None else bias, h, ss, cs,
-        B, R, N, K, num_classes, n_pos, HAS_SCALE=x_scale is not None, HAS_BIAS=bias is not None,
-        ATOMIC=not deterministic, EVEN_K=K % bk == 0, PRECISION=_precision(base.dtype, precision),
-        UPCAST=_upcast(base), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=num_warps,
-        num_stages=num_stages)
+        base,
+        labels,
+        on,
+        ss if x_scale is None else x_scale,
+        weight,
+        wt,
+        wt if bias is None else bias,
+        h,
+        ss,
+        cs,
+        B,
+        R,
+        N,
+        K,
+        num_classes,
+        n_pos,
+        HAS_SCALE=x_scale is not None,
+        HAS_BIAS=bias is not None,
+        ATOMIC=not deterministic,
+        EVEN_K=K % bk == 0,
+        PRECISION=_precision(base.dtype, precision),
+        UPCAST=_upcast(base),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        GROUP_M=8,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
     if deterministic:
         ss, cs = ss.sum(0), cs.sum(0)
     return h, ss, cs / n_pos
 
 
-def ff_linear_overlay_bwd(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mean, num_classes, n_pos,
-                          precision=None):
+def ff_linear_overlay_bwd(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mean, num_classes, n_pos, precision=None):
     """(grad_weight [out, in], grad_bias [out]), both of base's dtype, of ff_linear_bwd on the rows of
     ff_linear_overlay_fwd (h [R, out] its output, grad_sumsq [R], grad_pos_mean [out] or None, stat
     type), accumulated in the stat type with one GEMM over the B rows of base. x_scale may be None.
@@ -264,16 +335,39 @@ def ff_linear_overlay_bwd(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mea
     if grad_pos_mean is not None:
         _assert_vec(grad_pos_mean, N, st, dev)
     if B == 0 or N == 0:
-        return (torch.zeros((N, K), dtype=base.dtype, device=dev),
-                torch.zeros(N, dtype=base.dtype, device=dev))
+        return (
+            torch.zeros((N, K), dtype=base.dtype, device=dev),
+            torch.zeros(N, dtype=base.dtype, device=dev),
+        )
     gw = torch.empty((N, K), dtype=base.dtype, device=dev)
     gb = torch.empty(N, dtype=base.dtype, device=dev)
     bn, bk, bm, num_warps, num_stages = _config(N, K, base.dtype, dev)
     has_gpm = grad_pos_mean is not None and n_pos > 0
     _ff_linear_overlay_bwd_kernel[(cdiv(N, bn) * cdiv(K, bk),)](
-        base, labels, on, grad_sumsq if x_scale is None else x_scale, h, grad_sumsq,
-        grad_pos_mean if has_gpm else grad_sumsq, gw, gb, B, R, N, K, num_classes, n_pos,
-        HAS_SCALE=x_scale is not None, HAS_GPM=has_gpm, PRECISION=_precision(base.dtype, precision),
-        UPCAST=_upcast(base), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_N=8, num_warps=num_warps,
-        num_stages=num_stages)
+        base,
+        labels,
+        on,
+        grad_sumsq if x_scale is None else x_scale,
+        h,
+        grad_sumsq,
+        grad_pos_mean if has_gpm else grad_sumsq,
+        gw,
+        gb,
+        B,
+        R,
+        N,
+        K,
+        num_classes,
+        n_pos,
+        HAS_SCALE=x_scale is not None,
+        HAS_GPM=has_gpm,
+        PRECISION=_precision(base.dtype, precision),
+        UPCAST=_upcast(base),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        GROUP_N=8,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
     return gw, gb

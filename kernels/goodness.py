@@ -8,7 +8,8 @@ accumulate in the statistic's type; elementwise outputs are contiguous and of ``
 
 Layout (ffops.kernels._common.row_config): one program handles ROWS rows (ROWS > 1 only when
 rows are short), walking K in BLOCK chunks. When a row fits in one chunk (ONE_PASS) it is loaded
-once and kept in registers for the elementwise pass; otherwise the elementwise pass loops over K again (rereading from L2).
+once and kept in registers for the elementwise pass; otherwise the elementwise pass loops over K
+again (rereading from L2).
 
 These are pure launchers (no validation beyond asserts of the contract, no registration). They
 run on CUDA tensors, or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1).
@@ -31,7 +32,6 @@ from ffops.kernels._common import (
     sqrt_rn,
 )
 
-
 # ---------------------------------------------------------------------------------------------
 # Device helpers
 # ---------------------------------------------------------------------------------------------
@@ -50,8 +50,7 @@ def _sumsq(x_ptr, ld, rows, rmask, K, ROWS: tl.constexpr, BLOCK: tl.constexpr, a
 
 
 @triton.jit
-def _dot(a_ptr, lda, b_ptr, ldb, rows, rmask, K, ROWS: tl.constexpr, BLOCK: tl.constexpr,
-         acc_ty: tl.constexpr):
+def _dot(a_ptr, lda, b_ptr, ldb, rows, rmask, K, ROWS: tl.constexpr, BLOCK: tl.constexpr, acc_ty: tl.constexpr):
     """sum_k a[r, k] * b[r, k] for each row r of `rows`, accumulated in acc_ty."""
     a_base = a_ptr + rows[:, None] * lda
     b_base = b_ptr + rows[:, None] * ldb
@@ -70,9 +69,22 @@ def _dot(a_ptr, lda, b_ptr, ldb, rows, rmask, K, ROWS: tl.constexpr, BLOCK: tl.c
 
 
 @triton.jit
-def _goodness_kernel(h_ptr, g_ptr, loss_ptr, t_ptr, R, K, ld_h, scale: tl.float64, coef: tl.float64,
-                     theta: tl.float64, ROWS: tl.constexpr, BLOCK: tl.constexpr, LOSS: tl.constexpr,
-                     HAS_TARGET: tl.constexpr):
+def _goodness_kernel(
+    h_ptr,
+    g_ptr,
+    loss_ptr,
+    t_ptr,
+    R,
+    K,
+    ld_h,
+    scale: tl.float64,
+    coef: tl.float64,
+    theta: tl.float64,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    LOSS: tl.constexpr,
+    HAS_TARGET: tl.constexpr,
+):
     """g[r] = scale * sum_k h[r, k]^2; with LOSS also loss[r] = softplus(coef * (t[r] - g[r])),
     t[r] = target[r] if HAS_TARGET else theta.
 
@@ -114,8 +126,19 @@ def _row_scale_kernel(h_ptr, c_ptr, out_ptr, R, K, ld_h, ROWS: tl.constexpr, BLO
 
 
 @triton.jit
-def _normalize_fwd_kernel(h_ptr, y_ptr, s_ptr, R, K, ld_h, norm_scale: tl.float64, eps: tl.float64,
-                          ROWS: tl.constexpr, BLOCK: tl.constexpr, ONE_PASS: tl.constexpr):
+def _normalize_fwd_kernel(
+    h_ptr,
+    y_ptr,
+    s_ptr,
+    R,
+    K,
+    ld_h,
+    norm_scale: tl.float64,
+    eps: tl.float64,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):
     """s[r] = sum_k h[r, k]^2;  y[r, k] = h[r, k] * (1 / (sqrt(norm_scale * s[r]) + eps)).
 
     h_ptr: [R, K], row stride ld_h, unit column stride; float32/16, bfloat16 or float64.
@@ -147,9 +170,23 @@ def _normalize_fwd_kernel(h_ptr, y_ptr, s_ptr, R, K, ld_h, norm_scale: tl.float6
 
 
 @triton.jit
-def _normalize_bwd_kernel(gy_ptr, gs_ptr, h_ptr, s_ptr, dh_ptr, R, K, ld_gy, ld_h, norm_scale: tl.float64,
-                          eps: tl.float64, ROWS: tl.constexpr, BLOCK: tl.constexpr, ONE_PASS: tl.constexpr,
-                          HAS_GS: tl.constexpr):
+def _normalize_bwd_kernel(
+    gy_ptr,
+    gs_ptr,
+    h_ptr,
+    s_ptr,
+    dh_ptr,
+    R,
+    K,
+    ld_gy,
+    ld_h,
+    norm_scale: tl.float64,
+    eps: tl.float64,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+    HAS_GS: tl.constexpr,
+):
     """dh = inv * gy + c * h per row, n = sqrt(norm_scale * s), inv = 1 / (n + eps),
     c = [n > 0] * (-inv^2 * norm_scale / n * <gy, h>) + 2 * gs (the gs term only with HAS_GS).
 
@@ -209,9 +246,22 @@ def _goodness(h, scale, coef, theta, target, loss):
         return g, out
     grid, rows, block, _, num_warps = row_config(R, K, h.dtype)
     _goodness_kernel[grid](
-        h, g, out, g if target is None else target, R, K, h.stride(0), float(scale), float(coef),
-        float(theta), ROWS=rows, BLOCK=block, LOSS=loss, HAS_TARGET=target is not None,
-        num_warps=num_warps)
+        h,
+        g,
+        out,
+        g if target is None else target,
+        R,
+        K,
+        h.stride(0),
+        float(scale),
+        float(coef),
+        float(theta),
+        ROWS=rows,
+        BLOCK=block,
+        LOSS=loss,
+        HAS_TARGET=target is not None,
+        num_warps=num_warps,
+    )
     return g, out
 
 
@@ -248,8 +298,20 @@ def normalize_fwd(h, norm_scale, eps):
     if R == 0:
         return y, s
     grid, rows, block, one_pass, num_warps = row_config(R, K, h.dtype)
-    _normalize_fwd_kernel[grid](h, y, s, R, K, h.stride(0), float(norm_scale), float(eps), ROWS=rows,
-                                BLOCK=block, ONE_PASS=one_pass, num_warps=num_warps)
+    _normalize_fwd_kernel[grid](
+        h,
+        y,
+        s,
+        R,
+        K,
+        h.stride(0),
+        float(norm_scale),
+        float(eps),
+        ROWS=rows,
+        BLOCK=block,
+        ONE_PASS=one_pass,
+        num_warps=num_warps,
+    )
     return y, s
 
 
@@ -268,7 +330,21 @@ def normalize_bwd(grad_y, grad_s, h, s, norm_scale, eps):
         return dh
     grid, rows, block, one_pass, num_warps = row_config(R, K, h.dtype)
     _normalize_bwd_kernel[grid](
-        grad_y, s if grad_s is None else grad_s, h, s, dh, R, K, grad_y.stride(0), h.stride(0),
-        float(norm_scale), float(eps), ROWS=rows, BLOCK=block, ONE_PASS=one_pass,
-        HAS_GS=grad_s is not None, num_warps=num_warps)
+        grad_y,
+        s if grad_s is None else grad_s,
+        h,
+        s,
+        dh,
+        R,
+        K,
+        grad_y.stride(0),
+        h.stride(0),
+        float(norm_scale),
+        float(eps),
+        ROWS=rows,
+        BLOCK=block,
+        ONE_PASS=one_pass,
+        HAS_GS=grad_s is not None,
+        num_warps=num_warps,
+    )
     return dh

@@ -27,15 +27,26 @@ from ffops.kernels._common import (
     sqrt_rn,
 )
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CENTER: tl.constexpr,
-                        ROWS: tl.constexpr, BLOCK: tl.constexpr, ONE_PASS: tl.constexpr, RNE: tl.constexpr):
+def _ms_norm_fwd_kernel(
+    x_ptr,
+    y_ptr,
+    rstd_ptr,
+    R,
+    K,
+    ld_x,
+    eps: tl.float64,
+    CENTER: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+    RNE: tl.constexpr,
+):
     """mean = CENTER ? sum_k x / K : 0;  rstd = 1 / sqrt(sum_k (x - mean)^2 / K + eps);
     y = (x - mean) * rstd.
 
@@ -85,8 +96,20 @@ def _ms_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, R, K, ld_x, eps: tl.float64, CEN
 
 
 @triton.jit
-def _ms_norm_bwd_kernel(g_ptr, y_ptr, rstd_ptr, dx_ptr, R, K, ld_g, CENTER: tl.constexpr, ROWS: tl.constexpr,
-                        BLOCK: tl.constexpr, ONE_PASS: tl.constexpr, RNE: tl.constexpr):
+def _ms_norm_bwd_kernel(
+    g_ptr,
+    y_ptr,
+    rstd_ptr,
+    dx_ptr,
+    R,
+    K,
+    ld_g,
+    CENTER: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+    RNE: tl.constexpr,
+):
     """dx = rstd * (g - a - y * b), a = CENTER ? mean(g) : 0, b = mean(g * y) per row.
 
     g_ptr:    [R, K], row stride ld_g, unit column stride; dtype of y.
@@ -150,8 +173,21 @@ def ms_norm_fwd(x, eps, center, out_dtype=None):
     if R == 0:
         return y, rstd
     grid, rows, block, one_pass, num_warps = row_config(R, K, x.dtype)
-    _ms_norm_fwd_kernel[grid](x, y, rstd, R, K, x.stride(0), float(eps), CENTER=center, ROWS=rows, BLOCK=block,
-                              ONE_PASS=one_pass, RNE=RNE_BY_HAND, num_warps=num_warps)
+    _ms_norm_fwd_kernel[grid](
+        x,
+        y,
+        rstd,
+        R,
+        K,
+        x.stride(0),
+        float(eps),
+        CENTER=center,
+        ROWS=rows,
+        BLOCK=block,
+        ONE_PASS=one_pass,
+        RNE=RNE_BY_HAND,
+        num_warps=num_warps,
+    )
     return y, rstd
 
 
@@ -166,6 +202,19 @@ def ms_norm_bwd(grad_y, y, rstd, center, dx_dtype):
     if R == 0 or K == 0:
         return dx
     grid, rows, block, one_pass, num_warps = row_config(R, K, y.dtype)
-    _ms_norm_bwd_kernel[grid](grad_y, y, rstd, dx, R, K, grad_y.stride(0), CENTER=center, ROWS=rows, BLOCK=block,
-                              ONE_PASS=one_pass, RNE=RNE_BY_HAND, num_warps=num_warps)
+    _ms_norm_bwd_kernel[grid](
+        grad_y,
+        y,
+        rstd,
+        dx,
+        R,
+        K,
+        grad_y.stride(0),
+        CENTER=center,
+        ROWS=rows,
+        BLOCK=block,
+        ONE_PASS=one_pass,
+        RNE=RNE_BY_HAND,
+        num_warps=num_warps,
+    )
     return dx

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ffops.kernels._common import FLOAT_DTYPES, RNE_BY_HAND, acc_dtype, cast, cdiv, log1p, softplus
+from ffops.kernels._common import FLOAT_DTYPES, RNE_BY_HAND, acc_dtype, cast, cdiv, softplus
 
 ACT_BLOCK = 1024  # elements per program of the packed activations (a multiple of 8)
 _TABLES: dict = {}
@@ -98,9 +98,19 @@ def _activation(x, FN: tl.constexpr):
 
 
 @triton.jit
-def _packed_act_fwd_kernel(x_ptr, y_ptr, codes_ptr, borders_ptr, N, NBYTES, FN: tl.constexpr,
-                           BITS: tl.constexpr, NB: tl.constexpr, BLOCK: tl.constexpr,
-                           RNE: tl.constexpr):
+def _packed_act_fwd_kernel(
+    x_ptr,
+    y_ptr,
+    codes_ptr,
+    borders_ptr,
+    N,
+    NBYTES,
+    FN: tl.constexpr,
+    BITS: tl.constexpr,
+    NB: tl.constexpr,
+    BLOCK: tl.constexpr,
+    RNE: tl.constexpr,
+):
     """y = f(x); codes = sum_j [x > borders[j]] packed BITS bits per element.
 
     x_ptr:       [N] contiguous; float32/16, bfloat16 or float64.
@@ -129,8 +139,17 @@ def _packed_act_fwd_kernel(x_ptr, y_ptr, codes_ptr, borders_ptr, N, NBYTES, FN: 
 
 
 @triton.jit
-def _packed_act_bwd_kernel(g_ptr, codes_ptr, levels_ptr, dx_ptr, N, NBYTES, BITS: tl.constexpr,
-                           BLOCK: tl.constexpr, RNE: tl.constexpr):
+def _packed_act_bwd_kernel(
+    g_ptr,
+    codes_ptr,
+    levels_ptr,
+    dx_ptr,
+    N,
+    NBYTES,
+    BITS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    RNE: tl.constexpr,
+):
     """dx = g * levels[code], the code of element i at bits BITS*i .. of the packed stream.
 
     g_ptr:      [N] contiguous; float32/16, bfloat16 or float64.
@@ -181,8 +200,20 @@ def packed_act_fwd(x, fn, borders, levels, bits):
         return y, codes
     b = _table(borders, acc_dtype(x.dtype), x.device)
     grid = (cdiv(n, ACT_BLOCK),)
-    _packed_act_fwd_kernel[grid](x, y, codes, b, n, codes.numel(), FN=fn, BITS=bits, NB=len(borders),
-                                 BLOCK=ACT_BLOCK, RNE=RNE_BY_HAND, num_warps=4)
+    _packed_act_fwd_kernel[grid](
+        x,
+        y,
+        codes,
+        b,
+        n,
+        codes.numel(),
+        FN=fn,
+        BITS=bits,
+        NB=len(borders),
+        BLOCK=ACT_BLOCK,
+        RNE=RNE_BY_HAND,
+        num_warps=4,
+    )
     return y, codes
 
 
@@ -196,6 +227,7 @@ def packed_act_bwd(grad_y, codes, levels, bits):
     if n == 0:
         return dx
     lv = _table(levels, acc_dtype(grad_y.dtype), grad_y.device)
-    _packed_act_bwd_kernel[(cdiv(n, ACT_BLOCK),)](grad_y, codes, lv, dx, n, codes.numel(), BITS=bits,
-                                                         BLOCK=ACT_BLOCK, RNE=RNE_BY_HAND, num_warps=4)
+    _packed_act_bwd_kernel[(cdiv(n, ACT_BLOCK),)](
+        grad_y, codes, lv, dx, n, codes.numel(), BITS=bits, BLOCK=ACT_BLOCK, RNE=RNE_BY_HAND, num_warps=4
+    )
     return dx

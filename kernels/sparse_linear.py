@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 
 from ffops.kernels._common import FLOAT_DTYPES, RNE_BY_HAND, acc_dtype, cast, cdiv, next_pow2, num_sms
+
 _INDEX_DTYPES = (torch.int32, torch.int64)
 # Fewest programs per SM before the batch slices are made narrower (keeps H100's SMs busy).
 _PROGRAMS_PER_SM = 4
@@ -59,9 +60,20 @@ _DV_STORE, _DV_ATOMIC, _DV_PARTIAL = 0, 1, 2
 
 
 @triton.jit
-def _sparse_linear_fwd_kernel(xt_ptr, v_ptr, crow_ptr, col_ptr, b_ptr, yt_ptr, B,
-                              HAS_BIAS: tl.constexpr, ACC64: tl.constexpr, RNE: tl.constexpr,
-                              BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr):
+def _sparse_linear_fwd_kernel(
+    xt_ptr,
+    v_ptr,
+    crow_ptr,
+    col_ptr,
+    b_ptr,
+    yt_ptr,
+    B,
+    HAS_BIAS: tl.constexpr,
+    ACC64: tl.constexpr,
+    RNE: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
     """yt[i, b] = bias[i] + sum_{k = crow[i]}^{crow[i+1]-1} values[k] * xt[col[k], b].
 
     xt_ptr:   [M, B] contiguous; float32/16, bfloat16 or float64.   v_ptr: [nnz], dtype of xt.
@@ -94,10 +106,25 @@ def _sparse_linear_fwd_kernel(xt_ptr, v_ptr, crow_ptr, col_ptr, b_ptr, yt_ptr, B
 
 
 @triton.jit
-def _sparse_linear_bwd_kernel(dyt_ptr, xt_ptr, v_ptr, tptr_ptr, trow_ptr, tperm_ptr, dx_ptr, dv_ptr, B, nnz,
-                              NEED_DX: tl.constexpr, NEED_DV: tl.constexpr, DV_MODE: tl.constexpr,
-                              ACC64: tl.constexpr, RNE: tl.constexpr, BLOCK_K: tl.constexpr,
-                              BLOCK_B: tl.constexpr):
+def _sparse_linear_bwd_kernel(
+    dyt_ptr,
+    xt_ptr,
+    v_ptr,
+    tptr_ptr,
+    trow_ptr,
+    tperm_ptr,
+    dx_ptr,
+    dv_ptr,
+    B,
+    nnz,
+    NEED_DX: tl.constexpr,
+    NEED_DV: tl.constexpr,
+    DV_MODE: tl.constexpr,
+    ACC64: tl.constexpr,
+    RNE: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
     """Over CSC column j (k = t_ptr[j] .. t_ptr[j+1]-1) and one BLOCK_B batch slice:
     dxt[j, b] = sum_k values[t_perm[k]] * dyt[t_row[k], b]            (NEED_DX)
     dvalues[t_perm[k]] (+)= sum_{b in slice} dyt[t_row[k], b] * xt[j, b]  (NEED_DV)
@@ -194,9 +221,20 @@ def sparse_linear_fwd(xt, values, crow, col, bias):
     block_k, block_b, num_warps = _config(N, nnz, B, xt.dtype, dev)
     grid = (N, cdiv(B, block_b))
     _sparse_linear_fwd_kernel[grid](
-        xt, values, crow, col, yt if bias is None else bias, yt, B, HAS_BIAS=bias is not None,
-        ACC64=xt.dtype == torch.float64, RNE=RNE_BY_HAND, BLOCK_K=block_k, BLOCK_B=block_b,
-        num_warps=num_warps)
+        xt,
+        values,
+        crow,
+        col,
+        yt if bias is None else bias,
+        yt,
+        B,
+        HAS_BIAS=bias is not None,
+        ACC64=xt.dtype == torch.float64,
+        RNE=RNE_BY_HAND,
+        BLOCK_K=block_k,
+        BLOCK_B=block_b,
+        num_warps=num_warps,
+    )
     return yt
 
 
@@ -236,9 +274,25 @@ def sparse_linear_bwd(dyt, xt, values, t_ptr, t_row, t_perm, need_dx: bool, need
             dv_buf = torch.zeros(nnz, dtype=acc, device=dev) if dtype != acc else dvalues.zero_()
             mode = _DV_ATOMIC
     _sparse_linear_bwd_kernel[(M, n_slices)](
-        dyt, xt, values, t_ptr, t_row, t_perm, dxt if need_dx else dyt, dv_buf if need_dvalues else values,
-        B, nnz, NEED_DX=need_dx, NEED_DV=need_dvalues, DV_MODE=mode, ACC64=dtype == torch.float64,
-        RNE=RNE_BY_HAND, BLOCK_K=block_k, BLOCK_B=block_b, num_warps=num_warps)
+        dyt,
+        xt,
+        values,
+        t_ptr,
+        t_row,
+        t_perm,
+        dxt if need_dx else dyt,
+        dv_buf if need_dvalues else values,
+        B,
+        nnz,
+        NEED_DX=need_dx,
+        NEED_DV=need_dvalues,
+        DV_MODE=mode,
+        ACC64=dtype == torch.float64,
+        RNE=RNE_BY_HAND,
+        BLOCK_K=block_k,
+        BLOCK_B=block_b,
+        num_warps=num_warps,
+    )
     if mode == _DV_PARTIAL:
         dvalues.copy_(dv_buf.sum(0))
     elif mode == _DV_ATOMIC and dv_buf is not dvalues:

@@ -43,7 +43,10 @@ def test_cpu_backend_on_wrong_device_says_so():
 
 def test_cuda_backend_when_not_built_or_on_cpu_tensors():
     if _backend.CPP_CUDA:
-        with ffops.use_backend("cuda"), pytest.raises(ffops.BackendUnavailableError, match="runs on cuda tensors"):
+        with (
+            ffops.use_backend("cuda"),
+            pytest.raises(ffops.BackendUnavailableError, match="runs on cuda tensors"),
+        ):
             ffops.goodness(torch.randn(2, 3))
     else:
         with pytest.raises(ffops.BackendUnavailableError, match="not built.*pip install --no-build-isolation -e ."):
@@ -54,7 +57,10 @@ def test_cuda_backend_when_not_built_or_on_cpu_tensors():
 def test_triton_on_cpu_without_interpreter_says_how():
     if _backend.TRITON_INTERPRET:
         pytest.skip("this process runs the Triton interpreter")
-    with ffops.use_backend("triton"), pytest.raises(ffops.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+    with (
+        ffops.use_backend("triton"),
+        pytest.raises(ffops.BackendUnavailableError, match="TRITON_INTERPRET=1"),
+    ):
         ffops.goodness(torch.randn(2, 3))
 
 

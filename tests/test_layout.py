@@ -16,7 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ("goodness", "ff_linear", "ff_label_rows", "packed_act", "ms_norm", "sparse_linear")
 # ff_linear's sub-ops keep their own kernel files, as parts of one op: they may import each other.
-PARTS = {"ff_label_rows": "ff_linear", "ff_linear_overlay": "ff_linear", "sparse_linear_pattern": "sparse_linear"}
+PARTS = {
+    "ff_label_rows": "ff_linear",
+    "ff_linear_overlay": "ff_linear",
+    "sparse_linear_pattern": "sparse_linear",
+}
 
 
 def _op_of(stem: str) -> str | None:
@@ -75,6 +79,12 @@ def test_cpp_op_files_include_only_their_op(path):
 def test_every_op_has_its_files():
     """The walk of an op: public function, reference, Triton kernels, C++ CPU and CUDA kernels."""
     for op in ("goodness", "ff_linear", "packed_act", "ms_norm", "sparse_linear"):
-        for rel in (f"ffops/ops/{op}.py", f"ffops/reference/{op}.py", f"kernels/{op}.py",
-                    f"csrc/cpu/{op}.cpp", f"csrc/cuda/{op}.cu", f"csrc/cuda/{op}_cuda.cpp"):
+        for rel in (
+            f"ffops/ops/{op}.py",
+            f"ffops/reference/{op}.py",
+            f"kernels/{op}.py",
+            f"csrc/cpu/{op}.cpp",
+            f"csrc/cuda/{op}.cu",
+            f"csrc/cuda/{op}_cuda.cpp",
+        ):
             assert (ROOT / rel).exists(), rel

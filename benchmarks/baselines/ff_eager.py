@@ -47,8 +47,14 @@ def direction_linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return torch.relu(torch.mm(x_direction, weight.T) + bias.unsqueeze(0))
 
 
-def ff_layer_loss(weight: torch.Tensor, bias: torch.Tensor, x_pos: torch.Tensor, x_neg: torch.Tensor,
-                  threshold: float, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ff_layer_loss(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x_pos: torch.Tensor,
+    x_neg: torch.Tensor,
+    threshold: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer's FF loss as the port writes it, plus the detached activities for the next layer.
 
     A pure function of tensors (and two constants), so that ``torch.compile`` can take it whole.
@@ -68,8 +74,16 @@ class EagerFFLayer(nn.Linear):
     benchmark can build identical optimizers for every contender.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, threshold: float = THRESHOLD, eps: float = EPS,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        threshold: float = THRESHOLD,
+        eps: float = EPS,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(in_features, out_features, bias=True, device=device, dtype=dtype)
         self.threshold, self.eps = float(threshold), float(eps)
 
@@ -104,11 +118,14 @@ def compiled_layer_loss(**compile_kwargs) -> LayerLoss:
     return layer_loss
 
 
-def make_layers(sizes: Sequence[int], *, threshold: float = THRESHOLD, eps: float = EPS, device=None,
-                dtype=None) -> list[EagerFFLayer]:
+def make_layers(
+    sizes: Sequence[int], *, threshold: float = THRESHOLD, eps: float = EPS, device=None, dtype=None
+) -> list[EagerFFLayer]:
     """``EagerFFLayer`` s for widths ``sizes`` (e.g. ``[784, 2000, 2000]``: two layers)."""
-    return [EagerFFLayer(i, o, threshold=threshold, eps=eps, device=device, dtype=dtype)
-            for i, o in itertools.pairwise(sizes)]
+    return [
+        EagerFFLayer(i, o, threshold=threshold, eps=eps, device=device, dtype=dtype)
+        for i, o in itertools.pairwise(sizes)
+    ]
 
 
 def make_optimizers(layers: Sequence[nn.Module], lr: float = LR) -> list[torch.optim.Optimizer]:
@@ -116,8 +133,12 @@ def make_optimizers(layers: Sequence[nn.Module], lr: float = LR) -> list[torch.o
     return [torch.optim.Adam(layer.parameters(), lr=lr) for layer in layers]
 
 
-def eager_ff_step(layers: Sequence[EagerFFLayer], optimizers: Sequence[torch.optim.Optimizer],
-                  x_pos: torch.Tensor, x_neg: torch.Tensor) -> list[torch.Tensor]:
+def eager_ff_step(
+    layers: Sequence[EagerFFLayer],
+    optimizers: Sequence[torch.optim.Optimizer],
+    x_pos: torch.Tensor,
+    x_neg: torch.Tensor,
+) -> list[torch.Tensor]:
     """One port-faithful training step over all layers; returns the per-layer losses (detached).
 
     As the port: loss from two forward calls, zero_grad / backward / step, then the next layer's
@@ -136,9 +157,13 @@ def eager_ff_step(layers: Sequence[EagerFFLayer], optimizers: Sequence[torch.opt
     return losses
 
 
-def eager_ff_step_fair(layers: Sequence[EagerFFLayer], optimizers: Sequence[torch.optim.Optimizer],
-                       x_pos: torch.Tensor, x_neg: torch.Tensor,
-                       layer_loss: LayerLoss = eager_layer_loss) -> list[torch.Tensor]:
+def eager_ff_step_fair(
+    layers: Sequence[EagerFFLayer],
+    optimizers: Sequence[torch.optim.Optimizer],
+    x_pos: torch.Tensor,
+    x_neg: torch.Tensor,
+    layer_loss: LayerLoss = eager_layer_loss,
+) -> list[torch.Tensor]:
     """One training step without the port's recomputation; returns the per-layer losses (detached).
 
     The next layer's input is the activity computed *before* the optimizer step (as ffops'

@@ -31,15 +31,23 @@ def import_sparseprop():
     return modules, None
 
 
-def sparseprop_linear(modules, masked_weight: torch.Tensor, bias: torch.Tensor | None, crow: torch.Tensor,
-                      col: torch.Tensor, values: torch.Tensor):
+def sparseprop_linear(
+    modules,
+    masked_weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    values: torch.Tensor,
+):
     """A ``sparseprop.modules.SparseLinear`` with exactly the CSR pattern ``(crow, col)`` and ``values``.
 
     ``masked_weight`` is the dense weight with zeros off the pattern (float32, CPU); ``bias`` is
     copied into a fresh parameter. Returns the module.
     """
-    layer = modules.SparseLinear(dense_weight=masked_weight.detach().float().clone(),
-                                 bias=None if bias is None else nn.Parameter(bias.detach().float().clone()))
+    layer = modules.SparseLinear(
+        dense_weight=masked_weight.detach().float().clone(),
+        bias=None if bias is None else nn.Parameter(bias.detach().float().clone()),
+    )
     idx_n, idx_m = layer.W_idx
     crow32, col32 = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
     if not (torch.equal(idx_n, crow32) and torch.equal(idx_m, col32)):

@@ -57,8 +57,8 @@ FFOPS_AI uint16_t float_to_half(float x) {
   uint32_t u = f2u(x);
   const uint32_t sign = u & 0x80000000u;
   u ^= sign;
-  const uint32_t special = u > f32_inf ? 0x7E00u : 0x7C00u;                    // NaN / Inf or overflow
-  const uint32_t sub = f2u(u2f(u) + u2f(denorm_magic)) - denorm_magic;        // subnormal or zero
+  const uint32_t special = u > f32_inf ? 0x7E00u : 0x7C00u;             // NaN / Inf or overflow
+  const uint32_t sub = f2u(u2f(u) + u2f(denorm_magic)) - denorm_magic;  // subnormal or zero
   const uint32_t normal = (u + ((15u - 127u) << 23) + 0xFFFu + ((u >> 13) & 1u)) >> 13;
   uint32_t o = u < (113u << 23) ? sub : normal;
   o = u >= f16_max ? special : o;
@@ -70,9 +70,7 @@ FFOPS_AI uint16_t float_to_half(float x) {
 FFOPS_AI float ld(const float* p, int64_t i) { return p[i]; }
 FFOPS_AI double ld(const double* p, int64_t i) { return p[i]; }
 FFOPS_AI float ld(const c10::Half* p, int64_t i) { return half_to_float(reinterpret_cast<const u16_alias*>(p)[i]); }
-FFOPS_AI float ld(const c10::BFloat16* p, int64_t i) {
-  return bf16_to_float(reinterpret_cast<const u16_alias*>(p)[i]);
-}
+FFOPS_AI float ld(const c10::BFloat16* p, int64_t i) { return bf16_to_float(reinterpret_cast<const u16_alias*>(p)[i]); }
 
 FFOPS_AI void st(float* p, int64_t i, float v) { p[i] = v; }
 FFOPS_AI void st(double* p, int64_t i, double v) { p[i] = v; }

@@ -75,10 +75,10 @@ FFOPS_AI void label_rows_impl(const T* pre, const opmath_t<T>* on, const opmath_
 
 // One multiversioned entry point per storage type (target_clones needs plain functions).
 #define FFOPS_LABEL_ROWS_FOR(T)                                                                                  \
-  FFOPS_MULTIVERSION void label_rows(const T* pre, const opmath_t<T>* on, const opmath_t<T>* scale,             \
+  FFOPS_MULTIVERSION void label_rows(const T* pre, const opmath_t<T>* on, const opmath_t<T>* scale,              \
                                      const opmath_t<T>* wt, const opmath_t<T>* bias, int64_t begin, int64_t end, \
                                      int64_t labels, int64_t out, opmath_t<T>* buf, T* h, opmath_t<T>* sumsq) {  \
-    label_rows_impl<T>(pre, on, scale, wt, bias, begin, end, labels, out, buf, h, sumsq);                       \
+    label_rows_impl<T>(pre, on, scale, wt, bias, begin, end, labels, out, buf, h, sumsq);                        \
   }
 
 FFOPS_LABEL_ROWS_FOR(float)
@@ -88,8 +88,7 @@ FFOPS_LABEL_ROWS_FOR(c10::BFloat16)
 #undef FFOPS_LABEL_ROWS_FOR
 
 std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at::Tensor& on,
-                                                 const std::optional<at::Tensor>& scale,
-                                                 const at::Tensor& label_weight,
+                                                 const std::optional<at::Tensor>& scale, const at::Tensor& label_weight,
                                                  const std::optional<at::Tensor>& bias) {
   const int64_t labels = check_label_rows_args(pre, on, scale, label_weight, bias);
   const int64_t batch = pre.size(0), out = pre.size(1);

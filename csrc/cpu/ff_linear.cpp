@@ -27,8 +27,7 @@ namespace ffops::cpu {
 namespace {
 
 void check_layer_inputs(const at::Tensor& x, const std::optional<at::Tensor>& x_scale, int64_t n_pos) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ffops: x must be a contiguous [batch, in] matrix, got ",
-              x.sizes());
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ffops: x must be a contiguous [batch, in] matrix, got ", x.sizes());
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "ffops: x must be floating point, got ", x.scalar_type());
   TORCH_CHECK(0 <= n_pos && n_pos <= x.size(0), "ffops: n_pos must be in [0, ", x.size(0), "], got ", n_pos);
   if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
@@ -48,10 +47,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
               "), got ", weight.scalar_type());
   const int64_t rows = x.size(0), out = weight.size(0);
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() &&
-                    bias->scalar_type() == x.scalar_type(),
-                "ffops: bias must be a contiguous [", out, "] vector of ", x.scalar_type(), ", got ", bias->sizes(),
-                " ", bias->scalar_type());
+    TORCH_CHECK(
+        bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() && bias->scalar_type() == x.scalar_type(),
+        "ffops: bias must be a contiguous [", out, "] vector of ", x.scalar_type(), ", got ", bias->sizes(), " ",
+        bias->scalar_type());
   }
   at::Tensor h = empty_large({rows, out}, x.options());
   at::mm_out(h, x, weight.t());

@@ -1,7 +1,7 @@
 // The first Forward-Forward layer trained on label-overlaid rows that share their images, on CPU
 // (ff_linear_overlay_{fwd,bwd}; schema and math in csrc/ops.cpp; argument checks shared with CUDA:
-// csrc/ff_linear.h; CUDA: csrc/cuda/ff_linear_cuda.cpp; C++ autograd: csrc/ff_linear.cpp). Supervised FF runs every image
-// with its true label and with a wrong one: the rows differ only in their first C features, so
+// csrc/ff_linear.h; CUDA: csrc/cuda/ff_linear_cuda.cpp; C++ autograd: csrc/ff_linear.cpp). Supervised FF runs every
+// image with its true label and with a wrong one: the rows differ only in their first C features, so
 //   forward:  pre0 = base[:, C:] @ W[:, C:]^T on the B shared rows (torch's GEMM), then one pass per
 //             row r = j * B + b: h[r] = relu(x_scale[r] * (pre0[b] + on[b] * W[:, labels[r]]) + bias)
 //             with its sum of squares and, for positive rows, the column sums;
@@ -35,8 +35,8 @@ namespace {
 // One output row: h[j] = relu(s * (p[j] + on * w[j]) + b[j]) (b may be nullptr); col[j] += h[j] when
 // kCol; returns sum_j h[j]^2 of the unrounded values. relu keeps NaN (NaN < 0 is false).
 template <typename T, bool kBias, bool kCol>
-FFOPS_AI opmath_t<T> overlay_row(const T* p, const opmath_t<T>* w, const opmath_t<T>* b, opmath_t<T> on,
-                                 opmath_t<T> s, T* h, opmath_t<T>* col, int64_t n) {
+FFOPS_AI opmath_t<T> overlay_row(const T* p, const opmath_t<T>* w, const opmath_t<T>* b, opmath_t<T> on, opmath_t<T> s,
+                                 T* h, opmath_t<T>* col, int64_t n) {
   using A = opmath_t<T>;
   A acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -100,8 +100,8 @@ FFOPS_AI void overlay_fwd_rows(const T* pre, const int64_t* labels, const opmath
 template <typename T>
 FFOPS_AI void overlay_bwd_rows(const T* h, const int64_t* labels, const opmath_t<T>* on, const opmath_t<T>* scale,
                                const opmath_t<T>* gs, const opmath_t<T>* v, int64_t batch, int64_t copies,
-                               int64_t n_pos, int64_t begin, int64_t end, int64_t out, opmath_t<T>* usum_row,
-                               T* usum, opmath_t<T>* lab, opmath_t<T>* db) {
+                               int64_t n_pos, int64_t begin, int64_t end, int64_t out, opmath_t<T>* usum_row, T* usum,
+                               opmath_t<T>* lab, opmath_t<T>* db) {
   using A = opmath_t<T>;
   for (int64_t b = begin; b < end; ++b) {
     std::fill(usum_row, usum_row + out, A(0));
@@ -121,20 +121,18 @@ FFOPS_AI void overlay_bwd_rows(const T* h, const int64_t* labels, const opmath_t
 }
 
 // One multiversioned entry point per storage type (target_clones needs plain functions).
-#define FFOPS_OVERLAY_FOR(T)                                                                                     \
-  FFOPS_MULTIVERSION void fwd_rows(const T* pre, const int64_t* labels, const opmath_t<T>* on,                  \
-                                   const opmath_t<T>* scale, const opmath_t<T>* wt, const opmath_t<T>* bias,    \
-                                   int64_t batch, int64_t copies, int64_t n_pos, int64_t begin, int64_t end,    \
-                                   int64_t out, T* h, opmath_t<T>* sumsq, opmath_t<T>* col) {                   \
-    overlay_fwd_rows<T>(pre, labels, on, scale, wt, bias, batch, copies, n_pos, begin, end, out, h, sumsq, col); \
-  }                                                                                                              \
-  FFOPS_MULTIVERSION void bwd_rows(const T* h, const int64_t* labels, const opmath_t<T>* on,                    \
-                                   const opmath_t<T>* scale, const opmath_t<T>* gs, const opmath_t<T>* v,       \
-                                   int64_t batch, int64_t copies, int64_t n_pos, int64_t begin, int64_t end,    \
-                                   int64_t out, opmath_t<T>* usum_row, T* usum, opmath_t<T>* lab,               \
-                                   opmath_t<T>* db) {                                                            \
-    overlay_bwd_rows<T>(h, labels, on, scale, gs, v, batch, copies, n_pos, begin, end, out, usum_row, usum, lab, \
-                        db);                                                                                     \
+#define FFOPS_OVERLAY_FOR(T)                                                                                           \
+  FFOPS_MULTIVERSION void fwd_rows(const T* pre, const int64_t* labels, const opmath_t<T>* on,                         \
+                                   const opmath_t<T>* scale, const opmath_t<T>* wt, const opmath_t<T>* bias,           \
+                                   int64_t batch, int64_t copies, int64_t n_pos, int64_t begin, int64_t end,           \
+                                   int64_t out, T* h, opmath_t<T>* sumsq, opmath_t<T>* col) {                          \
+    overlay_fwd_rows<T>(pre, labels, on, scale, wt, bias, batch, copies, n_pos, begin, end, out, h, sumsq, col);       \
+  }                                                                                                                    \
+  FFOPS_MULTIVERSION void bwd_rows(const T* h, const int64_t* labels, const opmath_t<T>* on, const opmath_t<T>* scale, \
+                                   const opmath_t<T>* gs, const opmath_t<T>* v, int64_t batch, int64_t copies,         \
+                                   int64_t n_pos, int64_t begin, int64_t end, int64_t out, opmath_t<T>* usum_row,      \
+                                   T* usum, opmath_t<T>* lab, opmath_t<T>* db) {                                       \
+    overlay_bwd_rows<T>(h, labels, on, scale, gs, v, batch, copies, n_pos, begin, end, out, usum_row, usum, lab, db);  \
   }
 
 FFOPS_OVERLAY_FOR(float)
@@ -143,22 +141,24 @@ FFOPS_OVERLAY_FOR(c10::Half)
 FFOPS_OVERLAY_FOR(c10::BFloat16)
 #undef FFOPS_OVERLAY_FOR
 
-int64_t grain_for(int64_t copies, int64_t out) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, copies * out)); }
+int64_t grain_for(int64_t copies, int64_t out) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, copies * out));
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
     const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on, const std::optional<at::Tensor>& x_scale,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t num_classes, int64_t n_pos) {
   const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
   const int64_t batch = base.size(0), in = base.size(1), rows = labels.size(0), out = weight.size(0);
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == in &&
-                  weight.scalar_type() == base.scalar_type(),
-              "ffops: weight must be a contiguous [out, ", in, "] matrix of ", base.scalar_type(), ", got ",
-              weight.sizes(), " ", weight.scalar_type());
+  TORCH_CHECK(
+      weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == in && weight.scalar_type() == base.scalar_type(),
+      "ffops: weight must be a contiguous [out, ", in, "] matrix of ", base.scalar_type(), ", got ", weight.sizes(),
+      " ", weight.scalar_type());
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() &&
-                    bias->scalar_type() == base.scalar_type(),
-                "ffops: bias must be a contiguous [", out, "] vector of ", base.scalar_type(), ", got ",
-                bias->sizes(), " ", bias->scalar_type());
+    TORCH_CHECK(
+        bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() && bias->scalar_type() == base.scalar_type(),
+        "ffops: bias must be a contiguous [", out, "] vector of ", base.scalar_type(), ", got ", bias->sizes(), " ",
+        bias->scalar_type());
   }
   const at::ScalarType st = stat_type(base.scalar_type());
   const int64_t c = num_classes;
@@ -197,8 +197,8 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base,
   const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
   const int64_t batch = base.size(0), rows = labels.size(0);
   TORCH_CHECK(h.dim() == 2 && h.is_contiguous() && h.size(0) == rows && h.scalar_type() == base.scalar_type(),
-              "ffops: h must be the contiguous [", rows, ", out] output of ff_linear_overlay_fwd, got ", h.sizes(),
-              " ", h.scalar_type());
+              "ffops: h must be the contiguous [", rows, ", out] output of ff_linear_overlay_fwd, got ", h.sizes(), " ",
+              h.scalar_type());
   check_stat(grad_sumsq, h, "grad_sumsq");
   const int64_t out = h.size(1), c = num_classes;
   const at::ScalarType st = stat_type(base.scalar_type());
@@ -229,8 +229,8 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base,
     at::parallel_for(0, batch, grain_for(copies, out), [&](int64_t begin, int64_t end) {
       const int64_t t = at::get_thread_num();
       std::vector<A> usum_row(out);
-      bwd_rows(hp, lp, onp, sp, gp, vp, batch, copies, n_pos, begin, end, out, usum_row.data(), up,
-               labp + t * c * out, dbp + t * out);
+      bwd_rows(hp, lp, onp, sp, gp, vp, batch, copies, n_pos, begin, end, out, usum_row.data(), up, labp + t * c * out,
+               dbp + t * out);
     });
   });
   // The GEMM over all features; its first C columns (base's label features, replaced in every row)

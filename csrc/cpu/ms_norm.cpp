@@ -1,9 +1,8 @@
-// MS-LayerNorm / MS-RMSNorm on CPU (ms_norm_fwd / ms_norm_bwd): normalization without affine whose backward needs only the
-// output y and rstd. Schemas and the math: csrc/ops.cpp. Parallel over rows; each row is a few
-// vectorized passes (the row stays in L1/L2 between them). The output may have another dtype than
-// the input (the autocast dtype), so the row primitives take two storage types. Argument checks
-// shared with CUDA: csrc/common.h, csrc/ms_norm.h; CUDA: csrc/cuda/ms_norm{.cu,_cuda.cpp}; C++
-// autograd: csrc/ms_norm.cpp.
+// MS-LayerNorm / MS-RMSNorm on CPU (ms_norm_fwd / ms_norm_bwd): normalization without affine whose backward needs only
+// the output y and rstd. Schemas and the math: csrc/ops.cpp. Parallel over rows; each row is a few vectorized passes
+// (the row stays in L1/L2 between them). The output may have another dtype than the input (the autocast dtype), so the
+// row primitives take two storage types. Argument checks shared with CUDA: csrc/common.h, csrc/ms_norm.h; CUDA:
+// csrc/cuda/ms_norm{.cu,_cuda.cpp}; C++ autograd: csrc/ms_norm.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -108,21 +107,21 @@ FFOPS_AI void row_backward_impl(const O* g, const O* y, opmath_t<O> r, opmath_t<
   }
 }
 
-#define FFOPS_NORM_ROW_FOR(T)                                                                                 \
-  FFOPS_MULTIVERSION inline opmath_t<T> row_sum(const T* x, int64_t n) { return row_sum_impl(x, n); }         \
-  FFOPS_MULTIVERSION inline opmath_t<T> row_sqdev(const T* x, opmath_t<T> m, int64_t n) {                     \
-    return row_sqdev_impl(x, m, n);                                                                            \
-  }                                                                                                            \
-  FFOPS_MULTIVERSION inline std::pair<opmath_t<T>, opmath_t<T>> row_sum_dot(const T* g, const T* y, int64_t n) {  \
-    return row_sum_dot_impl(g, y, n);                                                                          \
+#define FFOPS_NORM_ROW_FOR(T)                                                                                    \
+  FFOPS_MULTIVERSION inline opmath_t<T> row_sum(const T* x, int64_t n) { return row_sum_impl(x, n); }            \
+  FFOPS_MULTIVERSION inline opmath_t<T> row_sqdev(const T* x, opmath_t<T> m, int64_t n) {                        \
+    return row_sqdev_impl(x, m, n);                                                                              \
+  }                                                                                                              \
+  FFOPS_MULTIVERSION inline std::pair<opmath_t<T>, opmath_t<T>> row_sum_dot(const T* g, const T* y, int64_t n) { \
+    return row_sum_dot_impl(g, y, n);                                                                            \
   }
-#define FFOPS_NORM_PAIR_FOR(T, O)                                                                             \
-  FFOPS_MULTIVERSION inline void row_normalize(const T* x, opmath_t<T> m, opmath_t<T> r, O* y, int64_t n) {   \
-    row_normalize_impl(x, m, r, y, n);                                                                         \
-  }                                                                                                            \
-  FFOPS_MULTIVERSION inline void row_backward(const T* g, const T* y, opmath_t<T> r, opmath_t<T> a,          \
-                                              opmath_t<T> b, O* dx, int64_t n) {                              \
-    row_backward_impl(g, y, r, a, b, dx, n);                                                                   \
+#define FFOPS_NORM_PAIR_FOR(T, O)                                                                                  \
+  FFOPS_MULTIVERSION inline void row_normalize(const T* x, opmath_t<T> m, opmath_t<T> r, O* y, int64_t n) {        \
+    row_normalize_impl(x, m, r, y, n);                                                                             \
+  }                                                                                                                \
+  FFOPS_MULTIVERSION inline void row_backward(const T* g, const T* y, opmath_t<T> r, opmath_t<T> a, opmath_t<T> b, \
+                                              O* dx, int64_t n) {                                                  \
+    row_backward_impl(g, y, r, a, b, dx, n);                                                                       \
   }
 
 FFOPS_NORM_ROW_FOR(float)

@@ -22,9 +22,9 @@
 #include <tuple>
 #include <type_traits>
 
-#include "cpu/packed_act_math.h"
 #include "cpu/alloc.h"
 #include "cpu/convert.h"
+#include "cpu/packed_act_math.h"
 #include "cpu/row_math.h"
 #include "packed_act.h"
 
@@ -251,14 +251,14 @@ FFOPS_AI void bwd_chunk_impl(const T* g, const uint8_t* codes, T* dx, int64_t n,
 }
 
 // One multiversioned entry point per storage type (target_clones needs plain functions).
-#define FFOPS_ACT_CHUNKS_FOR(T)                                                                              \
-  FFOPS_MULTIVERSION void fwd_chunk(const T* x, T* y, uint8_t* out, int64_t n, int fn,                        \
-                                    const opmath_t<T>* borders, const int16_t* keys, int nb, int bits) {     \
-    fwd_chunk_impl<T>(x, y, out, n, fn, borders, keys, nb, bits);                                             \
-  }                                                                                                           \
-  FFOPS_MULTIVERSION void bwd_chunk(const T* g, const uint8_t* codes, T* dx, int64_t n, int bits,             \
-                                    const opmath_t<T>* levels) {                                             \
-    bwd_chunk_impl<T>(g, codes, dx, n, bits, levels);                                                         \
+#define FFOPS_ACT_CHUNKS_FOR(T)                                                                                    \
+  FFOPS_MULTIVERSION void fwd_chunk(const T* x, T* y, uint8_t* out, int64_t n, int fn, const opmath_t<T>* borders, \
+                                    const int16_t* keys, int nb, int bits) {                                       \
+    fwd_chunk_impl<T>(x, y, out, n, fn, borders, keys, nb, bits);                                                  \
+  }                                                                                                                \
+  FFOPS_MULTIVERSION void bwd_chunk(const T* g, const uint8_t* codes, T* dx, int64_t n, int bits,                  \
+                                    const opmath_t<T>* levels) {                                                   \
+    bwd_chunk_impl<T>(g, codes, dx, n, bits, levels);                                                              \
   }
 
 FFOPS_ACT_CHUNKS_FOR(float)
@@ -291,8 +291,8 @@ std::tuple<at::Tensor, at::Tensor> packed_act_fwd(const at::Tensor& x, int64_t f
     at::parallel_for(0, (n + kChunk - 1) / kChunk, kGrainChunks, [&](int64_t begin, int64_t end) {
       for (int64_t ch = begin; ch < end; ++ch) {
         const int64_t start = ch * kChunk;
-        fwd_chunk(xp + start, yp + start, cp + start / 8 * k, std::min(kChunk, n - start), f, b.data(), keys.data(),
-                  nb, k);
+        fwd_chunk(xp + start, yp + start, cp + start / 8 * k, std::min(kChunk, n - start), f, b.data(), keys.data(), nb,
+                  k);
       }
     });
   });

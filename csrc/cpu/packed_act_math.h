@@ -129,9 +129,7 @@ FFOPS_AI float tanh_f(float x) {
   return std::copysign(e / (e + 2.0f), x);
 }
 
-FFOPS_AI float softplus_f(float x) {
-  return (x > 0.0f ? x : 0.0f) + log1p_unit_f(exp_f(-std::fabs(x)));
-}
+FFOPS_AI float softplus_f(float x) { return (x > 0.0f ? x : 0.0f) + log1p_unit_f(exp_f(-std::fabs(x))); }
 
 // The activation `FN` at x (float). kShort: the result is stored in a 16-bit type, so GELU may use the
 // shorter erfc (the other activations are as cheap as their accurate form).

@@ -95,14 +95,17 @@ FFOPS_AI opmath_t<T> bias_relu_sumsq_loop(T* h, const T* b, opmath_t<T> s, opmat
 
 template <typename T>
 FFOPS_AI opmath_t<T> bias_relu_sumsq_impl(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, int64_t n) {
-  if (b) return col ? bias_relu_sumsq_loop<T, true, true>(h, b, s, col, n) : bias_relu_sumsq_loop<T, true, false>(h, b, s, col, n);
-  return col ? bias_relu_sumsq_loop<T, false, true>(h, b, s, col, n) : bias_relu_sumsq_loop<T, false, false>(h, b, s, col, n);
+  if (b)
+    return col ? bias_relu_sumsq_loop<T, true, true>(h, b, s, col, n)
+               : bias_relu_sumsq_loop<T, true, false>(h, b, s, col, n);
+  return col ? bias_relu_sumsq_loop<T, false, true>(h, b, s, col, n)
+             : bias_relu_sumsq_loop<T, false, false>(h, b, s, col, n);
 }
 
 // u[i] = s * d[i], db[i] += d[i], with d[i] = q * h[i] + (v && h[i] > 0 ? v[i] : 0)  (v may be nullptr).
 template <typename T, bool kPeer>
 FFOPS_AI void dpre_loop(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
-                      int64_t n) {
+                        int64_t n) {
   using A = opmath_t<T>;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
@@ -116,7 +119,7 @@ FFOPS_AI void dpre_loop(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t
 
 template <typename T>
 FFOPS_AI void dpre_impl(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, opmath_t<T>* db,
-                      int64_t n) {
+                        int64_t n) {
   if (v) {
     dpre_loop<T, true>(h, q, s, v, u, db, n);
   } else {
@@ -125,25 +128,20 @@ FFOPS_AI void dpre_impl(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t
 }
 
 // One multiversioned overload per storage type.
-#define FFOPS_ROW_MATH_FOR(T)                                                                 \
-  FFOPS_MULTIVERSION inline opmath_t<T> sumsq(const T* x, int64_t n) { return sumsq_impl(x, n); } \
-  FFOPS_MULTIVERSION inline opmath_t<T> dot(const T* a, const T* b, int64_t n) {              \
-    return dot_impl(a, b, n);                                                                  \
-  }                                                                                            \
-  FFOPS_MULTIVERSION inline void scale(const T* x, opmath_t<T> c, T* out, int64_t n) {       \
-    scale_impl(x, c, out, n);                                                                  \
-  }                                                                                            \
-  FFOPS_MULTIVERSION inline void axpby(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, \
-                                       T* out, int64_t n) {                                    \
-    axpby_impl(a, x, b, y, out, n);                                                            \
-  }                                                                                            \
-  FFOPS_MULTIVERSION inline opmath_t<T> bias_relu_sumsq(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col, \
-                                                      int64_t n) {                             \
-    return bias_relu_sumsq_impl(h, b, s, col, n);                                              \
-  }                                                                                            \
-  FFOPS_MULTIVERSION inline void dpre(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u, \
-                                      opmath_t<T>* db, int64_t n) {                            \
-    dpre_impl(h, q, s, v, u, db, n);                                                           \
+#define FFOPS_ROW_MATH_FOR(T)                                                                                      \
+  FFOPS_MULTIVERSION inline opmath_t<T> sumsq(const T* x, int64_t n) { return sumsq_impl(x, n); }                  \
+  FFOPS_MULTIVERSION inline opmath_t<T> dot(const T* a, const T* b, int64_t n) { return dot_impl(a, b, n); }       \
+  FFOPS_MULTIVERSION inline void scale(const T* x, opmath_t<T> c, T* out, int64_t n) { scale_impl(x, c, out, n); } \
+  FFOPS_MULTIVERSION inline void axpby(opmath_t<T> a, const T* x, opmath_t<T> b, const T* y, T* out, int64_t n) {  \
+    axpby_impl(a, x, b, y, out, n);                                                                                \
+  }                                                                                                                \
+  FFOPS_MULTIVERSION inline opmath_t<T> bias_relu_sumsq(T* h, const T* b, opmath_t<T> s, opmath_t<T>* col,         \
+                                                        int64_t n) {                                               \
+    return bias_relu_sumsq_impl(h, b, s, col, n);                                                                  \
+  }                                                                                                                \
+  FFOPS_MULTIVERSION inline void dpre(const T* h, opmath_t<T> q, opmath_t<T> s, const opmath_t<T>* v, T* u,        \
+                                      opmath_t<T>* db, int64_t n) {                                                \
+    dpre_impl(h, q, s, v, u, db, n);                                                                               \
   }
 
 FFOPS_ROW_MATH_FOR(float)

@@ -263,18 +263,16 @@ FFOPS_SPARSE_AI void sddmm_cols_impl(const BwdArgs<T, I>& a, int64_t j0, int64_t
 
 // One multiversioned (AVX-512 / AVX2 / baseline) entry per value and index type: the thread's
 // share of rows (forward) or columns (backward).
-#define FFOPS_SPARSE_KERNELS(T, I)                                                                      \
-  FFOPS_MULTIVERSION void spmm_rows(const FwdArgs<T, I>& a, int64_t r0, int64_t r1) {                    \
-    spmm_rows_impl(a, r0, r1);                                                                          \
-  }                                                                                                     \
-  FFOPS_MULTIVERSION void sddmm_cols(const BwdArgs<T, I>& a, int64_t j0, int64_t j1) {                   \
-    if (a.dxt && a.dvalues) {                                                                           \
-      sddmm_cols_impl<T, I, true, true>(a, j0, j1);                                                     \
-    } else if (a.dxt) {                                                                                 \
-      sddmm_cols_impl<T, I, true, false>(a, j0, j1);                                                    \
-    } else {                                                                                            \
-      sddmm_cols_impl<T, I, false, true>(a, j0, j1);                                                    \
-    }                                                                                                   \
+#define FFOPS_SPARSE_KERNELS(T, I)                                                                                 \
+  FFOPS_MULTIVERSION void spmm_rows(const FwdArgs<T, I>& a, int64_t r0, int64_t r1) { spmm_rows_impl(a, r0, r1); } \
+  FFOPS_MULTIVERSION void sddmm_cols(const BwdArgs<T, I>& a, int64_t j0, int64_t j1) {                             \
+    if (a.dxt && a.dvalues) {                                                                                      \
+      sddmm_cols_impl<T, I, true, true>(a, j0, j1);                                                                \
+    } else if (a.dxt) {                                                                                            \
+      sddmm_cols_impl<T, I, true, false>(a, j0, j1);                                                               \
+    } else {                                                                                                       \
+      sddmm_cols_impl<T, I, false, true>(a, j0, j1);                                                               \
+    }                                                                                                              \
   }
 
 FFOPS_SPARSE_KERNELS(float, int32_t)

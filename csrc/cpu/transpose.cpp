@@ -55,7 +55,7 @@ __attribute__((target("avx512f"))) inline void transpose_tile16(const float* s, 
 
 // Rows [b, e) of 16-row bands; full 16 x 16 tiles in registers, the ragged edges scalar.
 __attribute__((target("avx512f"))) void transpose_bands_avx512(const float* s, float* d, int64_t rows, int64_t cols,
-                                                                int64_t b, int64_t e) {
+                                                               int64_t b, int64_t e) {
   for (int64_t band = b; band < e; ++band) {
     const int64_t r0 = band * 16, r1 = std::min(rows, r0 + 16);
     int64_t c0 = 0;

@@ -36,7 +36,9 @@ namespace {
 
 // relu that keeps NaN (torch.relu(NaN) == NaN): NaN < 0 is false.
 template <typename A>
-__device__ __forceinline__ A relu(A v) { return v < A(0) ? A(0) : v; }
+__device__ __forceinline__ A relu(A v) {
+  return v < A(0) ? A(0) : v;
+}
 
 // Adds this block's column partials to colsum (global, opmath). col[i][e] belongs to column
 // (slot0 + i * group + lane) * N + e. Must be reached by every thread of the block; `enabled`
@@ -70,7 +72,7 @@ __device__ __forceinline__ void flush_cols(A (&col)[I][N], int64_t slot0, int64_
         col[i][e] = v;
       }
     }
-    __syncthreads();  // part[] zeroed
+    __syncthreads();                   // part[] zeroed
     if ((threadIdx.x & 31) < group) {  // then lane == threadIdx.x & 31: one copy per warp
 #pragma unroll
       for (int i = 0; i < I; ++i) {
@@ -101,7 +103,7 @@ __global__ void __launch_bounds__(1024)
   using P = Pack<T, N>;
   const RowMap m(group);
   const int64_t slot0 = static_cast<int64_t>(blockIdx.y) * group * I;
-  A col[I][N] = {};  // column partial sums, in registers
+  A col[I][N] = {};                                            // column partial sums, in registers
   for (int64_t base = m.first; base < rows; base += m.step) {  // uniform across the block
     const int64_t r = base + m.sub;
     A ss = A(0);
@@ -126,8 +128,8 @@ __global__ void __launch_bounds__(1024)
           for (int e = 0; e < N; ++e) {
             const A v = relu(mul_rn(sc, to_acc(p.v[e])) + b[e]);
             p.v[e] = from_acc<T>(v);
-            ss += v * v;                            // unrounded h
-            if (pos) col[i][e] += v;               // unrounded h too
+            ss += v * v;              // unrounded h
+            if (pos) col[i][e] += v;  // unrounded h too
           }
           hr[s] = p;
         }
@@ -350,8 +352,8 @@ cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, in
           e = cudaMemsetAsync(sumsq, 0, static_cast<size_t>(rows) * sizeof(A), stream);
         if (e != cudaSuccess) return e;
         kernel<<<dim3(grid_x, c.tiles), c.threads, 0, stream>>>(
-            static_cast<T*>(h), rows, out, nslots, c.group, static_cast<const A*>(x_scale),
-            static_cast<const T*>(bias), n_pos, c.tiles > 1, static_cast<A*>(sumsq), static_cast<A*>(pos_mean));
+            static_cast<T*>(h), rows, out, nslots, c.group, static_cast<const A*>(x_scale), static_cast<const T*>(bias),
+            n_pos, c.tiles > 1, static_cast<A*>(sumsq), static_cast<A*>(pos_mean));
         return cudaGetLastError();
       });
       if (err != cudaSuccess) return err;
@@ -361,10 +363,9 @@ cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, in
   });
 }
 
-cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out,
-                                          const void* x_scale, const void* grad_sumsq, const void* grad_pos_mean,
-                                          int64_t n_pos, void* u, void* grad_bias_acc, void* pos_coef,
-                                          cudaStream_t stream) {
+cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out, const void* x_scale,
+                                          const void* grad_sumsq, const void* grad_pos_mean, int64_t n_pos, void* u,
+                                          void* grad_bias_acc, void* pos_coef, cudaStream_t stream) {
   if (rows < 0 || out < 0 || n_pos < 0 || n_pos > rows) return cudaErrorInvalidValue;
   if (out == 0) return cudaSuccess;  // u and grad_bias_acc are empty
   return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
@@ -416,8 +417,8 @@ cudaError_t launch_ff_label_rows(DType dtype, const void* pre, int64_t rows, int
       return cudaGetLastError();
     };
     constexpr int kVec = static_cast<int>(16 / sizeof(T));
-    const bool vec = out % kVec == 0 && aligned16(pre) && aligned16(wt) && aligned16(h) &&
-                     (bias == nullptr || aligned16(bias));
+    const bool vec =
+        out % kVec == 0 && aligned16(pre) && aligned16(wt) && aligned16(h) && (bias == nullptr || aligned16(bias));
     const auto with_bias = [&](auto n_tag) -> cudaError_t {
       if (bias != nullptr) return launch(n_tag, std::true_type{});
       return launch(n_tag, std::false_type{});

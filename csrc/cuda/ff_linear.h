@@ -50,10 +50,9 @@ cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, in
 // grad_bias_acc: out opmath values (output; the caller converts it to the data dtype).
 // pos_coef: workspace of out opmath values (receives grad_pos_mean / n_pos); used only when
 // grad_pos_mean != nullptr, may be nullptr otherwise.
-cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out,
-                                          const void* x_scale, const void* grad_sumsq, const void* grad_pos_mean,
-                                          int64_t n_pos, void* u, void* grad_bias_acc, void* pos_coef,
-                                          cudaStream_t stream);
+cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out, const void* x_scale,
+                                          const void* grad_sumsq, const void* grad_pos_mean, int64_t n_pos, void* u,
+                                          void* grad_bias_acc, void* pos_coef, cudaStream_t stream);
 
 // All-label rows of the first layer (ff_label_rows), row r = b * labels + c of h [rows * labels, out]:
 //   h[r, j] = relu((scale ? scale[b] : 1) * (pre[b, j] + on[b] * wt[c, j]) + (bias ? bias[j] : 0))

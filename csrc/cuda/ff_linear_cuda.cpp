@@ -19,9 +19,9 @@
 #include <optional>
 #include <tuple>
 
-#include "cuda/torch_glue.h"
-#include "cuda/ff_linear.h"
 #include "../ff_linear.h"  // csrc/ff_linear.h: the checks shared with the CPU kernels
+#include "cuda/ff_linear.h"
+#include "cuda/torch_glue.h"
 
 namespace ffops::gpu {
 namespace {
@@ -44,8 +44,8 @@ void check_like_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
 // A contiguous vector of n values on x's device with the given dtype.
 void check_vector(const at::Tensor& v, const at::Tensor& x, int64_t n, at::ScalarType dtype, const char* name) {
   TORCH_CHECK(v.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", v.device());
-  TORCH_CHECK(v.dim() == 1 && v.size(0) == n && v.is_contiguous(), "ffops: ", name,
-              " must be a contiguous vector of ", n, " values, got ", v.sizes());
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == n && v.is_contiguous(), "ffops: ", name, " must be a contiguous vector of ",
+              n, " values, got ", v.sizes());
   TORCH_CHECK(v.scalar_type() == dtype, "ffops: ", name, " must be ", dtype, ", got ", v.scalar_type());
 }
 
@@ -79,8 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
   at::Tensor pos_mean = at::empty({out}, x.options().dtype(st));
   check_launch(launch_ff_linear_fwd_epilogue(dtype_of(x.scalar_type()), h.mutable_data_ptr(), rows, out,
                                              opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
-                                             pos_mean.mutable_data_ptr(),
-                                             current_stream()),
+                                             pos_mean.mutable_data_ptr(), current_stream()),
                "ff_linear_fwd");
   return {h, sumsq, pos_mean};
 }
@@ -97,12 +96,12 @@ std::tuple<at::Tensor, at::Tensor> bwd_epilogue(const at::Tensor& h, const std::
   at::Tensor grad_bias_acc = at::empty({out}, h.options().dtype(st));
   at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
   if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, h.options().dtype(st));
-  check_launch(launch_ff_linear_bwd_epilogue(
-                   dtype_of(h.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
-                   grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
-                   grad_bias_acc.mutable_data_ptr(), pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr,
-                   current_stream()),
-               op);
+  check_launch(
+      launch_ff_linear_bwd_epilogue(dtype_of(h.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                                    grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
+                                    grad_bias_acc.mutable_data_ptr(),
+                                    pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr, current_stream()),
+      op);
   return {u, grad_bias_acc.to(h.scalar_type())};
 }
 
@@ -156,7 +155,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
     pre = acc == dtype ? at::mm(x, wt) : at::mm(x, wt, acc);
   }
   at::Tensor h = pre.repeat({copies, 1});
-  const at::Tensor on_rows = on.repeat({copies}).to(dtype).to(acc).unsqueeze(1);  // the label feature's value in x's dtype
+  const at::Tensor on_rows =
+      on.repeat({copies}).to(dtype).to(acc).unsqueeze(1);  // the label feature's value in x's dtype
   h.add_(weight.narrow(1, 0, c).t().index_select(0, labels).to(acc).mul_(on_rows));
   if (acc != dtype) h = h.to(dtype);
   at::Tensor sumsq = at::empty({rows}, base.options().dtype(stat_type(base.scalar_type())));
@@ -198,8 +198,7 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base,
 
 // (h, sumsq); see ff_label_rows in csrc/ops.cpp.
 std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at::Tensor& on,
-                                                 const std::optional<at::Tensor>& scale,
-                                                 const at::Tensor& label_weight,
+                                                 const std::optional<at::Tensor>& scale, const at::Tensor& label_weight,
                                                  const std::optional<at::Tensor>& bias) {
   TORCH_CHECK(pre.is_cuda(), "ffops: pre must be a CUDA tensor, got ", pre.device());
   const int64_t labels = check_label_rows_args(pre, on, scale, label_weight, bias);
@@ -209,10 +208,9 @@ std::tuple<at::Tensor, at::Tensor> ff_label_rows(const at::Tensor& pre, const at
   at::Tensor h = at::empty({batch * labels, out}, pre.options());
   at::Tensor sumsq = at::empty({batch * labels}, pre.options().dtype(stat_type(pre.scalar_type())));
   const at::Tensor wt = label_weight.t().contiguous();  // [C, out]: each label row's weights read coalesced
-  check_launch(launch_ff_label_rows(dtype_of(pre.scalar_type()), pre.const_data_ptr(), batch, out,
-                                    on.const_data_ptr(), opt_ptr(scale), wt.const_data_ptr(), labels, opt_ptr(bias),
-                                    h.mutable_data_ptr(), sumsq.mutable_data_ptr(),
-                                    current_stream()),
+  check_launch(launch_ff_label_rows(dtype_of(pre.scalar_type()), pre.const_data_ptr(), batch, out, on.const_data_ptr(),
+                                    opt_ptr(scale), wt.const_data_ptr(), labels, opt_ptr(bias), h.mutable_data_ptr(),
+                                    sumsq.mutable_data_ptr(), current_stream()),
                "ff_label_rows");
   return {h, sumsq};
 }

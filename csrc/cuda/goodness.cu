@@ -117,8 +117,8 @@ __global__ void __launch_bounds__(1024, 1)
 
 template <typename T, int N, bool kBlock>
 __global__ void __launch_bounds__(1024, 1)
-    normalize_fwd_kernel(const T* __restrict__ h, int64_t rows, int64_t k, int64_t ld, int group,
-                         acc_t<T> norm_scale, acc_t<T> eps, T* __restrict__ y, acc_t<T>* __restrict__ s) {
+    normalize_fwd_kernel(const T* __restrict__ h, int64_t rows, int64_t k, int64_t ld, int group, acc_t<T> norm_scale,
+                         acc_t<T> eps, T* __restrict__ y, acc_t<T>* __restrict__ s) {
   using A = acc_t<T>;
   const RowMap m(group);
   for (int64_t base = m.first; base < rows; base += m.step) {
@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(1024, 1)
 template <typename T, int N, bool kBlock>
 __global__ void __launch_bounds__(1024, 1)
     normalize_bwd_kernel(const T* __restrict__ gy, int64_t ld_gy, const acc_t<T>* __restrict__ gs,
-                         const T* __restrict__ h, int64_t ld_h, const acc_t<T>* __restrict__ s, int64_t rows,
-                         int64_t k, int group, acc_t<T> norm_scale, acc_t<T> eps, T* __restrict__ dh) {
+                         const T* __restrict__ h, int64_t ld_h, const acc_t<T>* __restrict__ s, int64_t rows, int64_t k,
+                         int group, acc_t<T> norm_scale, acc_t<T> eps, T* __restrict__ dh) {
   using A = acc_t<T>;
   const RowMap m(group);
   for (int64_t base = m.first; base < rows; base += m.step) {
@@ -159,8 +159,8 @@ __global__ void __launch_bounds__(1024, 1)
 
 // ---- launch configuration -------------------------------------------------------------------
 
-constexpr int kSubwarpBlock = 256;        // threads per block when a row takes <= 32 lanes
-constexpr int64_t kMaxBlocks = 1 << 20;   // grid cap; the kernels loop over the remaining rows
+constexpr int kSubwarpBlock = 256;       // threads per block when a row takes <= 32 lanes
+constexpr int64_t kMaxBlocks = 1 << 20;  // grid cap; the kernels loop over the remaining rows
 
 struct Cfg {
   unsigned blocks;
@@ -217,11 +217,15 @@ cudaError_t dispatch_variant(int64_t rows, int64_t k, bool vec, F&& launch) {
   constexpr int kVec = static_cast<int>(16 / sizeof(T));
   const Cfg c = make_cfg(rows, k, vec ? kVec : 1);
   if (vec) {
-    if (c.block) launch(Variant<kVec, true>{}, c);
-    else launch(Variant<kVec, false>{}, c);
+    if (c.block)
+      launch(Variant<kVec, true>{}, c);
+    else
+      launch(Variant<kVec, false>{}, c);
   } else {
-    if (c.block) launch(Variant<1, true>{}, c);
-    else launch(Variant<1, false>{}, c);
+    if (c.block)
+      launch(Variant<1, true>{}, c);
+    else
+      launch(Variant<1, false>{}, c);
   }
   return cudaGetLastError();
 }
@@ -247,8 +251,8 @@ cudaError_t launch_ff_loss_fwd(DType dtype, const void* h, int64_t rows, int64_t
   });
 }
 
-cudaError_t launch_goodness_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double scale,
-                                void* g, cudaStream_t stream) {
+cudaError_t launch_goodness_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double scale, void* g,
+                                cudaStream_t stream) {
   return launch_ff_loss_fwd(dtype, h, rows, k, ld, scale, 0.0, 0.0, nullptr, g, nullptr, stream);
 }
 
@@ -267,8 +271,8 @@ cudaError_t launch_row_scale(DType dtype, const void* h, int64_t rows, int64_t k
   });
 }
 
-cudaError_t launch_normalize_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld,
-                                 double norm_scale, double eps, void* y, void* s, cudaStream_t stream) {
+cudaError_t launch_normalize_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double norm_scale,
+                                 double eps, void* y, void* s, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -25,8 +25,8 @@ namespace ffops::gpu {
 
 // g[r] = scale * sum_k h[r, k]^2.
 // h: [rows, k], row stride ld. g: rows opmath values.
-cudaError_t launch_goodness_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double scale,
-                                void* g, cudaStream_t stream);
+cudaError_t launch_goodness_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double scale, void* g,
+                                cudaStream_t stream);
 
 // out[r, k] = coef[r] * h[r, k].
 // h: [rows, k], row stride ld. coef: rows opmath values. out: contiguous [rows, k], dtype of h.
@@ -37,13 +37,12 @@ cudaError_t launch_row_scale(DType dtype, const void* h, int64_t rows, int64_t k
 // loss[r] = max(z, 0) + log1p(exp(-|z|))  (NaN propagates).
 // h: [rows, k], row stride ld. target: rows opmath values or nullptr. g, loss: rows opmath values.
 cudaError_t launch_ff_loss_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double scale,
-                               double coef, double theta, const void* target, void* g, void* loss,
-                               cudaStream_t stream);
+                               double coef, double theta, const void* target, void* g, void* loss, cudaStream_t stream);
 
 // s[r] = sum_k h[r, k]^2;  y[r, k] = h[r, k] * (1 / (sqrt(norm_scale * s[r]) + eps)).
 // h: [rows, k], row stride ld. y: contiguous [rows, k], dtype of h. s: rows opmath values.
-cudaError_t launch_normalize_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld,
-                                 double norm_scale, double eps, void* y, void* s, cudaStream_t stream);
+cudaError_t launch_normalize_fwd(DType dtype, const void* h, int64_t rows, int64_t k, int64_t ld, double norm_scale,
+                                 double eps, void* y, void* s, cudaStream_t stream);
 
 // n = sqrt(norm_scale * s[r]);  inv = 1 / (n + eps);
 // c = (n > 0 ? -inv * inv * norm_scale / n * <grad_y[r], h[r]> : 0) + (grad_s ? 2 * grad_s[r] : 0);

@@ -14,9 +14,9 @@
 #include <optional>
 #include <tuple>
 
-#include "cuda/torch_glue.h"
-#include "cuda/goodness.h"
 #include "../goodness.h"  // csrc/goodness.h: the checks shared with the CPU kernels
+#include "cuda/goodness.h"
+#include "cuda/torch_glue.h"
 
 namespace ffops::gpu {
 namespace {
@@ -30,8 +30,8 @@ at::Tensor goodness_fwd(const at::Tensor& h, double scale) {
   check_rows(h, "h");
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor g = empty_stat(h);
-  check_launch(launch_goodness_fwd(dtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
-                                   h.stride(0), scale, g.mutable_data_ptr(), current_stream()),
+  check_launch(launch_goodness_fwd(dtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
+                                   scale, g.mutable_data_ptr(), current_stream()),
                "goodness_fwd");
   return g;
 }
@@ -66,9 +66,8 @@ std::tuple<at::Tensor, at::Tensor> normalize_fwd(const at::Tensor& h, double nor
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor y = at::empty(h.sizes(), h.options());
   at::Tensor s = empty_stat(h);
-  check_launch(launch_normalize_fwd(dtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1),
-                                    h.stride(0), norm_scale, eps, y.mutable_data_ptr(), s.mutable_data_ptr(),
-                                    current_stream()),
+  check_launch(launch_normalize_fwd(dtype_of(h.scalar_type()), h.const_data_ptr(), h.size(0), h.size(1), h.stride(0),
+                                    norm_scale, eps, y.mutable_data_ptr(), s.mutable_data_ptr(), current_stream()),
                "normalize_fwd");
   return {y, s};
 }

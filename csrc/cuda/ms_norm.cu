@@ -160,8 +160,7 @@ cudaError_t launch_ms_norm_fwd(DType x_dtype, DType y_dtype, const void* x, int6
 }
 
 cudaError_t launch_ms_norm_bwd(DType y_dtype, DType dx_dtype, const void* grad_y, int64_t ld_g, const void* y,
-                               const void* rstd, int64_t rows, int64_t k, bool center, void* dx,
-                               cudaStream_t stream) {
+                               const void* rstd, int64_t rows, int64_t k, bool center, void* dx, cudaStream_t stream) {
   if (rows == 0 || k == 0) return cudaSuccess;
   return with_pair(y_dtype, dx_dtype, [&](auto o, auto d) {
     using O = decltype(o);

@@ -27,7 +27,6 @@ cudaError_t launch_ms_norm_fwd(DType x_dtype, DType y_dtype, const void* x, int6
 // grad_y: [rows, k] of y_dtype, row stride ld_g. y: contiguous [rows, k]. rstd: rows values of A.
 // dx: contiguous [rows, k] of dx_dtype.
 cudaError_t launch_ms_norm_bwd(DType y_dtype, DType dx_dtype, const void* grad_y, int64_t ld_g, const void* y,
-                               const void* rstd, int64_t rows, int64_t k, bool center, void* dx,
-                               cudaStream_t stream);
+                               const void* rstd, int64_t rows, int64_t k, bool center, void* dx, cudaStream_t stream);
 
 }  // namespace ffops::gpu

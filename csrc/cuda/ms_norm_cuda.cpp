@@ -13,9 +13,9 @@
 #include <optional>
 #include <tuple>
 
-#include "cuda/torch_glue.h"
-#include "cuda/ms_norm.h"
 #include "../ms_norm.h"  // csrc/ms_norm.h: the checks shared with the CPU kernels
+#include "cuda/ms_norm.h"
+#include "cuda/torch_glue.h"
 
 namespace ffops::gpu {
 namespace {
@@ -28,10 +28,10 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, 
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty(x.sizes(), x.options().dtype(ot));
   at::Tensor rstd = empty_stat(x);
-  check_launch(launch_ms_norm_fwd(dtype_of(x.scalar_type()), dtype_of(ot), x.const_data_ptr(), x.size(0), x.size(1),
-                                  x.stride(0), eps, center, y.mutable_data_ptr(), rstd.mutable_data_ptr(),
-                                  current_stream()),
-               "ms_norm_fwd");
+  check_launch(
+      launch_ms_norm_fwd(dtype_of(x.scalar_type()), dtype_of(ot), x.const_data_ptr(), x.size(0), x.size(1), x.stride(0),
+                         eps, center, y.mutable_data_ptr(), rstd.mutable_data_ptr(), current_stream()),
+      "ms_norm_fwd");
   return {y, rstd};
 }
 

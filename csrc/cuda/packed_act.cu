@@ -51,9 +51,9 @@ struct ActTable {
 };
 
 template <typename T, int FN>
-__global__ void __launch_bounds__(kThreads) packed_act_fwd_kernel(const T* __restrict__ x, T* __restrict__ y,
-                                                                  uint8_t* __restrict__ codes, int64_t n, int bits,
-                                                                  int64_t nbytes, ActTable borders) {
+__global__ void __launch_bounds__(kThreads)
+    packed_act_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, uint8_t* __restrict__ codes, int64_t n, int bits,
+                          int64_t nbytes, ActTable borders) {
   using A = acc_t<T>;
   __shared__ A b[16];
   const int nb = (1 << bits) - 1;
@@ -87,10 +87,9 @@ __global__ void __launch_bounds__(kThreads) packed_act_fwd_kernel(const T* __res
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) packed_act_bwd_kernel(const T* __restrict__ g,
-                                                                  const uint8_t* __restrict__ codes,
-                                                                  T* __restrict__ dx, int64_t n, int bits,
-                                                                  int64_t nbytes, ActTable levels) {
+__global__ void __launch_bounds__(kThreads)
+    packed_act_bwd_kernel(const T* __restrict__ g, const uint8_t* __restrict__ codes, T* __restrict__ dx, int64_t n,
+                          int bits, int64_t nbytes, ActTable levels) {
   using A = acc_t<T>;
   __shared__ A lv[16];
   if (threadIdx.x == 0) {
@@ -118,10 +117,8 @@ cudaError_t act_fwd_typed(const void* x, int64_t n, int fn, const ActTable& tab,
   const T* xp = static_cast<const T*>(x);
   T* yp = static_cast<T*>(y);
   switch (fn) {
-#define FFOPS_ACT_CASE(F)                                                                               \
-  case F:                                                                                               \
-    packed_act_fwd_kernel<T, F><<<blocks, kThreads, 0, stream>>>(xp, yp, codes, n, bits, nbytes, tab); \
-    break;
+#define FFOPS_ACT_CASE(F) \
+  case F: packed_act_fwd_kernel<T, F><<<blocks, kThreads, 0, stream>>>(xp, yp, codes, n, bits, nbytes, tab); break;
     FFOPS_ACT_CASE(0)
     FFOPS_ACT_CASE(1)
     FFOPS_ACT_CASE(2)
@@ -144,7 +141,8 @@ cudaError_t launch_packed_act_fwd(DType dtype, const void* x, int64_t n, int fn,
   if (bits < 1 || bits > 4) return cudaErrorInvalidValue;
   ActTable tab{};
   for (int j = 0; j < (1 << bits) - 1; ++j) tab.v[j] = borders[j];
-  return dispatch_dtype(dtype, [&](auto t) { return act_fwd_typed<decltype(t)>(x, n, fn, tab, bits, y, codes, stream); });
+  return dispatch_dtype(dtype,
+                        [&](auto t) { return act_fwd_typed<decltype(t)>(x, n, fn, tab, bits, y, codes, stream); });
 }
 
 cudaError_t launch_packed_act_bwd(DType dtype, const void* grad_y, const uint8_t* codes, int64_t n,

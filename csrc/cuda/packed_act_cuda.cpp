@@ -12,9 +12,9 @@
 
 #include <tuple>
 
-#include "cuda/torch_glue.h"
-#include "cuda/packed_act.h"
 #include "../packed_act.h"  // csrc/packed_act.h: the checks shared with the CPU kernels
+#include "cuda/packed_act.h"
+#include "cuda/torch_glue.h"
 
 namespace ffops::gpu {
 namespace {

@@ -29,9 +29,9 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kUnroll = 4;                          // nonzeros in flight per lane
-constexpr int64_t kMaxBlocks = int64_t{1} << 20;    // grid-stride beyond this
-constexpr int64_t kBwdTargetWarps = 16384;          // backward: split the batch until this many items
+constexpr int kUnroll = 4;                        // nonzeros in flight per lane
+constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // grid-stride beyond this
+constexpr int64_t kBwdTargetWarps = 16384;        // backward: split the batch until this many items
 
 template <typename T, int V>
 __device__ __forceinline__ Pack<T, V> zero_pack() {
@@ -302,9 +302,9 @@ cudaError_t dispatch_width(int vec, F&& f) {
 
 // ---- launchers (see sparse_linear.h for the contracts) ----------------------------------------------
 
-cudaError_t launch_sparse_linear_fwd(DType dtype, SparseIndex index, const void* xt, int64_t B,
-                                     const void* values, const void* crow, const void* col, int64_t N,
-                                     const void* bias, void* yt, cudaStream_t stream) {
+cudaError_t launch_sparse_linear_fwd(DType dtype, SparseIndex index, const void* xt, int64_t B, const void* values,
+                                     const void* crow, const void* col, int64_t N, const void* bias, void* yt,
+                                     cudaStream_t stream) {
   if (N < 0 || B < 0) return cudaErrorInvalidValue;
   if (N == 0 || B == 0) return cudaSuccess;  // yt is empty
   const BatchTiles bt = batch_tiles(B, access_width(dtype, B, xt, yt, nullptr));
@@ -322,17 +322,17 @@ cudaError_t launch_sparse_linear_fwd(DType dtype, SparseIndex index, const void*
   });
 }
 
-int64_t sparse_linear_bwd_workspace(DType dtype, const void* dyt, const void* xt, const void* dxt, int64_t M,
-                                    int64_t B, int64_t nnz, bool need_dvalues) {
+int64_t sparse_linear_bwd_workspace(DType dtype, const void* dyt, const void* xt, const void* dxt, int64_t M, int64_t B,
+                                    int64_t nnz, bool need_dvalues) {
   if (!need_dvalues || M <= 0 || B <= 0 || nnz <= 0) return 0;
   const BwdPlan p = bwd_plan(dtype, dyt, xt, dxt, M, B);
   return p.direct ? 0 : p.spans * nnz;
 }
 
 cudaError_t launch_sparse_linear_bwd(DType dtype, SparseIndex index, const void* dyt, const void* xt, int64_t M,
-                                     int64_t B, const void* values, int64_t nnz, const void* t_ptr,
-                                     const void* t_row, const void* t_perm, void* dxt, void* dvalues,
-                                     void* workspace, cudaStream_t stream) {
+                                     int64_t B, const void* values, int64_t nnz, const void* t_ptr, const void* t_row,
+                                     const void* t_perm, void* dxt, void* dvalues, void* workspace,
+                                     cudaStream_t stream) {
   if (M < 0 || B < 0 || nnz < 0) return cudaErrorInvalidValue;
   const int elem = dtype_size(dtype);
   if (M == 0 || B == 0 || nnz == 0) {

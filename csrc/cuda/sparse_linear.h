@@ -31,15 +31,15 @@ enum class SparseIndex : int { i32 = 0, i64 = 1 };
 
 // yt[i, b] = (bias ? bias[i] : 0) + sum_{k = crow[i]}^{crow[i+1]-1} values[k] * xt[col[k], b].
 // crow: N + 1 indices, col / values: nnz entries, bias: N values or nullptr. yt: output.
-cudaError_t launch_sparse_linear_fwd(DType dtype, SparseIndex index, const void* xt, int64_t B,
-                                     const void* values, const void* crow, const void* col, int64_t N,
-                                     const void* bias, void* yt, cudaStream_t stream);
+cudaError_t launch_sparse_linear_fwd(DType dtype, SparseIndex index, const void* xt, int64_t B, const void* values,
+                                     const void* crow, const void* col, int64_t N, const void* bias, void* yt,
+                                     cudaStream_t stream);
 
 // Number of opmath elements (float; double for double data) of the workspace that
 // launch_sparse_linear_bwd needs with the same arguments (0: none; pass nullptr then). It holds
 // one partial dot per nonzero and batch slice when a column's batch is split across warps.
-int64_t sparse_linear_bwd_workspace(DType dtype, const void* dyt, const void* xt, const void* dxt, int64_t M,
-                                    int64_t B, int64_t nnz, bool need_dvalues);
+int64_t sparse_linear_bwd_workspace(DType dtype, const void* dyt, const void* xt, const void* dxt, int64_t M, int64_t B,
+                                    int64_t nnz, bool need_dvalues);
 
 // Over the CSC order (t_ptr: M + 1 indices; t_row, t_perm: nnz indices):
 //   dxt[j, b] = sum_{k = t_ptr[j]}^{t_ptr[j+1]-1} values[t_perm[k]] * dyt[t_row[k], b]   (if dxt)
@@ -48,8 +48,8 @@ int64_t sparse_linear_bwd_workspace(DType dtype, const void* dyt, const void* xt
 // is not needed). workspace: sparse_linear_bwd_workspace(...) opmath elements, any contents.
 // dvalues is bitwise deterministic (fixed summation order, no atomics).
 cudaError_t launch_sparse_linear_bwd(DType dtype, SparseIndex index, const void* dyt, const void* xt, int64_t M,
-                                     int64_t B, const void* values, int64_t nnz, const void* t_ptr,
-                                     const void* t_row, const void* t_perm, void* dxt, void* dvalues,
-                                     void* workspace, cudaStream_t stream);
+                                     int64_t B, const void* values, int64_t nnz, const void* t_ptr, const void* t_row,
+                                     const void* t_perm, void* dxt, void* dvalues, void* workspace,
+                                     cudaStream_t stream);
 
 }  // namespace ffops::gpu

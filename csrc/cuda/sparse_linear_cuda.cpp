@@ -14,9 +14,9 @@
 #include <optional>
 #include <tuple>
 
-#include "cuda/torch_glue.h"
-#include "cuda/sparse_linear.h"
 #include "../sparse_linear.h"  // csrc/sparse_linear.h: the checks shared with the CPU kernels
+#include "cuda/sparse_linear.h"
+#include "cuda/torch_glue.h"
 
 namespace ffops::gpu {
 namespace {
@@ -40,8 +40,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
   at::Tensor yt = at::empty({N, B}, xt.options());
   check_launch(launch_sparse_linear_fwd(dtype_of(xt.scalar_type(), "xt"), index, xt.const_data_ptr(), B,
                                         values.const_data_ptr(), crow.const_data_ptr(), col.const_data_ptr(), N,
-                                        opt_ptr(bias), yt.mutable_data_ptr(),
-                                        current_stream()),
+                                        opt_ptr(bias), yt.mutable_data_ptr(), current_stream()),
                "sparse_linear_fwd");
   return yt;
 }
@@ -68,13 +67,12 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
       sparse_linear_bwd_workspace(dtype, dyt.const_data_ptr(), xt.const_data_ptr(), dxt_ptr, M, B, nnz, need_dvalues);
   at::Tensor ws;
   if (ws_n > 0) ws = at::empty({ws_n}, dyt.options().dtype(stat_type(dyt.scalar_type())));
-  check_launch(launch_sparse_linear_bwd(dtype, index, dyt.const_data_ptr(), xt.const_data_ptr(), M, B,
-                                        values.const_data_ptr(), nnz, t_ptr.const_data_ptr(), t_row.const_data_ptr(),
-                                        t_perm.const_data_ptr(), dxt_ptr,
-                                        need_dvalues ? dvalues.mutable_data_ptr() : nullptr,
-                                        ws.defined() ? ws.mutable_data_ptr() : nullptr,
-                                        current_stream()),
-               "sparse_linear_bwd");
+  check_launch(
+      launch_sparse_linear_bwd(dtype, index, dyt.const_data_ptr(), xt.const_data_ptr(), M, B, values.const_data_ptr(),
+                               nnz, t_ptr.const_data_ptr(), t_row.const_data_ptr(), t_perm.const_data_ptr(), dxt_ptr,
+                               need_dvalues ? dvalues.mutable_data_ptr() : nullptr,
+                               ws.defined() ? ws.mutable_data_ptr() : nullptr, current_stream()),
+      "sparse_linear_bwd");
   return {dxt, dvalues};
 }
 

@@ -16,8 +16,12 @@ def plot_ff_history(history: list, path, title: str = "") -> None:
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.6), squeeze=False)
     ax = axes[0][0]
     steps = list(range(1, len(history) + 1))
-    for key, style in (("train_error_goodness", "C0--"), ("test_error_goodness", "C0-"),
-                       ("train_error_head", "C1--"), ("test_error_head", "C1-")):
+    for key, style in (
+        ("train_error_goodness", "C0--"),
+        ("test_error_goodness", "C0-"),
+        ("train_error_head", "C1--"),
+        ("test_error_head", "C1-"),
+    ):
         points = [(s, 100 * r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
         if points:
             ax.plot(*zip(*points), style, label=key.replace("_error_", " ").replace("_", " "))
@@ -69,8 +73,13 @@ def plot_sparse_results(results: list, path, title: str = "") -> None:
     if rows and rows[0]["sparsity"] == 0:
         ax.axhline(acc[0], color="gray", lw=0.8, ls=":", label="dense")
     if longer:
-        ax.axhline(100 * longer[0]["test_accuracy"], color="C3", lw=0.8, ls="--",
-                   label="dense, trained as many epochs")
+        ax.axhline(
+            100 * longer[0]["test_accuracy"],
+            color="C3",
+            lw=0.8,
+            ls="--",
+            label="dense, trained as many epochs",
+        )
     for x, a in zip(xs, acc):
         ax.annotate(f"{a:.2f}", (x, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     lo = min([a for a in acc] + [p for _, p in pruned])
@@ -87,15 +96,33 @@ def plot_sparse_results(results: list, path, title: str = "") -> None:
         has_fwd = all(r.get("forward_ms") is not None for _, r in timed)
         w = 0.38 if has_fwd else 0.6
         off = w / 2 if has_fwd else 0.0
-        step = bx.bar([x - off for x, _ in timed], [r["step_ms"] for _, r in timed], w, color="C0",
-                      label="training step (fwd + bwd + Adam)")
-        bx.bar_label(step, [f"{r['speedup']:.2f}x" if r.get("speedup") else "" for _, r in timed], fontsize=8,
-                     color="C0")
+        step = bx.bar(
+            [x - off for x, _ in timed],
+            [r["step_ms"] for _, r in timed],
+            w,
+            color="C0",
+            label="training step (fwd + bwd + Adam)",
+        )
+        bx.bar_label(
+            step,
+            [f"{r['speedup']:.2f}x" if r.get("speedup") else "" for _, r in timed],
+            fontsize=8,
+            color="C0",
+        )
         if has_fwd:
-            fwd = bx.bar([x + off for x, _ in timed], [r["forward_ms"] for _, r in timed], w, color="C2",
-                         label="forward (inference)")
-            bx.bar_label(fwd, [f"{r['forward_speedup']:.2f}x" if r.get("forward_speedup") else ""
-                               for _, r in timed], fontsize=8, color="C2")
+            fwd = bx.bar(
+                [x + off for x, _ in timed],
+                [r["forward_ms"] for _, r in timed],
+                w,
+                color="C2",
+                label="forward (inference)",
+            )
+            bx.bar_label(
+                fwd,
+                [f"{r['forward_speedup']:.2f}x" if r.get("forward_speedup") else "" for _, r in timed],
+                fontsize=8,
+                color="C2",
+            )
         bx.set_ylim(top=1.15 * max(max(r["step_ms"], r.get("forward_ms") or 0) for _, r in timed))
         bx.legend(fontsize=8)
     else:

@@ -39,8 +39,10 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         extra = " ".join(f"{k}={v:.4g}" for k, v in self.fields.items())
-        line = (f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} "
-                f"{rate:.0f}/s eta {eta:.0f}s {extra}")
+        line = (
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} "
+            f"{rate:.0f}/s eta {eta:.0f}s {extra}"
+        )
         self.stream.write(line[:200].ljust(80))
         self.stream.flush()
 

@@ -18,38 +18,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
     p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
     p.add_argument("--layers", default="784,500,500", help="input size and layer widths, e.g. 784,2000,2000")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of the schedule (default 30; with --resume: the resumed run's)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of the schedule (default 30; with --resume: the resumed run's)",
+    )
     p.add_argument("--batch-size", type=int, default=100, help="positive samples per step (as many negatives)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu; with --resume: the run's)")
     p.add_argument("--mode", default="all", help="all | collaborative | greedy")
-    p.add_argument("--collab-layers", default="others",
-                   help="collaborative mode: the goodness of all other layers (others) or of those below (past)")
-    p.add_argument("--collab-weight", type=float, default=1.0,
-                   help="scale of the other layers' goodness in a layer's logit (1: collaborative FF, 0: plain)")
+    p.add_argument(
+        "--collab-layers",
+        default="others",
+        help="collaborative mode: the goodness of all other layers (others) or of those below (past)",
+    )
+    p.add_argument(
+        "--collab-weight",
+        type=float,
+        default=1.0,
+        help="scale of the other layers' goodness in a layer's logit (1: collaborative FF, 0: plain)",
+    )
     p.add_argument("--skip-first", action="store_true", help="leave layer 1 out of goodness prediction (Hinton)")
     p.add_argument("--loss", default="symba", help="symba | softplus")
     p.add_argument("--alpha", type=float, default=8.0, help="SymBa's scale of G_pos - G_neg")
     p.add_argument("--goodness", default="mean", help="mean | sum")
     p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
     p.add_argument("--threshold", type=float, default=None, help="default: 2.0 (mean) or the width (sum)")
-    p.add_argument("--negatives", default="hard", help="random | hard (from the net's goodness per label) | head (from the softmax head) | hybrid (unsupervised)")
+    p.add_argument(
+        "--negatives",
+        default="hard",
+        help="random | hard (from the net's goodness per label) | head (from the softmax head) | hybrid (unsupervised)",
+    )
     p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay (default 0)")
-    p.add_argument("--input-dropout", type=float, default=0.1,
-                   help="fraction of input pixels zeroed at random in each training sample (default 0.1; 0: off)")
+    p.add_argument(
+        "--input-dropout",
+        type=float,
+        default=0.1,
+        help="fraction of input pixels zeroed at random in each training sample (default 0.1; 0: off)",
+    )
     p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="train / test errors every N epochs and after the last (default 1; with --resume: the run's)")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="train / test errors every N epochs and after the last (default 1; with --resume: the run's)",
+    )
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None,
-                   help="output directory (default: runs/train-ff-<time>; with --resume: the checkpoint's)")
-    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="go on with an interrupted run from its checkpoint.pt (saved after every epoch) with the "
-                        "run's own settings; only --epochs, --eval-every, --device, --threads and --out may be given anew")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: runs/train-ff-<time>; with --resume: the checkpoint's)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="go on with an interrupted run from its checkpoint.pt (saved after every epoch) with the "
+        "run's own settings; only --epochs, --eval-every, --device, --threads and --out may be given anew",
+    )
 
 
 class _ConsoleCallback(ff.Callback):
@@ -73,11 +103,17 @@ class _ConsoleCallback(ff.Callback):
     def on_epoch_end(self, trainer, record):
         self.bar.close()
         losses = " ".join("-" if v is None else f"{v:.4f}" for v in record["loss"])
-        parts = [("" if record["phase"] is None else f"layer {record['phase'] + 1} ")
-                 + f"epoch {record['epoch']:>3}/{self.epochs}", f"loss [{losses}]"]
+        parts = [
+            ("" if record["phase"] is None else f"layer {record['phase'] + 1} ")
+            + f"epoch {record['epoch']:>3}/{self.epochs}",
+            f"loss [{losses}]",
+        ]
         for split in ("train", "test"):
-            errs = [f"{m} {100 * record[k]:.2f}%" for m in ("goodness", "head")
-                    if (k := f"{split}_error_{m}") in record and record[k] is not None]
+            errs = [
+                f"{m} {100 * record[k]:.2f}%"
+                for m in ("goodness", "head")
+                if (k := f"{split}_error_{m}") in record and record[k] is not None
+            ]
             if errs:
                 parts.append(f"{split} err " + ", ".join(errs))
         parts.append(f"{record['samples_per_s']:,.0f} samples/s")
@@ -115,14 +151,18 @@ def _resumed_args(args: argparse.Namespace, defaults: dict) -> tuple[argparse.Na
     state = torch.load(path, map_location="cpu", weights_only=True)
     saved = state.get("cli_args")
     if saved is None:
-        raise SystemExit(f"error: --resume {path}: no train-ff arguments in it (saved by save_checkpoint "
-                         f"directly, or by a train-ff older than --resume)")
-    changed = [k for k, v in vars(args).items()
-               if k not in _RESUME_OPTIONS and v != defaults.get(k) and v != saved.get(k)]
+        raise SystemExit(
+            f"error: --resume {path}: no train-ff arguments in it (saved by save_checkpoint "
+            f"directly, or by a train-ff older than --resume)"
+        )
+    changed = [
+        k for k, v in vars(args).items() if k not in _RESUME_OPTIONS and v != defaults.get(k) and v != saved.get(k)
+    ]
     if changed:
-        raise SystemExit("error: --resume takes the run's own settings; these options differ from the run's: "
-                         + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (run: {saved.get(k)})"
-                                     for k in changed))
+        raise SystemExit(
+            "error: --resume takes the run's own settings; these options differ from the run's: "
+            + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (run: {saved.get(k)})" for k in changed)
+        )
     merged = dict(saved)
     merged.update({k: getattr(args, k) for k in _RESUME_OPTIONS if getattr(args, k) is not None})
     merged["out"] = args.out or str(path.parent)
@@ -153,19 +193,39 @@ def run(args: argparse.Namespace) -> int:
     train_x, train_y = train_set.images, train_set.labels
     if args.train_subset:
         train_x, train_y = train_x[: args.train_subset], train_y[: args.train_subset]
-    print(f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
-          f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}", flush=True)
+    print(
+        f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
+        f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}",
+        flush=True,
+    )
     callbacks = [_ConsoleCallback()]
     if state is None:
         torch.manual_seed(args.seed)
-        model = ff.FFNet(sizes, num_classes=train_set.num_classes, threshold=args.threshold,
-                         goodness=args.goodness, norm=args.norm, loss=args.loss, alpha=args.alpha,
-                         peer_weight=args.peer_weight, device=args.device)
-        trainer = ff.FFTrainer(model, mode=args.mode, collab_layers=args.collab_layers,
-                               collab_weight=args.collab_weight, negatives=args.negatives,
-                               optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                               input_dropout=args.input_dropout, skip_first=args.skip_first, seed=args.seed,
-                               callbacks=callbacks)
+        model = ff.FFNet(
+            sizes,
+            num_classes=train_set.num_classes,
+            threshold=args.threshold,
+            goodness=args.goodness,
+            norm=args.norm,
+            loss=args.loss,
+            alpha=args.alpha,
+            peer_weight=args.peer_weight,
+            device=args.device,
+        )
+        trainer = ff.FFTrainer(
+            model,
+            mode=args.mode,
+            collab_layers=args.collab_layers,
+            collab_weight=args.collab_weight,
+            negatives=args.negatives,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            input_dropout=args.input_dropout,
+            skip_first=args.skip_first,
+            seed=args.seed,
+            callbacks=callbacks,
+        )
         done, wall_before = 0, 0.0
     else:
         trainer = ff.load_checkpoint(args.resume, device=args.device, callbacks=callbacks)
@@ -173,21 +233,33 @@ def run(args: argparse.Namespace) -> int:
         done = len(trainer.history)
         wall_before = sum(r["time_s"] + r["eval_time_s"] for r in trainer.history)
         if done >= args.epochs * (len(model.layers) if args.mode == "greedy" else 1):
-            raise SystemExit(f"error: --resume {args.resume}: the run has done all its {done} epochs; "
-                             f"give a larger --epochs to train on")
+            raise SystemExit(
+                f"error: --resume {args.resume}: the run has done all its {done} epochs; "
+                f"give a larger --epochs to train on"
+            )
         print(f"resuming {args.resume} after epoch {done} of {args.epochs}", flush=True)
     log = {"args": vars(args), "model": model.config, "trainer": trainer.config}
     trainer.callbacks.append(_SaveEachEpoch(out, log))
     t0 = time.perf_counter()
-    history = trainer.fit(train_x, train_y, test_images=test_set.images, test_labels=test_set.labels,
-                          epochs=args.epochs, batch_size=args.batch_size, eval_every=args.eval_every,
-                          start_epoch=done)
+    history = trainer.fit(
+        train_x,
+        train_y,
+        test_images=test_set.images,
+        test_labels=test_set.labels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        start_epoch=done,
+    )
     wall = wall_before + time.perf_counter() - t0
     log["wall_time_s"] = wall
     _save_run(out, trainer, log)
     plot_ff_history(history, out / "curves.png", title=f"FF {args.dataset} {sizes}")
     last = history[-1]
     best = {k: last[k] for k in last if k.startswith("test_error")}
-    print(f"done in {wall:.0f} s; final " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in best.items())
-          + f"; wrote {out}/log.json, checkpoint.pt, curves.png")
+    print(
+        f"done in {wall:.0f} s; final "
+        + ", ".join(f"{k} {100 * v:.2f}%" for k, v in best.items())
+        + f"; wrote {out}/log.json, checkpoint.pt, curves.png"
+    )
     return 0

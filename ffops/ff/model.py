@@ -52,10 +52,24 @@ class FFNet(nn.Module):
             ``1 / sqrt(fan)`` and zero biases (Hinton's code / the loeweX port use these).
     """
 
-    def __init__(self, sizes, *, num_classes: int = 10, threshold=None, goodness: str = "mean",
-                 norm: str = "rms", loss: str = "symba", alpha: float = 8.0, sign: int = 1,
-                 eps: float = 1e-8, peer_weight: float = 0.0, peer_momentum: float = 0.9,
-                 init: str = "fan_in", device=None, dtype=None):
+    def __init__(
+        self,
+        sizes,
+        *,
+        num_classes: int = 10,
+        threshold=None,
+        goodness: str = "mean",
+        norm: str = "rms",
+        loss: str = "symba",
+        alpha: float = 8.0,
+        sign: int = 1,
+        eps: float = 1e-8,
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
+        init: str = "fan_in",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         sizes = _check_sizes(sizes)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -74,13 +88,36 @@ class FFNet(nn.Module):
         else:
             thresholds = [threshold] * n
         self.sizes, self.num_classes = sizes, num_classes
-        self.config = {"sizes": sizes, "num_classes": num_classes, "threshold": thresholds, "goodness": goodness,
-                           "norm": norm, "loss": loss, "alpha": alpha, "sign": sign, "eps": eps, "peer_weight": peer_weight,
-                           "peer_momentum": peer_momentum, "init": init}
+        self.config = {
+            "sizes": sizes,
+            "num_classes": num_classes,
+            "threshold": thresholds,
+            "goodness": goodness,
+            "norm": norm,
+            "loss": loss,
+            "alpha": alpha,
+            "sign": sign,
+            "eps": eps,
+            "peer_weight": peer_weight,
+            "peer_momentum": peer_momentum,
+            "init": init,
+        }
         self.layers = nn.ModuleList(
-            FFLinear(sizes[i], sizes[i + 1], threshold=thresholds[i], goodness=goodness, norm=norm, loss=loss,
-                     alpha=alpha, sign=sign, eps=eps, peer_weight=peer_weight, peer_momentum=peer_momentum,
-                     device=device, dtype=dtype)
+            FFLinear(
+                sizes[i],
+                sizes[i + 1],
+                threshold=thresholds[i],
+                goodness=goodness,
+                norm=norm,
+                loss=loss,
+                alpha=alpha,
+                sign=sign,
+                eps=eps,
+                peer_weight=peer_weight,
+                peer_momentum=peer_momentum,
+                device=device,
+                dtype=dtype,
+            )
             for i in range(n)
         )
         if init != "torch":

@@ -42,8 +42,14 @@ def gumbel_noise(shape, *, generator=None, device=None, dtype=torch.float32) -> 
     return (-torch.log(exponential.clamp_min(tiny))).to(device)
 
 
-def hard_wrong_labels(scores: torch.Tensor, labels: torch.Tensor, *, temperature: float = 1.0,
-                      generator=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+def hard_wrong_labels(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    generator=None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Wrong labels sampled from ``softmax(scores / temperature)`` with the true label excluded.
 
     ``scores``: ``[B, C]`` per-label scores (e.g. ffops.ff.goodness_per_label: the summed layer
@@ -51,8 +57,10 @@ def hard_wrong_labels(scores: torch.Tensor, labels: torch.Tensor, *, temperature
     """
     op = "ffops.ff.hard_wrong_labels"
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[1] < 2:
-        raise ValueError(f"{op}: scores must be a [batch, num_classes >= 2] tensor, got "
-                         f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
+        raise ValueError(
+            f"{op}: scores must be a [batch, num_classes >= 2] tensor, got "
+            f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}"
+        )
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"{op}: temperature must be a finite number > 0, got {temperature!r}")
     b, c = scores.shape
@@ -85,14 +93,20 @@ def hybrid_mask(n: int, image_shape, *, blur_steps: int = 6, generator=None, dev
         raise ValueError(f"{op}: image_shape must be (height, width), got {image_shape!r}")
     if isinstance(blur_steps, bool) or not isinstance(blur_steps, int) or blur_steps < 0:
         raise ValueError(f"{op}: blur_steps must be an int >= 0, got {blur_steps!r}")
-    bits = torch.randint(0, 2, (n, *image_shape), generator=generator,
-                         device=_device(generator, device)).float()
+    bits = torch.randint(0, 2, (n, *image_shape), generator=generator, device=_device(generator, device)).float()
     mask = _blur(bits, blur_steps) > 0.5
     return mask if device is None else mask.to(device)
 
 
-def hybrid_images(images: torch.Tensor, image_shape=None, *, blur_steps: int = 6, generator=None,
-                  partner: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+def hybrid_images(
+    images: torch.Tensor,
+    image_shape=None,
+    *,
+    blur_steps: int = 6,
+    generator=None,
+    partner: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Hybrid negatives ``mask * a + (1 - mask) * b`` of two *different* images of the batch.
 
     ``images``: ``[B, D]`` (``D = H * W``; square images are inferred) or ``[B, H, W]``. Each image
@@ -101,8 +115,10 @@ def hybrid_images(images: torch.Tensor, image_shape=None, *, blur_steps: int = 6
     """
     op = "ffops.ff.hybrid_images"
     if not isinstance(images, torch.Tensor) or images.dim() not in (2, 3) or images.shape[0] < 2:
-        raise ValueError(f"{op}: images must be [batch >= 2, features] or [batch, H, W], got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        raise ValueError(
+            f"{op}: images must be [batch >= 2, features] or [batch, H, W], got "
+            f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}"
+        )
     b = images.shape[0]
     if image_shape is None:
         if images.dim() == 3:
@@ -110,8 +126,9 @@ def hybrid_images(images: torch.Tensor, image_shape=None, *, blur_steps: int = 6
         else:
             side = math.isqrt(images.shape[1])
             if side * side != images.shape[1]:
-                raise ValueError(f"{op}: cannot infer a square image from {images.shape[1]} features; "
-                                 "pass image_shape=(H, W)")
+                raise ValueError(
+                    f"{op}: cannot infer a square image from {images.shape[1]} features; pass image_shape=(H, W)"
+                )
             image_shape = (side, side)
     image_shape = tuple(image_shape)
     if math.prod(image_shape) != math.prod(images.shape[1:]):

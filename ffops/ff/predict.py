@@ -55,17 +55,30 @@ def _first_layer_all_labels(layer, x: torch.Tensor, num_classes: int, on_value):
 
 
 @torch.no_grad()
-def goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, skip_first: bool = False,
-                       chunk_size: int = 1024, fast_first_layer: bool = True,
-                       num_layers: int | None = None) -> torch.Tensor:
+def goodness_per_label(
+    model: FFNet,
+    x: torch.Tensor,
+    *,
+    on_value=1.0,
+    skip_first: bool = False,
+    chunk_size: int = 1024,
+    fast_first_layer: bool = True,
+    num_layers: int | None = None,
+) -> torch.Tensor:
     """Scores ``[B, C]`` (float32): for each label, the sum over layers of ``sign * (G - threshold)``
     with that label overlaid (``skip_first``: leave out the first layer's term, when there are
     several layers). ``chunk_size`` samples (``chunk_size * C`` rows) go through the net at a time.
     ``fast_first_layer=False`` runs the first layer on all ``B * C`` overlays (the plain way).
     ``num_layers``: use only the first ``num_layers`` layers (e.g. while greedy training is below)."""
-    layer_g = layer_goodness_per_label(model, x, on_value=on_value, chunk_size=chunk_size,
-                                       fast_first_layer=fast_first_layer, num_layers=num_layers,
-                                       op="ffops.ff.goodness_per_label")
+    layer_g = layer_goodness_per_label(
+        model,
+        x,
+        on_value=on_value,
+        chunk_size=chunk_size,
+        fast_first_layer=fast_first_layer,
+        num_layers=num_layers,
+        op="ffops.ff.goodness_per_label",
+    )
     first = 1 if skip_first and len(layer_g) > 1 else 0
     scores = torch.zeros(layer_g.shape[1:], device=layer_g.device)
     for i in range(first, len(layer_g)):
@@ -99,9 +112,16 @@ def _iter_label_outputs(model: FFNet, x: torch.Tensor, n_layers: int, on_value, 
 
 
 @torch.no_grad()
-def layer_goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, chunk_size: int = 1024,
-                             fast_first_layer: bool = True, num_layers: int | None = None,
-                             op: str = "ffops.ff.layer_goodness_per_label") -> torch.Tensor:
+def layer_goodness_per_label(
+    model: FFNet,
+    x: torch.Tensor,
+    *,
+    on_value=1.0,
+    chunk_size: int = 1024,
+    fast_first_layer: bool = True,
+    num_layers: int | None = None,
+    op: str = "ffops.ff.layer_goodness_per_label",
+) -> torch.Tensor:
     """Each layer's own goodness ``G`` ``[L, B, C]`` (float32) for every sample with every label
     overlaid (see ``goodness_per_label`` for the arguments; ``L`` is ``num_layers`` or all layers)."""
     x = _check_x(op, model, x)
@@ -109,9 +129,9 @@ def layer_goodness_per_label(model: FFNet, x: torch.Tensor, *, on_value=1.0, chu
     c, n_layers = model.num_classes, _check_num_layers(op, model, num_layers)
     out_g = torch.empty(n_layers, x.shape[0], c, device=x.device)
     for start in range(0, x.shape[0], chunk_size):
-        xb = x[start:start + chunk_size]
-        for i, (h, sumsq) in enumerate(_iter_label_outputs(model, xb, n_layers, on_value, fast_first_layer)):
-            out_g[i, start:start + xb.shape[0]] = model.goodness_from_sumsq(i, sumsq).view(xb.shape[0], c)
+        xb = x[start : start + chunk_size]
+        for i, (_h, sumsq) in enumerate(_iter_label_outputs(model, xb, n_layers, on_value, fast_first_layer)):
+            out_g[i, start : start + xb.shape[0]] = model.goodness_from_sumsq(i, sumsq).view(xb.shape[0], c)
     return out_g
 
 
@@ -132,16 +152,28 @@ def resolve_head_layers(layers, n_layers: int) -> list[int]:
         return list(range(1, n_layers)) if n_layers > 1 else [0]
     if layers == "all":
         return list(range(n_layers))
-    if isinstance(layers, Sequence) and not isinstance(layers, str) and layers and all(
-            isinstance(i, int) and not isinstance(i, bool) and -n_layers <= i < n_layers for i in layers):
+    if (
+        isinstance(layers, Sequence)
+        and not isinstance(layers, str)
+        and layers
+        and all(isinstance(i, int) and not isinstance(i, bool) and -n_layers <= i < n_layers for i in layers)
+    ):
         return sorted({i % n_layers for i in layers})
-    raise ValueError(f"head_layers must be 'upper', 'all' or a non-empty list of layer indices in "
-                     f"[0, {n_layers}), got {layers!r}")
+    raise ValueError(
+        f"head_layers must be 'upper', 'all' or a non-empty list of layer indices in [0, {n_layers}), got {layers!r}"
+    )
 
 
 @torch.no_grad()
-def head_features(model: FFNet, x: torch.Tensor, layers="upper", *, on_value=1.0, neutral_value=None,
-                  supervised: bool = True) -> torch.Tensor:
+def head_features(
+    model: FFNet,
+    x: torch.Tensor,
+    layers="upper",
+    *,
+    on_value=1.0,
+    neutral_value=None,
+    supervised: bool = True,
+) -> torch.Tensor:
     """The softmax head's input ``[B, sum of widths]``: the length-normalized activities (the layer's
     own ``norm``) of ``layers`` after one pass with a neutral label (``supervised=False``: the raw
     input, for unsupervised FF)."""
@@ -163,8 +195,16 @@ class LinearHead(nn.Linear):
     """Linear softmax classifier on FF features (zero-initialized, as in the loeweX port); train it
     with cross-entropy on detached features. ``layers`` records which layers feed it."""
 
-    def __init__(self, in_features: int, num_classes: int, *, layers="upper", bias: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        layers="upper",
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(in_features, num_classes, bias=bias, device=device, dtype=dtype)
         self.layers = layers
         with torch.no_grad():
@@ -180,9 +220,19 @@ class LinearHead(nn.Linear):
 
 
 @torch.no_grad()
-def predict(model: FFNet, x: torch.Tensor, method: str = "goodness", *, head: LinearHead | None = None,
-            on_value=1.0, neutral_value=None, skip_first: bool = False, supervised: bool = True,
-            chunk_size: int = 1024, num_layers: int | None = None) -> torch.Tensor:
+def predict(
+    model: FFNet,
+    x: torch.Tensor,
+    method: str = "goodness",
+    *,
+    head: LinearHead | None = None,
+    on_value=1.0,
+    neutral_value=None,
+    skip_first: bool = False,
+    supervised: bool = True,
+    chunk_size: int = 1024,
+    num_layers: int | None = None,
+) -> torch.Tensor:
     """Predicted labels ``[B]``: ``method="goodness"`` (argmax of goodness_per_label) or ``"head"``
     (argmax of ``head`` on head_features; needs ``head``)."""
     op = "ffops.ff.predict"
@@ -192,11 +242,15 @@ def predict(model: FFNet, x: torch.Tensor, method: str = "goodness", *, head: Li
     if method == "goodness":
         if not supervised:
             raise ValueError(f"{op}: method='goodness' needs a supervised (label-overlay) net; use 'head'")
-        return goodness_per_label(model, x, on_value=on_value, skip_first=skip_first, chunk_size=chunk_size,
-                                  num_layers=num_layers).argmax(1)
+        return goodness_per_label(
+            model, x, on_value=on_value, skip_first=skip_first, chunk_size=chunk_size, num_layers=num_layers
+        ).argmax(1)
     if head is None:
         raise ValueError(f"{op}: method='head' needs head= (a trained LinearHead)")
-    preds = [head(head_features(model, xb, head.layers, on_value=on_value, neutral_value=neutral_value,
-                                supervised=supervised)).argmax(1)
-             for xb in _check_x(op, model, x).split(chunk_size)]
+    preds = [
+        head(
+            head_features(model, xb, head.layers, on_value=on_value, neutral_value=neutral_value, supervised=supervised)
+        ).argmax(1)
+        for xb in _check_x(op, model, x).split(chunk_size)
+    ]
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=model.device)

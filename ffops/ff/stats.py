@@ -59,7 +59,14 @@ def goodness_histograms(trainer, x: torch.Tensor, y: torch.Tensor, *, bins: int 
         g = model.layer_goodness(i, out)
         low, high = bin_range(model.layers[i], g)
         edges = [low + (high - low) * k / bins for k in range(bins + 1)]
-        result.append({"layer": i, "edges": edges, "pos": histogram(g[:n], low, high, bins),
-                       "neg": histogram(g[n:], low, high, bins), "pos_mean": float(g[:n].mean()),
-                       "neg_mean": float(g[n:].mean())})
+        result.append(
+            {
+                "layer": i,
+                "edges": edges,
+                "pos": histogram(g[:n], low, high, bins),
+                "neg": histogram(g[n:], low, high, bins),
+                "pos_mean": float(g[:n].mean()),
+                "neg_mean": float(g[n:].mean()),
+            }
+        )
     return result

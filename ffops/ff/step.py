@@ -32,9 +32,20 @@ COLLAB_LAYERS = ("others", "past")
 BACKWARDS = ("per_layer", "joint")
 
 
-def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", collab_layers: str = "others",
-                 train_layers=None, backward: str = "per_layer", modules=None, centered_goodness=None,
-                 collab_weight: float = 1.0, outputs=None):
+def layer_losses(
+    model,
+    x: torch.Tensor,
+    n_pos: int,
+    *,
+    mode: str = "all",
+    collab_layers: str = "others",
+    train_layers=None,
+    backward: str = "per_layer",
+    modules=None,
+    centered_goodness=None,
+    collab_weight: float = 1.0,
+    outputs=None,
+):
     """Forward (and backward) of one step on ``x = cat([x_pos, x_neg])`` with ``n_pos`` positive rows
     (a tensor, or ffops.nn.OverlayRows: label overlays of shared images, for the first layer).
 
@@ -69,8 +80,10 @@ def layer_losses(model, x: torch.Tensor, n_pos: int, *, mode: str = "all", colla
             if outputs is None:  # the layers need not run on x again
                 outputs = [(out.h, out.sumsq) for out in pass_outputs]
         elif len(centered) != n_layers or any(c.shape != (x.shape[0],) for c in centered):
-            raise ValueError(f"layer_losses: centered_goodness must hold {n_layers} tensors of shape "
-                             f"[{x.shape[0]}], got {[tuple(c.shape) for c in centered]}")
+            raise ValueError(
+                f"layer_losses: centered_goodness must hold {n_layers} tensors of shape "
+                f"[{x.shape[0]}], got {[tuple(c.shape) for c in centered]}"
+            )
         total = torch.stack(list(centered)).sum(0)
         offsets = [total - c for c in centered]
     if outputs is not None and len(outputs) != top + 1:

@@ -105,8 +105,9 @@ class Callback:
 def _as_data(op, name, images, labels_name, labels, num_classes, in_features, device, dtype):
     images = torch.as_tensor(images)
     if not images.is_floating_point() or images.dim() < 2:
-        raise ValueError(f"{op}: {name} must be float images [N, features] (or [N, H, W]), got "
-                         f"{images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"{op}: {name} must be float images [N, features] (or [N, H, W]), got {images.dtype} {tuple(images.shape)}"
+        )
     shape = tuple(images.shape[1:]) if images.dim() == 3 else None
     images = images.reshape(images.shape[0], -1)
     if images.shape[1] != in_features:
@@ -151,34 +152,76 @@ class FFTrainer:
             in a sample's positive and negative rows); 0 turns it off. callbacks: Callback objects.
     """
 
-    def __init__(self, model: FFNet, *, mode="all", collab_layers="others", collab_weight=1.0,
-                 negatives="hard", hard_temperature=1.0, on_value=1.0, neutral_value=None, optimizer="adam", lr=3e-3,
-                 weight_decay=0.0, momentum=0.9, cooldown=True, head=True, head_layers="all", head_lr=1e-3,
-                 head_weight_decay=0.0, skip_first=False, backward="per_layer", ddp=False, seed=0,
-                 image_shape=None, blur_steps=6, hist_bins=30, hist_samples=1000, eval_train_samples=10000,
-                 chunk_size=1024, input_dropout=0.1, callbacks=()):
+    def __init__(
+        self,
+        model: FFNet,
+        *,
+        mode="all",
+        collab_layers="others",
+        collab_weight=1.0,
+        negatives="hard",
+        hard_temperature=1.0,
+        on_value=1.0,
+        neutral_value=None,
+        optimizer="adam",
+        lr=3e-3,
+        weight_decay=0.0,
+        momentum=0.9,
+        cooldown=True,
+        head=True,
+        head_layers="all",
+        head_lr=1e-3,
+        head_weight_decay=0.0,
+        skip_first=False,
+        backward="per_layer",
+        ddp=False,
+        seed=0,
+        image_shape=None,
+        blur_steps=6,
+        hist_bins=30,
+        hist_samples=1000,
+        eval_train_samples=10000,
+        chunk_size=1024,
+        input_dropout=0.1,
+        callbacks=(),
+    ):
         op = "FFTrainer"
         if not isinstance(model, FFNet):
             raise TypeError(f"{op}: model must be an ffops.ff.FFNet, got {type(model).__name__}")
-        for name, value, choices in (("mode", mode, MODES), ("collab_layers", collab_layers, COLLAB_LAYERS),
-                                     ("negatives", negatives, NEGATIVES), ("optimizer", optimizer, OPTIMIZERS),
-                                     ("backward", backward, BACKWARDS)):
+        for name, value, choices in (
+            ("mode", mode, MODES),
+            ("collab_layers", collab_layers, COLLAB_LAYERS),
+            ("negatives", negatives, NEGATIVES),
+            ("optimizer", optimizer, OPTIMIZERS),
+            ("backward", backward, BACKWARDS),
+        ):
             check_choice(op, name, value, choices)
         for name, value in (("lr", lr), ("head_lr", head_lr), ("hard_temperature", hard_temperature)):
             check_finite_real(op, name, value, positive=True)
-        for name, value in (("weight_decay", weight_decay), ("head_weight_decay", head_weight_decay),
-                            ("momentum", momentum), ("collab_weight", collab_weight)):
+        for name, value in (
+            ("weight_decay", weight_decay),
+            ("head_weight_decay", head_weight_decay),
+            ("momentum", momentum),
+            ("collab_weight", collab_weight),
+        ):
             if check_finite_real(op, name, value) < 0:
                 raise ValueError(f"{op}: {name} must be >= 0, got {value}")
-        for name, value, low in (("seed", seed, 0), ("blur_steps", blur_steps, 0), ("hist_bins", hist_bins, 1),
-                                 ("hist_samples", hist_samples, 2), ("chunk_size", chunk_size, 1)):
+        for name, value, low in (
+            ("seed", seed, 0),
+            ("blur_steps", blur_steps, 0),
+            ("hist_bins", hist_bins, 1),
+            ("hist_samples", hist_samples, 2),
+            ("chunk_size", chunk_size, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{op}: {name} must be an int >= {low}, got {value!r}")
         if eval_train_samples is not None and (not isinstance(eval_train_samples, int) or eval_train_samples < 1):
             raise ValueError(f"{op}: eval_train_samples must be a positive int or None, got {eval_train_samples!r}")
         if not (on_value == "max" or (isinstance(on_value, (int, float)) and not isinstance(on_value, bool))):
             raise ValueError(f"{op}: on_value must be a number or 'max', got {on_value!r}")
-        if neutral_value is not None and (isinstance(neutral_value, bool) or not isinstance(neutral_value, (int, float))):
+        if neutral_value is not None and (
+            isinstance(neutral_value, bool) or not isinstance(neutral_value, (int, float))
+        ):
             raise ValueError(f"{op}: neutral_value must be a number or None, got {neutral_value!r}")
         if image_shape is not None and (len(image_shape) != 2 or min(image_shape) < 1):
             raise ValueError(f"{op}: image_shape must be (height, width) or None, got {image_shape!r}")
@@ -195,20 +238,38 @@ class FFTrainer:
         head_layers = head_layers if isinstance(head_layers, str) else list(head_layers)
         self.model, self.callbacks = model, list(callbacks)
         self.config = {
-            "mode": mode, "collab_layers": collab_layers, "collab_weight": collab_weight, "negatives": negatives,
-            "hard_temperature": hard_temperature, "on_value": on_value, "neutral_value": neutral_value,
-            "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
-            "cooldown": cooldown, "head": head, "head_layers": head_layers, "head_lr": head_lr,
-            "head_weight_decay": head_weight_decay, "skip_first": skip_first, "backward": backward, "ddp": ddp,
-            "seed": seed, "image_shape": None if image_shape is None else tuple(image_shape),
-            "blur_steps": blur_steps, "hist_bins": hist_bins, "hist_samples": hist_samples,
-            "eval_train_samples": eval_train_samples, "chunk_size": chunk_size, "input_dropout": input_dropout,
+            "mode": mode,
+            "collab_layers": collab_layers,
+            "collab_weight": collab_weight,
+            "negatives": negatives,
+            "hard_temperature": hard_temperature,
+            "on_value": on_value,
+            "neutral_value": neutral_value,
+            "optimizer": optimizer,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "cooldown": cooldown,
+            "head": head,
+            "head_layers": head_layers,
+            "head_lr": head_lr,
+            "head_weight_decay": head_weight_decay,
+            "skip_first": skip_first,
+            "backward": backward,
+            "ddp": ddp,
+            "seed": seed,
+            "image_shape": None if image_shape is None else tuple(image_shape),
+            "blur_steps": blur_steps,
+            "hist_bins": hist_bins,
+            "hist_samples": hist_samples,
+            "eval_train_samples": eval_train_samples,
+            "chunk_size": chunk_size,
+            "input_dropout": input_dropout,
         }
         self.supervised = negatives != "hybrid"
         self.head = LinearHead.for_model(model, head_layers) if head else None
         self.optimizers = [self._make_optimizer(layer.parameters(), lr, weight_decay) for layer in model.layers]
-        self.head_optimizer = (self._make_optimizer(self.head.parameters(), head_lr, head_weight_decay)
-                               if head else None)
+        self.head_optimizer = self._make_optimizer(self.head.parameters(), head_lr, head_weight_decay) if head else None
         self.rank, self.world_size = distributed.world() if ddp else (0, 1)
         self._layer_modules = [distributed.wrap(layer) for layer in model.layers] if ddp else None
         self._head_module = distributed.wrap(self.head) if ddp and head else self.head
@@ -227,7 +288,8 @@ class FFTrainer:
 
     def _set_lr_factor(self, factor: float) -> None:
         for opt, base in [(o, self.config["lr"]) for o in self.optimizers] + (
-                [(self.head_optimizer, self.config["head_lr"])] if self.head_optimizer else []):
+            [(self.head_optimizer, self.config["head_lr"])] if self.head_optimizer else []
+        ):
             for group in opt.param_groups:
                 group["lr"] = base * factor
 
@@ -255,31 +317,53 @@ class FFTrainer:
                     scores = self.head(feats)
             else:
                 if xs.shape[0] <= cfg["chunk_size"]:  # one chunk: keep every layer's output for the step
-                    label_outputs = layer_outputs_per_label(self.model, xs, on_value=cfg["on_value"],
-                                                            num_layers=num_layers)
-                    layer_g = [self.model.goodness_from_sumsq(i, sumsq).view(-1, c)
-                               for i, (_, sumsq) in enumerate(label_outputs)]
+                    label_outputs = layer_outputs_per_label(
+                        self.model, xs, on_value=cfg["on_value"], num_layers=num_layers
+                    )
+                    layer_g = [
+                        self.model.goodness_from_sumsq(i, sumsq).view(-1, c)
+                        for i, (_, sumsq) in enumerate(label_outputs)
+                    ]
                 else:
-                    layer_g = layer_goodness_per_label(self.model, xs, on_value=cfg["on_value"],
-                                                       chunk_size=cfg["chunk_size"], num_layers=num_layers)
+                    layer_g = layer_goodness_per_label(
+                        self.model,
+                        xs,
+                        on_value=cfg["on_value"],
+                        chunk_size=cfg["chunk_size"],
+                        num_layers=num_layers,
+                    )
                 scores = sum(self.model.layer_logit(i, g) for i, g in enumerate(layer_g))
             wrong = hard_wrong_labels(scores, ys, temperature=cfg["hard_temperature"], noise=noise)
             if cfg["negatives"] == "hard":
                 rows = torch.cat([ys, wrong])
-                centered = [torch.cat([g, g]).gather(1, rows[:, None])[:, 0] - self.model.layers[i].threshold
-                            for i, g in enumerate(layer_g)]
+                centered = [
+                    torch.cat([g, g]).gather(1, rows[:, None])[:, 0] - self.model.layers[i].threshold
+                    for i, g in enumerate(layer_g)
+                ]
                 if label_outputs is not None:  # the step's rows: row b * C + label of the pass's outputs
                     index = torch.arange(xs.shape[0], device=xs.device).repeat(2) * c + rows
-                    outputs = [(h.index_select(0, index), sumsq.index_select(0, index))
-                               for h, sumsq in label_outputs]
+                    outputs = [(h.index_select(0, index), sumsq.index_select(0, index)) for h, sumsq in label_outputs]
         # positive then negative rows of the same images: the first layer's GEMMs see each image once
-        return StepBatch(overlay_rows(xs, torch.cat([ys, wrong]), c, cfg["on_value"]), hi - lo, xs, ys, centered,
-                         feats, outputs)
+        return StepBatch(
+            overlay_rows(xs, torch.cat([ys, wrong]), c, cfg["on_value"]),
+            hi - lo,
+            xs,
+            ys,
+            centered,
+            feats,
+            outputs,
+        )
 
     def _head_features(self, images: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        return head_features(self.model, images, self.head.layers, on_value=cfg["on_value"],
-                             neutral_value=cfg["neutral_value"], supervised=self.supervised)
+        return head_features(
+            self.model,
+            images,
+            self.head.layers,
+            on_value=cfg["on_value"],
+            neutral_value=cfg["neutral_value"],
+            supervised=self.supervised,
+        )
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, train_layers=None) -> dict:
         """One optimizer step on the global batch ``x [B, D]``, ``y [B]`` (on the model's device).
@@ -290,11 +374,19 @@ class FFTrainer:
         train_layers = list(range(n_layers)) if train_layers is None else list(train_layers)
         top = max(train_layers) + 1 if cfg["mode"] == "greedy" else None
         batch = self.make_batch(x, y, num_layers=top)
-        losses, _ = layer_losses(self.model, batch.rows, batch.n_pos, mode=cfg["mode"],
-                                 collab_layers=cfg["collab_layers"], train_layers=train_layers,
-                                 backward=cfg["backward"], modules=self._layer_modules,
-                                 centered_goodness=batch.centered, collab_weight=cfg["collab_weight"],
-                                 outputs=batch.outputs)
+        losses, _ = layer_losses(
+            self.model,
+            batch.rows,
+            batch.n_pos,
+            mode=cfg["mode"],
+            collab_layers=cfg["collab_layers"],
+            train_layers=train_layers,
+            backward=cfg["backward"],
+            modules=self._layer_modules,
+            centered_goodness=batch.centered,
+            collab_weight=cfg["collab_weight"],
+            outputs=batch.outputs,
+        )
         head_loss = None
         if self.head is not None:
             # the parameters change only at the optimizer steps below: features from make_batch are current
@@ -317,9 +409,18 @@ class FFTrainer:
         """Predicted labels for ``images`` (``"goodness"`` or ``"head"``), see ffops.ff.predict."""
         x = torch.as_tensor(images).reshape(len(images), -1).to(self.model.device, self.model.dtype)
         cfg = self.config
-        return predict(self.model, x, method, head=self.head, on_value=cfg["on_value"],
-                       neutral_value=cfg["neutral_value"], skip_first=cfg["skip_first"],
-                       supervised=self.supervised, chunk_size=cfg["chunk_size"], num_layers=num_layers)
+        return predict(
+            self.model,
+            x,
+            method,
+            head=self.head,
+            on_value=cfg["on_value"],
+            neutral_value=cfg["neutral_value"],
+            skip_first=cfg["skip_first"],
+            supervised=self.supervised,
+            chunk_size=cfg["chunk_size"],
+            num_layers=num_layers,
+        )
 
     def methods(self) -> list[str]:
         return (["goodness"] if self.supervised else []) + (["head"] if self.head is not None else [])
@@ -329,8 +430,17 @@ class FFTrainer:
         """Error rates (fractions) ``{"error_goodness": ..., "error_head": ...}``; under DDP each rank
         scores its share of the samples and the counts are summed."""
         model = self.model
-        x, y, _ = _as_data("FFTrainer.evaluate", "images", images, "labels", labels, model.num_classes,
-                           model.in_features, model.device, model.dtype)
+        x, y, _ = _as_data(
+            "FFTrainer.evaluate",
+            "images",
+            images,
+            "labels",
+            labels,
+            model.num_classes,
+            model.in_features,
+            model.device,
+            model.dtype,
+        )
         lo, hi = distributed.shard_bounds(x.shape[0], self.rank, self.world_size, exact=False)
         wrong = torch.zeros(len(self.methods()), dtype=torch.float64, device=model.device)
         for k, method in enumerate(self.methods()):
@@ -339,8 +449,18 @@ class FFTrainer:
         return {f"error_{m}": float(wrong[k]) / max(x.shape[0], 1) for k, m in enumerate(self.methods())}
 
     # ---- the loop --------------------------------------------------------------------------------
-    def fit(self, train_images, train_labels, *, test_images=None, test_labels=None, epochs: int = 30,
-            batch_size: int = 100, eval_every: int = 1, start_epoch: int = 0) -> list:
+    def fit(
+        self,
+        train_images,
+        train_labels,
+        *,
+        test_images=None,
+        test_labels=None,
+        epochs: int = 30,
+        batch_size: int = 100,
+        eval_every: int = 1,
+        start_epoch: int = 0,
+    ) -> list:
         """Train for ``epochs`` (greedy: per layer, one layer after the other), ``batch_size`` positive
         samples (global, over all ranks) per step; the last partial batch of each epoch is dropped.
 
@@ -363,18 +483,37 @@ class FFTrainer:
         phases = [[i] for i in range(len(model.layers))] if cfg["mode"] == "greedy" else [None]
         total = len(phases) * epochs
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or not 0 <= start_epoch < total:
-            raise ValueError(f"{op}: start_epoch must be an int in [0, {total}) (epochs done of "
-                             f"this schedule), got {start_epoch!r}")
-        x, y, shape = _as_data(op, "train_images", train_images, "train_labels", train_labels,
-                               model.num_classes, model.in_features, model.device, model.dtype)
+            raise ValueError(
+                f"{op}: start_epoch must be an int in [0, {total}) (epochs done of this schedule), got {start_epoch!r}"
+            )
+        x, y, shape = _as_data(
+            op,
+            "train_images",
+            train_images,
+            "train_labels",
+            train_labels,
+            model.num_classes,
+            model.in_features,
+            model.device,
+            model.dtype,
+        )
         if cfg["image_shape"] is None and shape is not None:
             cfg["image_shape"] = shape
         test = None
         if (test_images is None) != (test_labels is None):
             raise ValueError(f"{op}: give both test_images and test_labels, or neither")
         if test_images is not None:
-            test = _as_data(op, "test_images", test_images, "test_labels", test_labels, model.num_classes,
-                            model.in_features, model.device, model.dtype)[:2]
+            test = _as_data(
+                op,
+                "test_images",
+                test_images,
+                "test_labels",
+                test_labels,
+                model.num_classes,
+                model.in_features,
+                model.device,
+                model.dtype,
+            )[:2]
         n = x.shape[0]
         steps = n // batch_size
         if steps == 0:
@@ -384,9 +523,18 @@ class FFTrainer:
         train_eval = subset[: cfg["eval_train_samples"] or n]
         hist_idx = subset[: cfg["hist_samples"]]
         for cb in self.callbacks:
-            cb.on_fit_start(self, {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps,
-                                   "phases": [p and p[0] for p in phases], "start_epoch": start_epoch,
-                                   "train_samples": n, "world_size": self.world_size})
+            cb.on_fit_start(
+                self,
+                {
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "steps_per_epoch": steps,
+                    "phases": [p and p[0] for p in phases],
+                    "start_epoch": start_epoch,
+                    "train_samples": n,
+                    "world_size": self.world_size,
+                },
+            )
         for p, train_layers in enumerate(phases):
             phase = None if train_layers is None else train_layers[0]
             num_layers = None if phase is None else phase + 1
@@ -399,8 +547,9 @@ class FFTrainer:
                     for split, data in (("train", (x[train_eval], y[train_eval])), ("test", test)):
                         if data is not None:
                             record.update({f"{split}_{k}": v for k, v in self.evaluate(*data, num_layers).items()})
-                record["goodness"] = goodness_histograms(self, x[hist_idx], y[hist_idx], bins=cfg["hist_bins"],
-                                                         num_layers=num_layers)
+                record["goodness"] = goodness_histograms(
+                    self, x[hist_idx], y[hist_idx], bins=cfg["hist_bins"], num_layers=num_layers
+                )
                 record["eval_time_s"] = time.perf_counter() - t1
                 self.history.append(record)
                 for cb in self.callbacks:
@@ -418,32 +567,50 @@ class FFTrainer:
         for s in range(steps):
             if self.config["cooldown"]:  # linear decay to 0 over the second half (of the phase)
                 self._set_lr_factor(min(1.0, 2.0 * (1.0 - (epoch * steps + s) / (epochs * steps))))
-            idx = perm[s * batch_size:(s + 1) * batch_size]
+            idx = perm[s * batch_size : (s + 1) * batch_size]
             out = self.train_step(x[idx], y[idx], train_layers)
             for i, v in out["losses"].items():
                 loss_sum[i] += v
             if out["head_loss"] is not None:
                 head_sum += out["head_loss"]
             for cb in self.callbacks:
-                cb.on_batch_end(self, {"phase": phase, "epoch": epoch + 1, "step": s + 1, "steps": steps,
-                                       "samples": (s + 1) * batch_size, **out})
+                cb.on_batch_end(
+                    self,
+                    {
+                        "phase": phase,
+                        "epoch": epoch + 1,
+                        "step": s + 1,
+                        "steps": steps,
+                        "samples": (s + 1) * batch_size,
+                        **out,
+                    },
+                )
         losses = (loss_sum / steps).tolist()
         train_time = time.perf_counter() - t0
-        return {"phase": phase, "epoch": epoch + 1,
-                "loss": [v if phase is None or i == phase else None for i, v in enumerate(losses)],
-                "head_loss": float(head_sum) / steps if self.head is not None else None,
-                "lr": self.optimizers[0].param_groups[0]["lr"], "time_s": train_time,
-                "samples_per_s": steps * batch_size / train_time}
+        return {
+            "phase": phase,
+            "epoch": epoch + 1,
+            "loss": [v if phase is None or i == phase else None for i, v in enumerate(losses)],
+            "head_loss": float(head_sum) / steps if self.head is not None else None,
+            "lr": self.optimizers[0].param_groups[0]["lr"],
+            "time_s": train_time,
+            "samples_per_s": steps * batch_size / train_time,
+        }
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything to rebuild and resume: configs, weights, optimizer states, generators, history."""
-        return {"config": dict(self.config), "model_config": dict(self.model.config),
-                "model": self.model.state_dict(), "head": self.head.state_dict() if self.head else None,
-                "optimizers": [o.state_dict() for o in self.optimizers],
-                "head_optimizer": self.head_optimizer.state_dict() if self.head_optimizer else None,
-                "generators": {"noise": self._noise_gen.get_state(), "data": self._data_gen.get_state()},
-                "global_step": self.global_step, "history": list(self.history)}
+        return {
+            "config": dict(self.config),
+            "model_config": dict(self.model.config),
+            "model": self.model.state_dict(),
+            "head": self.head.state_dict() if self.head else None,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "head_optimizer": self.head_optimizer.state_dict() if self.head_optimizer else None,
+            "generators": {"noise": self._noise_gen.get_state(), "data": self._data_gen.get_state()},
+            "global_step": self.global_step,
+            "history": list(self.history),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -458,8 +625,18 @@ class FFTrainer:
         self.global_step, self.history = state["global_step"], list(state["history"])
 
 
-def train(model, train_images, train_labels, *, test_images=None, test_labels=None, epochs: int = 30,
-          batch_size: int = 100, model_kwargs=None, **trainer_kwargs) -> FFTrainer:
+def train(
+    model,
+    train_images,
+    train_labels,
+    *,
+    test_images=None,
+    test_labels=None,
+    epochs: int = 30,
+    batch_size: int = 100,
+    model_kwargs=None,
+    **trainer_kwargs,
+) -> FFTrainer:
     """Build (``model`` may be a list of sizes, with ``model_kwargs`` for FFNet) and fit a trainer;
     returns it (``trainer.history`` holds the per-epoch records)."""
     if not isinstance(model, FFNet):
@@ -467,6 +644,12 @@ def train(model, train_images, train_labels, *, test_images=None, test_labels=No
     elif model_kwargs:
         raise ValueError("train: model_kwargs only applies when model is a list of sizes")
     trainer = FFTrainer(model, **trainer_kwargs)
-    trainer.fit(train_images, train_labels, test_images=test_images, test_labels=test_labels, epochs=epochs,
-                batch_size=batch_size)
+    trainer.fit(
+        train_images,
+        train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        epochs=epochs,
+        batch_size=batch_size,
+    )
     return trainer

@@ -26,16 +26,65 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 # Tensor attributes and methods that read metadata only.
-_METADATA_ATTRS = {"shape", "dtype", "device", "requires_grad", "is_cuda", "ndim", "layout", "is_leaf",
-                   "grad_fn", "is_sparse", "is_quantized", "is_meta", "is_nested", "names", "is_mps", "is_xpu"}
-_METADATA_METHODS = {"size", "dim", "numel", "stride", "is_contiguous", "data_ptr", "element_size",
-                     "is_floating_point", "get_device", "nelement", "ndimension", "storage_offset", "__len__",
-                     "is_complex"}
+_METADATA_ATTRS = {
+    "shape",
+    "dtype",
+    "device",
+    "requires_grad",
+    "is_cuda",
+    "ndim",
+    "layout",
+    "is_leaf",
+    "grad_fn",
+    "is_sparse",
+    "is_quantized",
+    "is_meta",
+    "is_nested",
+    "names",
+    "is_mps",
+    "is_xpu",
+}
+_METADATA_METHODS = {
+    "size",
+    "dim",
+    "numel",
+    "stride",
+    "is_contiguous",
+    "data_ptr",
+    "element_size",
+    "is_floating_point",
+    "get_device",
+    "nelement",
+    "ndimension",
+    "storage_offset",
+    "__len__",
+    "is_complex",
+}
 # Rearrangements after which the result still is "the norm's output" row by row (checked: the last
 # dimension keeps its size, and transposes / permutes keep it last).
-_ALIAS_METHODS = {"view", "reshape", "contiguous", "flatten", "unflatten", "squeeze", "unsqueeze", "transpose",
-                  "permute", "__getitem__", "to", "float", "half", "bfloat16", "double", "type_as", "clone",
-                  "detach", "expand", "view_as", "reshape_as"}
+_ALIAS_METHODS = {
+    "view",
+    "reshape",
+    "contiguous",
+    "flatten",
+    "unflatten",
+    "squeeze",
+    "unsqueeze",
+    "transpose",
+    "permute",
+    "__getitem__",
+    "to",
+    "float",
+    "half",
+    "bfloat16",
+    "double",
+    "type_as",
+    "clone",
+    "detach",
+    "expand",
+    "view_as",
+    "reshape_as",
+}
 
 
 def plain_linear(m: nn.Module) -> bool:
@@ -54,7 +103,10 @@ class Consumers:
 
     def foldable(self, norm: str) -> tuple[bool, str]:
         if norm not in self.seen:
-            return False, "did not run on the example inputs" if self.method == "trace" else "not in the traced graph"
+            return (
+                False,
+                "did not run on the example inputs" if self.method == "trace" else "not in the traced graph",
+            )
         if self.blockers.get(norm):
             uses = sorted(set(self.blockers[norm]))
             return False, "its output also feeds " + ", ".join(uses[:4]) + (" ..." if len(uses) > 4 else "")
@@ -140,7 +192,7 @@ class _UseTracer(TorchFunctionMode):
         if not used:
             return out
         owner = getattr(getattr(func, "__self__", None), "__name__", None)
-        if name == "__get__" and owner in _METADATA_ATTRS or name in _METADATA_METHODS:
+        if (name == "__get__" and owner in _METADATA_ATTRS) or name in _METADATA_METHODS:
             return out
         src = args[0] if args and isinstance(args[0], torch.Tensor) else None
         if name in _ALIAS_METHODS and src is not None and id(src) in self.tracked and len(used) == 1:
@@ -168,12 +220,14 @@ def trace_with_inputs(model: nn.Module, norms: dict, example_inputs) -> Consumer
     tracer = _UseTracer(linears, result)
     handles = []
     for name, module in norms.items():
+
         def hook(mod, inputs, output, name=name):
             result.seen.add(name)
             if isinstance(output, torch.Tensor):
                 tracer.track(output, name)
             else:
                 result.blockers[name].append("a non-tensor output")
+
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad(), tracer:

@@ -15,8 +15,17 @@ import dataclasses
 import torch
 
 # autograd nodes that only re-express one parameter (a cast, a view, a transpose)
-_PARAM_VIEW_NODES = ("ToCopyBackward", "TBackward", "ViewBackward", "TransposeBackward", "PermuteBackward",
-                     "ExpandBackward", "UnsqueezeBackward", "SqueezeBackward", "AliasBackward")
+_PARAM_VIEW_NODES = (
+    "ToCopyBackward",
+    "TBackward",
+    "ViewBackward",
+    "TransposeBackward",
+    "PermuteBackward",
+    "ExpandBackward",
+    "UnsqueezeBackward",
+    "SqueezeBackward",
+    "AliasBackward",
+)
 
 
 def _is_parameter_derived(t: torch.Tensor) -> bool:

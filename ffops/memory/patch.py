@@ -28,8 +28,13 @@ from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
 from ffops.reference import ms_norm as ms_norm_ref
 from ffops.reference import packed_act as packed_act_ref
 
-_HF_GELU = {"GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
-            "PytorchGELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh"}
+_HF_GELU = {
+    "GELUActivation": "gelu",
+    "NewGELUActivation": "gelu_tanh",
+    "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh",
+    "FastGELUActivation": "gelu_tanh",
+}
 _HF_SILU = {"SiLUActivation": "silu", "SiLU": "silu"}
 
 
@@ -55,21 +60,27 @@ class PatchReport:
         return self.saved_bytes_before - self.saved_bytes_after
 
     def __str__(self) -> str:
-        lines = [f"ffops.memory.patch: {len(self.replaced)} modules replaced, {len(self.folded)} norms folded, "
-                 f"{len(self.skipped)} skipped"]
+        lines = [
+            f"ffops.memory.patch: {len(self.replaced)} modules replaced, {len(self.folded)} norms folded, "
+            f"{len(self.skipped)} skipped"
+        ]
         lines += [f"  replaced {name}: {old} -> {new}" for name, old, new in self.replaced]
         lines += [f"  folded   {norm} into {', '.join(sorted(lins))}" for norm, lins in self.folded.items()]
         lines += [f"  skipped  {name} ({kind}): {why}" for name, kind, why in self.skipped]
         if self.consumer_analysis:
             lines.append(f"  consumers of norms: {self.consumer_analysis}")
         if self.max_abs_diff is not None:
-            lines.append(f"  outputs before/after on {self.example_inputs}: max |diff| {self.max_abs_diff:.3g} "
-                         f"(tolerance {self.tolerance:.3g})")
+            lines.append(
+                f"  outputs before/after on {self.example_inputs}: max |diff| {self.max_abs_diff:.3g} "
+                f"(tolerance {self.tolerance:.3g})"
+            )
         if self.saving_bytes is not None:
             b, a = self.saved_bytes_before, self.saved_bytes_after
             pct = 100.0 * (b - a) / b if b else 0.0
-            lines.append(f"  saved for backward on {self.example_inputs}: {b / 2**20:.2f} MiB -> {a / 2**20:.2f} MiB "
-                         f"({pct:.0f}% less; scales with the number of tokens)")
+            lines.append(
+                f"  saved for backward on {self.example_inputs}: {b / 2**20:.2f} MiB -> {a / 2**20:.2f} MiB "
+                f"({pct:.0f}% less; scales with the number of tokens)"
+            )
         return "\n".join(lines)
 
 
@@ -123,7 +134,7 @@ def _norm_spec(m: nn.Module):
     name = type(m).__name__
     if isinstance(m, (MSLayerNorm, MSRMSNorm)):  # patched already
         return None
-    if isinstance(m, nn.LayerNorm) or isinstance(m, nn.RMSNorm):
+    if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
         if len(m.normalized_shape) != 1:
             return f"normalizes over {tuple(m.normalized_shape)}, more than the last dimension"
         center = isinstance(m, nn.LayerNorm)
@@ -134,8 +145,10 @@ def _norm_spec(m: nn.Module):
         w = getattr(m, "weight", None)
         if not isinstance(w, torch.Tensor) or w.dim() != 1:
             return "no 1-D weight to fold"
-        eps = next((getattr(m, a) for a in ("variance_epsilon", "eps", "epsilon") if isinstance(getattr(m, a, None), float)),
-                   None)
+        eps = next(
+            (getattr(m, a) for a in ("variance_epsilon", "eps", "epsilon") if isinstance(getattr(m, a, None), float)),
+            None,
+        )
         if eps is None:
             return "its eps is not an attribute (variance_epsilon / eps)"
         k = w.shape[0]
@@ -176,8 +189,14 @@ def _fold(norm_spec, linears: list, undo: list) -> None:
             new_b = None
             if beta is not None:
                 new_b = w64 @ beta.double() + (0 if lin.bias is None else lin.bias.double())
-            undo.append((lin, lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone(),
-                         lin.bias is None))
+            undo.append(
+                (
+                    lin,
+                    lin.weight.detach().clone(),
+                    None if lin.bias is None else lin.bias.detach().clone(),
+                    lin.bias is None,
+                )
+            )
             if gamma is not None:
                 lin.weight.copy_(w64 * gamma.double()[None, :])
             if new_b is not None:
@@ -222,8 +241,11 @@ def _hf_example_inputs(model: nn.Module):
 
 
 def _describe(inputs) -> str:
-    shapes = [f"{k}={list(v.shape)}" if isinstance(v, torch.Tensor) else k for k, v in inputs.items()] \
-        if isinstance(inputs, dict) else [str(list(t.shape)) for t in cons._tensors(inputs)]
+    shapes = (
+        [f"{k}={list(v.shape)}" if isinstance(v, torch.Tensor) else k for k, v in inputs.items()]
+        if isinstance(inputs, dict)
+        else [str(list(t.shape)) for t in cons._tensors(inputs)]
+    )
     return "example inputs " + ", ".join(shapes)
 
 
@@ -246,8 +268,14 @@ def _saved(model, inputs) -> int:
 # ---- the call ------------------------------------------------------------------------------------
 
 
-def patch(model: nn.Module, activations: str | None = "regelu2", norms: bool = True, *, example_inputs=None,
-          verify: bool = True) -> PatchReport:
+def patch(
+    model: nn.Module,
+    activations: str | None = "regelu2",
+    norms: bool = True,
+    *,
+    example_inputs=None,
+    verify: bool = True,
+) -> PatchReport:
     """Put memory-saving activations and MS norms into ``model`` (in place); returns a ``PatchReport``.
 
     Args:
@@ -297,7 +325,7 @@ def patch(model: nn.Module, activations: str | None = "regelu2", norms: bool = T
             try:
                 found = cons.trace_with_fx(model, modules)
                 report.consumer_analysis = "torch.fx symbolic trace of the model"
-            except Exception as exc:  # noqa: BLE001 -- any tracing failure means: no proof
+            except Exception as exc:  # any tracing failure means: no proof
                 report.consumer_analysis = f"not analysed: torch.fx could not trace the model ({type(exc).__name__})"
     tied = _tied_parameters(model)
     linears = dict(model.named_modules())
@@ -341,8 +369,10 @@ def patch(model: nn.Module, activations: str | None = "regelu2", norms: bool = T
         after = _outputs(model, example_inputs) if reference_out is not None else None
     except Exception as exc:
         _restore(model, undo_modules, undo_linears)
-        raise RuntimeError(f"ffops.memory.patch: the patched model failed on the example inputs "
-                           f"({type(exc).__name__}: {exc}); the model was restored. Report:\n{report}") from exc
+        raise RuntimeError(
+            f"ffops.memory.patch: the patched model failed on the example inputs "
+            f"({type(exc).__name__}: {exc}); the model was restored. Report:\n{report}"
+        ) from exc
     if reference_out is not None:
         diff, scale = 0.0, 1.0
         for a, b in zip(after, reference_out):
@@ -353,8 +383,10 @@ def patch(model: nn.Module, activations: str | None = "regelu2", norms: bool = T
         report.max_abs_diff, report.tolerance = diff, (5e-2 if low else 1e-3) * scale
         if not (diff <= report.tolerance) or len(after) != len(reference_out):
             _restore(model, undo_modules, undo_linears)
-            raise RuntimeError(f"ffops.memory.patch: outputs changed by {diff:.3g} (> {report.tolerance:.3g}); "
-                               f"the model was restored. Report:\n{report}")
+            raise RuntimeError(
+                f"ffops.memory.patch: outputs changed by {diff:.3g} (> {report.tolerance:.3g}); "
+                f"the model was restored. Report:\n{report}"
+            )
     return report
 
 

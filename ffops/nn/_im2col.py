@@ -14,7 +14,7 @@ import torch.nn.functional as F
 def _window(t: torch.Tensor, i: int, j: int, stride, dilation, out_hw) -> torch.Tensor:
     """The view of padded ``t [N, C, Hp, Wp]`` that kernel tap ``(i, j)`` reads: ``[N, C, OH, OW]``."""
     (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_hw
-    return t[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+    return t[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
 
 
 class _PatchesFeatureMajor(torch.autograd.Function):
@@ -38,7 +38,7 @@ class _PatchesFeatureMajor(torch.autograd.Function):
         for i in range(kh):
             for j in range(kw):
                 _window(grad_padded, i, j, stride, dilation, out_hw).add_(per_tap[:, i, j].transpose(0, 1))
-        return grad_padded[:, :, ph: ph + h, pw: pw + w], None, None, None, None, None
+        return grad_padded[:, :, ph : ph + h, pw : pw + w], None, None, None, None, None
 
 
 def patches_feature_major(x: torch.Tensor, kernel_size, stride, padding, dilation, out_hw) -> torch.Tensor:

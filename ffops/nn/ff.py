@@ -14,9 +14,9 @@ from torch import nn
 
 import ffops
 from ffops._validation import check_choice, check_finite_real
+from ffops.ops._common import stat_dtype
 from ffops.ops.ff_linear import ff_linear_known_output
 from ffops.reference.ff_linear import overlay_rows
-from ffops.ops._common import stat_dtype
 
 GOODNESS = ("mean", "sum")
 NORMS = ("l2", "rms")
@@ -54,7 +54,7 @@ class OverlayRows(NamedTuple):
         """Per-row ``sum x^2`` ``[R]`` (the label features hold ``on`` once), in float32 (float64 for
         float64 rows)."""
         stat = stat_dtype(self.base.dtype)
-        rest = ffops.goodness(self.base[:, self.num_classes:].detach(), reduction="sum").to(stat)
+        rest = ffops.goodness(self.base[:, self.num_classes :].detach(), reduction="sum").to(stat)
         per_image = rest + self.on.detach().to(stat).square()
         return per_image.repeat(self.labels.shape[0] // max(self.base.shape[0], 1))
 
@@ -96,8 +96,9 @@ class _FFLossMixin:
         self.peer_weight = check_finite_real(name, "peer_weight", peer_weight)
         self.peer_momentum = check_finite_real(name, "peer_momentum", peer_momentum)
         if self.peer_weight < 0 or not 0 <= self.peer_momentum < 1:
-            raise ValueError(f"{name}: need peer_weight >= 0 and 0 <= peer_momentum < 1, "
-                             f"got {peer_weight} and {peer_momentum}")
+            raise ValueError(
+                f"{name}: need peer_weight >= 0 and 0 <= peer_momentum < 1, got {peer_weight} and {peer_momentum}"
+            )
         self._targets_key, self._targets_value = None, None
 
     def _input_scale(self, x, x_sumsq: torch.Tensor | None) -> torch.Tensor:
@@ -128,8 +129,10 @@ class _FFLossMixin:
             loss = F.binary_cross_entropy_with_logits(logit, self._targets(g, n_pos))
         else:
             if rows != 2 * n_pos:
-                raise ValueError(f"{type(self).__name__}: loss='symba' pairs positive and negative rows; "
-                                 f"need a batch of 2 * n_pos rows, got {rows} rows and n_pos={n_pos}")
+                raise ValueError(
+                    f"{type(self).__name__}: loss='symba' pairs positive and negative rows; "
+                    f"need a batch of 2 * n_pos rows, got {rows} rows and n_pos={n_pos}"
+                )
             loss = F.softplus(-self.alpha * self.sign * (g[:n_pos] - g[n_pos:])).mean()
         if self.peer_weight > 0 and n_pos > 0:
             mu = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * pos_mean
@@ -147,8 +150,10 @@ class _FFLossMixin:
         return self._targets_value
 
     def _extra_loss_repr(self):
-        return (f"threshold={self.threshold}, goodness={self.goodness_kind!r}, norm={self.norm!r}, "
-                f"loss={self.loss_kind!r}" + (f", peer_weight={self.peer_weight}" if self.peer_weight else ""))
+        return (
+            f"threshold={self.threshold}, goodness={self.goodness_kind!r}, norm={self.norm!r}, "
+            f"loss={self.loss_kind!r}" + (f", peer_weight={self.peer_weight}" if self.peer_weight else "")
+        )
 
 
 class FFLinear(_FFLossMixin, nn.Module):
@@ -168,10 +173,25 @@ class FFLinear(_FFLossMixin, nn.Module):
         peer_weight / peer_momentum: peer normalization (Hinton's code uses 0.03 / 0.9); 0 disables it.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, threshold: float, goodness: str = "mean",
-                 norm: str = "l2", loss: str = "softplus", bias: bool = True, alpha: float = 4.0, sign: int = 1,
-                 eps: float = 1e-8, normalize_input: bool = True, peer_weight: float = 0.0,
-                 peer_momentum: float = 0.9, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        threshold: float,
+        goodness: str = "mean",
+        norm: str = "l2",
+        loss: str = "softplus",
+        bias: bool = True,
+        alpha: float = 4.0,
+        sign: int = 1,
+        eps: float = 1e-8,
+        normalize_input: bool = True,
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self._init_loss(threshold, goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum)
         self.in_features, self.out_features = in_features, out_features
@@ -181,9 +201,15 @@ class FFLinear(_FFLossMixin, nn.Module):
         self.bias = linear.bias
         self.register_buffer("running_mean", torch.zeros(out_features, device=device, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor | OverlayRows, n_pos: int | None = None, *,
-                x_sumsq: torch.Tensor | None = None, goodness_offset: torch.Tensor | None = None,
-                output: tuple[torch.Tensor, torch.Tensor] | None = None) -> FFLayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor | OverlayRows,
+        n_pos: int | None = None,
+        *,
+        x_sumsq: torch.Tensor | None = None,
+        goodness_offset: torch.Tensor | None = None,
+        output: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> FFLayerOutput:
         """``x``: ``[B, in_features]`` (positive rows first), or ``OverlayRows`` (label overlays of shared
         images: the GEMMs run on the images once); ``n_pos``: number of positive rows, or None for
         inference (no loss). ``x_sumsq``: the previous layer's ``sumsq`` (saves a pass).
@@ -201,11 +227,27 @@ class FFLinear(_FFLossMixin, nn.Module):
         elif output is not None:
             h, sumsq = output
             rows = (x.base.detach(), x.labels, x.on, x.num_classes) if overlay else None
-            sumsq, pos_mean = ff_linear_known_output(None if overlay else x, self.weight, self.bias, h, sumsq,
-                                                     x_scale=scale, n_pos=n_pos, overlay=rows)
+            sumsq, pos_mean = ff_linear_known_output(
+                None if overlay else x,
+                self.weight,
+                self.bias,
+                h,
+                sumsq,
+                x_scale=scale,
+                n_pos=n_pos,
+                overlay=rows,
+            )
         elif overlay:
-            h, sumsq, pos_mean = ffops.ff_linear_overlay(x.base.detach(), x.labels, x.on, self.weight, self.bias,
-                                                         num_classes=x.num_classes, x_scale=scale, n_pos=n_pos or 0)
+            h, sumsq, pos_mean = ffops.ff_linear_overlay(
+                x.base.detach(),
+                x.labels,
+                x.on,
+                self.weight,
+                self.bias,
+                num_classes=x.num_classes,
+                x_scale=scale,
+                n_pos=n_pos or 0,
+            )
         else:
             h, sumsq, pos_mean = ffops.ff_linear(x.detach(), self.weight, self.bias, x_scale=scale, n_pos=n_pos or 0)
         loss, g = self._loss(sumsq, pos_mean, self.out_features, n_pos, goodness_offset)
@@ -225,25 +267,59 @@ class FFConv2d(_FFLossMixin, nn.Module):
     goodness runs on ffops' fused goodness kernels. Other arguments as ``FFLinear``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, *,
-                 threshold: float, goodness: str = "mean", goodness_over: str = "sample", norm: str = "l2",
-                 loss: str = "softplus", bias: bool = True, alpha: float = 4.0, sign: int = 1, eps: float = 1e-8,
-                 normalize_input: bool = True, peer_weight: float = 0.0, peer_momentum: float = 0.9,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        *,
+        threshold: float,
+        goodness: str = "mean",
+        goodness_over: str = "sample",
+        norm: str = "l2",
+        loss: str = "softplus",
+        bias: bool = True,
+        alpha: float = 4.0,
+        sign: int = 1,
+        eps: float = 1e-8,
+        normalize_input: bool = True,
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self._init_loss(threshold, goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum)
         check_choice("FFConv2d", "goodness_over", goodness_over, ("sample", "channel"))
         self.goodness_over = goodness_over
         self.normalize_input = normalize_input
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias,
-                         device=device, dtype=dtype)
+        conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = conv.weight, conv.bias
         self.register_buffer("running_mean", torch.zeros(out_channels, device=device, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor, n_pos: int | None = None, *, x_sumsq: torch.Tensor | None = None,
-                goodness_offset: torch.Tensor | None = None) -> FFLayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        n_pos: int | None = None,
+        *,
+        x_sumsq: torch.Tensor | None = None,
+        goodness_offset: torch.Tensor | None = None,
+    ) -> FFLayerOutput:
         """``x``: ``[B, C_in, H, W]`` (positive samples first). Returns ``FFLayerOutput`` whose
         ``goodness`` is ``[B]`` or ``[B, C_out]`` (per channel); ``sumsq`` is always per sample."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -268,6 +344,8 @@ class FFConv2d(_FFLossMixin, nn.Module):
         return FFLayerOutput(loss, h.detach(), sample_sumsq.detach(), g)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
-                f"stride={self.stride}, padding={self.padding}, goodness_over={self.goodness_over!r}, "
-                + self._extra_loss_repr())
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
+            f"stride={self.stride}, padding={self.padding}, goodness_over={self.goodness_over!r}, "
+            + self._extra_loss_repr()
+        )

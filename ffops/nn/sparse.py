@@ -63,7 +63,9 @@ class _SparsePatternMixin:
         self._set_transposed()
         if bias is True:
             bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
-            self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=self.values.dtype).uniform_(-bound, bound))
+            self.bias = nn.Parameter(
+                torch.empty(out_features, device=device, dtype=self.values.dtype).uniform_(-bound, bound)
+            )
         elif bias is False or bias is None:
             self.register_parameter("bias", None)
         else:
@@ -111,23 +113,27 @@ class _SparsePatternMixin:
         """The weight as a dense ``[out, in]`` matrix (zeros off the pattern; differentiable)."""
         return dense_weight(self.values, self.crow_indices, self.col_indices, self._dense_in_features())
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # a checkpoint may hold another pattern (another nnz): take it over before the copy
         crow, col = state_dict.get(prefix + "crow_indices"), state_dict.get(prefix + "col_indices")
         values = state_dict.get(prefix + "values")
         if crow is not None and col is not None and values is not None:
             check_csr(crow, col, self.crow_indices.numel() - 1, self._dense_in_features(), op=self._op)
             if values.shape != (col.numel(),):
-                raise ValueError(f"{self._op}: checkpoint values {tuple(values.shape)} do not match its pattern "
-                                 f"({col.numel()} nonzeros)")
+                raise ValueError(
+                    f"{self._op}: checkpoint values {tuple(values.shape)} do not match its pattern "
+                    f"({col.numel()} nonzeros)"
+                )
             device = self.values.device
             self.crow_indices = crow.to(device=device)
             self.col_indices = col.to(device=device)
             self.values.data = torch.empty(col.numel(), device=device, dtype=self.values.dtype)
             self._set_transposed()
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 class SparseLinear(_SparsePatternMixin, nn.Module):
@@ -139,12 +145,31 @@ class SparseLinear(_SparsePatternMixin, nn.Module):
     to nn.Linear's initialization.
     """
 
-    def __init__(self, in_features: int, out_features: int, crow_indices: torch.Tensor, col_indices: torch.Tensor,
-                 values: torch.Tensor | None = None, bias=True, *, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        crow_indices: torch.Tensor,
+        col_indices: torch.Tensor,
+        values: torch.Tensor | None = None,
+        bias=True,
+        *,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self._init_pattern(out_features, in_features, crow_indices, col_indices, values, bias, device, dtype,
-                           "ffops.nn.SparseLinear")
+        self._init_pattern(
+            out_features,
+            in_features,
+            crow_indices,
+            col_indices,
+            values,
+            bias,
+            device,
+            dtype,
+            "ffops.nn.SparseLinear",
+        )
 
     def _dense_in_features(self) -> int:
         return self.in_features
@@ -154,8 +179,13 @@ class SparseLinear(_SparsePatternMixin, nn.Module):
         return self.out_features * self.in_features
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, sparsity: float | None = None, mask: torch.Tensor | None = None,
-                   index_dtype: torch.dtype = torch.int32) -> "SparseLinear":
+    def from_dense(
+        cls,
+        linear: nn.Linear,
+        sparsity: float | None = None,
+        mask: torch.Tensor | None = None,
+        index_dtype: torch.dtype = torch.int32,
+    ) -> "SparseLinear":
         """Keep ``linear``'s weights on ``mask``, or its ``1 - sparsity`` largest magnitudes, or (neither
         given) its nonzeros. Bias, device and dtype are kept."""
         if not isinstance(linear, nn.Linear):
@@ -163,14 +193,23 @@ class SparseLinear(_SparsePatternMixin, nn.Module):
         weight = linear.weight.detach()
         keep = _mask_for(weight, sparsity, mask, "SparseLinear.from_dense")
         crow, col = pattern_from_mask(keep, index_dtype)
-        return cls(linear.in_features, linear.out_features, crow, col, weight[keep],
-                   bias=linear.bias if linear.bias is not None else False, device=weight.device, dtype=weight.dtype)
+        return cls(
+            linear.in_features,
+            linear.out_features,
+            crow,
+            col,
+            weight[keep],
+            bias=linear.bias if linear.bias is not None else False,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
 
     def to_dense(self) -> nn.Linear:
         """An nn.Linear with the same function (zeros off the pattern)."""
         p = self.values
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=p.device,
-                           dtype=p.dtype)
+        linear = nn.Linear(
+            self.in_features, self.out_features, bias=self.bias is not None, device=p.device, dtype=p.dtype
+        )
         with torch.no_grad():
             linear.weight.copy_(self.dense_weight())
             if self.bias is not None:
@@ -179,16 +218,27 @@ class SparseLinear(_SparsePatternMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"ffops.nn.SparseLinear: x must have {self.in_features} features in its last "
-                             f"dimension, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"ffops.nn.SparseLinear: x must have {self.in_features} features in its last "
+                f"dimension, got shape {tuple(x.shape)}"
+            )
         x, values, bias, out_dtype = self._autocast(x)
-        y = sparse_linear(x, values, self.crow_indices, self.col_indices, bias, self.out_features,
-                          transposed=self.transposed)
+        y = sparse_linear(
+            x,
+            values,
+            self.crow_indices,
+            self.col_indices,
+            bias,
+            self.out_features,
+            transposed=self.transposed,
+        )
         return y if out_dtype is None else y.to(out_dtype)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}, "
-                f"sparsity={self.sparsity:.3f}, bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}, "
+            f"sparsity={self.sparsity:.3f}, bias={self.bias is not None}"
+        )
 
 
 def _conv_padding(conv: nn.Conv2d):
@@ -199,9 +249,11 @@ def _conv_padding(conv: nn.Conv2d):
     if conv.padding == "same":
         total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
         if any(t % 2 for t in total) or conv.stride != (1, 1):
-            raise ValueError("SparseConv2d: padding='same' is supported only with stride 1 and symmetric padding "
-                             f"(dilation * (kernel_size - 1) even), got kernel {conv.kernel_size}, "
-                             f"dilation {conv.dilation}, stride {conv.stride}")
+            raise ValueError(
+                "SparseConv2d: padding='same' is supported only with stride 1 and symmetric padding "
+                f"(dilation * (kernel_size - 1) even), got kernel {conv.kernel_size}, "
+                f"dilation {conv.dilation}, stride {conv.stride}"
+            )
         return tuple(t // 2 for t in total)
     return conv.padding
 
@@ -215,19 +267,43 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
     kernels of ``ffops.sparse_linear``; the unfolding is dense (``kh * kw`` times the input).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, crow_indices: torch.Tensor,
-                 col_indices: torch.Tensor, values: torch.Tensor | None = None, *, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias=True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        crow_indices: torch.Tensor,
+        col_indices: torch.Tensor,
+        values: torch.Tensor | None = None,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias=True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         op = "ffops.nn.SparseConv2d"
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"{op}: groups ({groups}) must divide in_channels ({in_channels}) and "
-                             f"out_channels ({out_channels})")
+            raise ValueError(
+                f"{op}: groups ({groups}) must divide in_channels ({in_channels}) and out_channels ({out_channels})"
+            )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
-        self._init_pattern(out_channels, self._dense_in_features(), crow_indices, col_indices, values, bias, device,
-                           dtype, op)
+        self._init_pattern(
+            out_channels,
+            self._dense_in_features(),
+            crow_indices,
+            col_indices,
+            values,
+            bias,
+            device,
+            dtype,
+            op,
+        )
         self._check_groups(op)
 
     def _dense_in_features(self) -> int:
@@ -241,16 +317,24 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         if self.groups == 1 or self.nnz == 0:
             return
         block = self._dense_in_features() // self.groups  # columns of one group
-        rows = torch.repeat_interleave(torch.arange(self.out_channels, device=self.col_indices.device),
-                                       (self.crow_indices[1:] - self.crow_indices[:-1]).long())
+        rows = torch.repeat_interleave(
+            torch.arange(self.out_channels, device=self.col_indices.device),
+            (self.crow_indices[1:] - self.crow_indices[:-1]).long(),
+        )
         row_group = rows // (self.out_channels // self.groups)
         if bool((self.col_indices.long() // block != row_group).any()):
-            raise ValueError(f"{op}: with groups={self.groups}, output channel o may only use the input columns of "
-                             "its group")
+            raise ValueError(
+                f"{op}: with groups={self.groups}, output channel o may only use the input columns of its group"
+            )
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, sparsity: float | None = None, mask: torch.Tensor | None = None,
-                   index_dtype: torch.dtype = torch.int32) -> "SparseConv2d":
+    def from_dense(
+        cls,
+        conv: nn.Conv2d,
+        sparsity: float | None = None,
+        mask: torch.Tensor | None = None,
+        index_dtype: torch.dtype = torch.int32,
+    ) -> "SparseConv2d":
         """Keep ``conv``'s weights on ``mask`` (the weight's shape), or its ``1 - sparsity`` largest
         magnitudes, or (neither given) its nonzeros."""
         if not isinstance(conv, nn.Conv2d):
@@ -268,9 +352,21 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         full_w[torch.arange(out_c), group_of] = weight.reshape(out_c, -1)
         full_keep, full_w = full_keep.reshape(out_c, -1), full_w.reshape(out_c, -1)
         crow, col = pattern_from_mask(full_keep, index_dtype)
-        return cls(conv.in_channels, conv.out_channels, conv.kernel_size, crow, col, full_w[full_keep],
-                   stride=conv.stride, padding=padding, dilation=conv.dilation, groups=g,
-                   bias=conv.bias if conv.bias is not None else False, device=weight.device, dtype=weight.dtype)
+        return cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            crow,
+            col,
+            full_w[full_keep],
+            stride=conv.stride,
+            padding=padding,
+            dilation=conv.dilation,
+            groups=g,
+            bias=conv.bias if conv.bias is not None else False,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
 
     def dense_conv_weight(self) -> torch.Tensor:
         """The weight as a dense ``[out, in / groups, kh, kw]`` tensor (zeros off the pattern)."""
@@ -284,9 +380,18 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
     def to_dense(self) -> nn.Conv2d:
         """An nn.Conv2d with the same function."""
         p = self.values
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-                         padding=self.padding, dilation=self.dilation, groups=self.groups, bias=self.bias is not None,
-                         device=p.device, dtype=p.dtype)
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.bias is not None,
+            device=p.device,
+            dtype=p.dtype,
+        )
         with torch.no_grad():
             conv.weight.copy_(self.dense_conv_weight())
             if self.bias is not None:
@@ -309,6 +414,8 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         return y.contiguous() if out_dtype is None else y.to(out_dtype, memory_format=torch.contiguous_format)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, nnz={self.nnz}, "
-                f"sparsity={self.sparsity:.3f}, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, nnz={self.nnz}, "
+            f"sparsity={self.sparsity:.3f}, bias={self.bias is not None}"
+        )

@@ -51,7 +51,11 @@ def _fake_label_rows(pre, on, scale, label_weight, bias):
 def _fake_overlay_fwd(base, labels, on, x_scale, weight, bias, num_classes, n_pos):
     stat = stat_dtype(base.dtype)
     rows, out = labels.shape[0], weight.shape[0]
-    return base.new_empty((rows, out)), base.new_empty((rows,), dtype=stat), base.new_empty((out,), dtype=stat)
+    return (
+        base.new_empty((rows, out)),
+        base.new_empty((rows,), dtype=stat),
+        base.new_empty((out,), dtype=stat),
+    )
 
 
 def _fake_overlay_bwd(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mean, num_classes, n_pos):
@@ -79,8 +83,14 @@ KERNELS = wire(
 # ---- public functions --------------------------------------------------------------------------
 
 
-def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-              x_scale: torch.Tensor | None = None, n_pos: int = 0):
+def ff_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    x_scale: torch.Tensor | None = None,
+    n_pos: int = 0,
+):
     """Fused FF layer forward.
 
     Args:
@@ -104,8 +114,9 @@ def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if x.dim() != 2 or weight.dim() != 2:
         raise ValueError(f"{op}: x and weight must be 2-D, got {tuple(x.shape)} and {tuple(weight.shape)}")
     if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"{op}: weight must be [out, {x.shape[1]}] for x of shape {tuple(x.shape)}, "
-                         f"got {tuple(weight.shape)}")
+        raise ValueError(
+            f"{op}: weight must be [out, {x.shape[1]}] for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}"
+        )
     check_same_device(op, "x", x, {"weight": weight, "bias": bias, "x_scale": x_scale})
     if weight.dtype != x.dtype:
         raise TypeError(f"{op}: weight must have the dtype of x ({x.dtype}), got {weight.dtype}")
@@ -123,13 +134,22 @@ def ff_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if x_scale is not None:
         x_scale = x_scale.detach().to(stat_dtype(x.dtype)).contiguous()
     return KERNELS[impl].ff_linear_fwd(
-        x.detach().contiguous(), x_scale, weight.contiguous(),
-        None if bias is None else bias.contiguous(), n_pos,
+        x.detach().contiguous(),
+        x_scale,
+        weight.contiguous(),
+        None if bias is None else bias.contiguous(),
+        n_pos,
     )
 
 
-def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tensor,
-                  bias: torch.Tensor | None = None, *, scale: torch.Tensor | None = None):
+def ff_label_rows(
+    pre: torch.Tensor,
+    on: torch.Tensor,
+    label_weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    scale: torch.Tensor | None = None,
+):
     """An FF layer's output on every (sample, label) overlay, from one GEMM on the label-free input.
 
     The label overlay only changes the first ``C`` input features, so with ``x0`` the input with
@@ -160,8 +180,10 @@ def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tenso
         raise ValueError(f"{op}: pre must be 2-D [batch, out], got {tuple(pre.shape)}")
     batch, out = pre.shape
     if label_weight.dim() != 2 or label_weight.shape[0] != out or label_weight.shape[1] < 1:
-        raise ValueError(f"{op}: label_weight must be [{out}, C] with C >= 1 for pre of shape "
-                         f"{tuple(pre.shape)}, got {tuple(label_weight.shape)}")
+        raise ValueError(
+            f"{op}: label_weight must be [{out}, C] with C >= 1 for pre of shape "
+            f"{tuple(pre.shape)}, got {tuple(label_weight.shape)}"
+        )
     if label_weight.dtype != pre.dtype:
         raise TypeError(f"{op}: label_weight must have the dtype of pre ({pre.dtype}), got {label_weight.dtype}")
     check_bias(op, bias, out, pre.dtype)
@@ -177,14 +199,25 @@ def ff_label_rows(pre: torch.Tensor, on: torch.Tensor, label_weight: torch.Tenso
         return reference.ff_label_rows(pre, on, label_weight, bias, scale=scale)
     stat = stat_dtype(pre.dtype)
     return KERNELS[impl].ff_label_rows(
-        pre.contiguous(), on.to(stat).contiguous(), None if scale is None else scale.to(stat).contiguous(),
-        label_weight.contiguous(), None if bias is None else bias.contiguous(),
+        pre.contiguous(),
+        on.to(stat).contiguous(),
+        None if scale is None else scale.to(stat).contiguous(),
+        label_weight.contiguous(),
+        None if bias is None else bias.contiguous(),
     )
 
 
-def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torch.Tensor,
-                      bias: torch.Tensor | None = None, *, num_classes: int, x_scale: torch.Tensor | None = None,
-                      n_pos: int = 0):
+def ff_linear_overlay(
+    base: torch.Tensor,
+    labels: torch.Tensor,
+    on,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    num_classes: int,
+    x_scale: torch.Tensor | None = None,
+    n_pos: int = 0,
+):
     """``ff_linear`` on the label overlays of shared inputs, without materializing them.
 
     Row ``r`` of the layer's input is ``base[r % B]`` with its first ``num_classes`` features replaced
@@ -215,21 +248,29 @@ def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torc
         raise ValueError(f"{op}: base and weight must be 2-D, got {tuple(base.shape)} and {tuple(weight.shape)}")
     batch, in_features = base.shape
     if weight.shape[1] != in_features:
-        raise ValueError(f"{op}: weight must be [out, {in_features}] for base of shape {tuple(base.shape)}, "
-                         f"got {tuple(weight.shape)}")
+        raise ValueError(
+            f"{op}: weight must be [out, {in_features}] for base of shape {tuple(base.shape)}, "
+            f"got {tuple(weight.shape)}"
+        )
     if weight.dtype != base.dtype:
         raise TypeError(f"{op}: weight must have the dtype of base ({base.dtype}), got {weight.dtype}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= in_features:
         raise ValueError(f"{op}: num_classes must be an int in [1, {in_features}], got {num_classes!r}")
-    if (not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex
-            or labels.dtype == torch.bool or labels.dim() != 1):
-        raise TypeError(f"{op}: labels must be a 1-D integer tensor, got "
-                        f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}"
-                        f"{' ' + str(tuple(labels.shape)) if isinstance(labels, torch.Tensor) else ''}")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+        or labels.dim() != 1
+    ):
+        raise TypeError(
+            f"{op}: labels must be a 1-D integer tensor, got "
+            f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+            f"{' ' + str(tuple(labels.shape)) if isinstance(labels, torch.Tensor) else ''}"
+        )
     rows = labels.shape[0]
     if (rows != 0) if batch == 0 else (rows < batch or rows % batch):
-        raise ValueError(f"{op}: labels must hold k * {batch} row labels (k >= 1: k labels per base row), "
-                         f"got {rows}")
+        raise ValueError(f"{op}: labels must hold k * {batch} row labels (k >= 1: k labels per base row), got {rows}")
     check_index_range(op, "labels", labels, num_classes)
     stat = stat_dtype(base.dtype)
     if isinstance(on, torch.Tensor):
@@ -240,8 +281,9 @@ def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torc
         on = torch.full((batch,), float(on), dtype=stat, device=base.device)
     else:
         raise TypeError(f"{op}: on must be a number or a [{batch}] float tensor, got {type(on).__name__}")
-    check_same_device(op, "base", base, {"labels": labels, "on": on, "weight": weight, "bias": bias,
-                                         "x_scale": x_scale})
+    check_same_device(
+        op, "base", base, {"labels": labels, "on": on, "weight": weight, "bias": bias, "x_scale": x_scale}
+    )
     check_bias(op, bias, weight.shape[0], base.dtype)
     if x_scale is not None:
         check_float_tensor(op, "x_scale", x_scale)
@@ -252,12 +294,18 @@ def ff_linear_overlay(base: torch.Tensor, labels: torch.Tensor, on, weight: torc
 
     impl = _backend.resolve(base.device)
     if impl == "reference":
-        return reference.ff_linear_overlay(base, labels.long(), on, weight, bias, num_classes=num_classes,
-                                           x_scale=x_scale, n_pos=n_pos)
+        return reference.ff_linear_overlay(
+            base, labels.long(), on, weight, bias, num_classes=num_classes, x_scale=x_scale, n_pos=n_pos
+        )
     return KERNELS[impl].ff_linear_overlay_fwd(
-        base.detach().contiguous(), labels.detach().long().contiguous(), on.detach().to(stat).contiguous(),
-        None if x_scale is None else x_scale.detach().to(stat).contiguous(), weight.contiguous(),
-        None if bias is None else bias.contiguous(), num_classes, n_pos,
+        base.detach().contiguous(),
+        labels.detach().long().contiguous(),
+        on.detach().to(stat).contiguous(),
+        None if x_scale is None else x_scale.detach().to(stat).contiguous(),
+        weight.contiguous(),
+        None if bias is None else bias.contiguous(),
+        num_classes,
+        n_pos,
     )
 
 
@@ -278,9 +326,17 @@ class _KnownOutput(torch.autograd.Function):
         return grad_w, grad_b if ctx.has_bias else None, None, None, None, None
 
 
-def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h: torch.Tensor,
-                           sumsq: torch.Tensor, *, x_scale: torch.Tensor | None = None, n_pos: int = 0,
-                           overlay: tuple | None = None):
+def ff_linear_known_output(
+    x,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    h: torch.Tensor,
+    sumsq: torch.Tensor,
+    *,
+    x_scale: torch.Tensor | None = None,
+    n_pos: int = 0,
+    overlay: tuple | None = None,
+):
     """``ff_linear``'s differentiable outputs for an ``h`` it computed earlier, without the GEMM.
 
     A caller that already ran the layer on these rows with the current parameters (FFTrainer's
@@ -316,33 +372,52 @@ def ff_linear_known_output(x, weight: torch.Tensor, bias: torch.Tensor | None, h
             raise ValueError(f"{op}: x_scale must have shape ({rows},), got {tuple(x_scale.shape)}")
         x_scale = x_scale.detach().to(stat).contiguous()
     check_bias(op, bias, out, weight.dtype)
-    if overlay is None and (not isinstance(x, torch.Tensor) or x.shape != (rows, weight.shape[1])
-                            or x.dtype != weight.dtype):
-        raise ValueError(f"{op}: x must be a [{rows}, {weight.shape[1]}] tensor of {weight.dtype} (or overlay "
-                         f"given), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
-                         f"{' ' + str(x.dtype) if isinstance(x, torch.Tensor) else ''}")
+    if overlay is None and (
+        not isinstance(x, torch.Tensor) or x.shape != (rows, weight.shape[1]) or x.dtype != weight.dtype
+    ):
+        raise ValueError(
+            f"{op}: x must be a [{rows}, {weight.shape[1]}] tensor of {weight.dtype} (or overlay "
+            f"given), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            f"{' ' + str(x.dtype) if isinstance(x, torch.Tensor) else ''}"
+        )
     bias = None if bias is None else bias.contiguous()
     h, sumsq = h.detach().contiguous(), sumsq.detach()
     impl = _backend.resolve(weight.device)
     if impl == "reference":  # the specification has no kernels: run the layer again
         if overlay is not None:
             base, labels, on, num_classes = overlay
-            return reference.ff_linear_overlay(base, labels.long(), on, weight, bias, num_classes=num_classes,
-                                               x_scale=x_scale, n_pos=n_pos)[1:]
+            return reference.ff_linear_overlay(
+                base, labels.long(), on, weight, bias, num_classes=num_classes, x_scale=x_scale, n_pos=n_pos
+            )[1:]
         return reference.ff_linear(x, weight, bias, x_scale=x_scale, n_pos=n_pos)[1:]
     kernels = KERNELS[impl]
     if overlay is not None:
         base, labels, on, num_classes = overlay
-        base, labels, on = base.detach().contiguous(), labels.detach().long().contiguous(), on.detach().to(stat)
+        base, labels, on = (
+            base.detach().contiguous(),
+            labels.detach().long().contiguous(),
+            on.detach().to(stat),
+        )
 
         def weight_grads(grad_sumsq, grad_pos_mean):
-            return kernels.ff_linear_overlay_bwd(base, labels, on, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq),
-                                       _contiguous(grad_pos_mean), num_classes, n_pos)
+            return kernels.ff_linear_overlay_bwd(
+                base,
+                labels,
+                on,
+                x_scale,
+                h,
+                _grad_or_zeros(grad_sumsq, sumsq),
+                _contiguous(grad_pos_mean),
+                num_classes,
+                n_pos,
+            )
     else:
         x = x.detach().contiguous()
 
         def weight_grads(grad_sumsq, grad_pos_mean):
-            return kernels.ff_linear_bwd(x, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq), _contiguous(grad_pos_mean), n_pos)
+            return kernels.ff_linear_bwd(
+                x, x_scale, h, _grad_or_zeros(grad_sumsq, sumsq), _contiguous(grad_pos_mean), n_pos
+            )
 
     return _KnownOutput.apply(weight, bias, h, sumsq, n_pos, weight_grads)
 

@@ -157,8 +157,15 @@ def ff_loss(
     impl = _backend.resolve(h_pos.device)
     if impl == "reference":
         return reference.ff_loss(
-            h_pos, h_neg, threshold, goodness=goodness, loss=loss, alpha=alpha, sign=sign,
-            reduction=reduction, return_goodness=return_goodness,
+            h_pos,
+            h_neg,
+            threshold,
+            goodness=goodness,
+            loss=loss,
+            alpha=alpha,
+            sign=sign,
+            reduction=reduction,
+            return_goodness=return_goodness,
         )
     kernels = KERNELS[impl]
     pos, neg = _per_sample_rows(h_pos), _per_sample_rows(h_neg)

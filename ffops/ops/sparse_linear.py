@@ -21,7 +21,6 @@ from ffops._validation import check_bias, check_float_tensor, check_same_device
 from ffops.ops._common import stat_dtype, wire
 from ffops.ops.sparse_linear_pattern import INDEX_DTYPES, TransposedPattern, transpose_pattern
 from ffops.reference import sparse_linear as reference
-from ffops.ops._common import stat_dtype
 
 OP = "ffops.sparse_linear"
 CPU_DTYPES = (torch.float32, torch.float64)
@@ -83,7 +82,9 @@ class _SparseLinear(torch.autograd.Function):
         dyt = _transposed(grad_y)
         dx = dvalues = db = None
         if need_dx or need_dvalues:
-            dxt, dvalues = KERNELS[ctx.impl].sparse_linear_bwd(dyt, xt, values, t_ptr, t_row, t_perm, need_dx, need_dvalues)
+            dxt, dvalues = KERNELS[ctx.impl].sparse_linear_bwd(
+                dyt, xt, values, t_ptr, t_row, t_perm, need_dx, need_dvalues
+            )
             if need_dx:
                 dx = dxt.t() if ctx.feature_major else _transposed(dxt)
         if need_db:
@@ -93,16 +94,22 @@ class _SparseLinear(torch.autograd.Function):
 
 def _check_transposed(transposed, crow: torch.Tensor, nnz: int, in_features: int) -> TransposedPattern:
     if not isinstance(transposed, tuple) or len(transposed) != 3:
-        raise TypeError(f"{OP}: transposed must be the (ptr, row, perm) tuple of ffops.sparse.transpose_pattern, "
-                        f"got {type(transposed).__name__}")
+        raise TypeError(
+            f"{OP}: transposed must be the (ptr, row, perm) tuple of ffops.sparse.transpose_pattern, "
+            f"got {type(transposed).__name__}"
+        )
     ptr, row, perm = transposed
     if isinstance(ptr, torch.Tensor) and ptr.dim() == 1 and ptr.numel() != in_features + 1:
-        raise ValueError(f"{OP}: x has {in_features} features but the pattern was made for {ptr.numel() - 1} "
-                         "(transposed.ptr has in_features + 1 entries)")
+        raise ValueError(
+            f"{OP}: x has {in_features} features but the pattern was made for {ptr.numel() - 1} "
+            "(transposed.ptr has in_features + 1 entries)"
+        )
     for name, t, n in (("ptr", ptr, in_features + 1), ("row", row, nnz), ("perm", perm, nnz)):
         if not isinstance(t, torch.Tensor) or t.dtype != crow.dtype or t.shape != (n,) or t.device != crow.device:
-            raise ValueError(f"{OP}: transposed.{name} must be a [{n}] {crow.dtype} tensor on {crow.device} "
-                             "(from ffops.sparse.transpose_pattern of this pattern)")
+            raise ValueError(
+                f"{OP}: transposed.{name} must be a [{n}] {crow.dtype} tensor on {crow.device} "
+                "(from ffops.sparse.transpose_pattern of this pattern)"
+            )
     return TransposedPattern(ptr.contiguous(), row.contiguous(), perm.contiguous())
 
 
@@ -144,15 +151,17 @@ def check_args(x, values, crow, col, bias, out_features) -> int:
     if crow.dtype != col.dtype:
         raise TypeError(f"{OP}: crow_indices and col_indices must have one dtype, got {crow.dtype} and {col.dtype}")
     if values.numel() != col.numel():
-        raise ValueError(f"{OP}: values must have one entry per nonzero (len(col_indices) = {col.numel()}), "
-                         f"got {values.numel()}")
+        raise ValueError(
+            f"{OP}: values must have one entry per nonzero (len(col_indices) = {col.numel()}), got {values.numel()}"
+        )
     if out_features is None:
         out_features = crow.numel() - 1
     if isinstance(out_features, bool) or not isinstance(out_features, int) or out_features < 0:
         raise TypeError(f"{OP}: out_features must be a non-negative int, got {out_features!r}")
     if crow.numel() != out_features + 1:
-        raise ValueError(f"{OP}: crow_indices must have out_features + 1 = {out_features + 1} entries, "
-                         f"got {crow.numel()}")
+        raise ValueError(
+            f"{OP}: crow_indices must have out_features + 1 = {out_features + 1} entries, got {crow.numel()}"
+        )
     check_same_device(OP, "x", x, {"values": values, "bias": bias, "crow_indices": crow, "col_indices": col})
     if values.dtype != x.dtype:
         raise TypeError(f"{OP}: values must have the dtype of x ({x.dtype}), got {values.dtype}")
@@ -166,8 +175,10 @@ def _run(x2, values, crow, col, transposed: TransposedPattern, bias):
     if impl == "reference":
         return reference.sparse_linear(x2, values, crow, col, bias, crow.numel() - 1)
     if impl == "cpp" and x2.device.type == "cpu" and x2.dtype not in CPU_DTYPES:
-        raise TypeError(f"{OP}: the C++ CPU kernels take float32 or float64, got {x2.dtype}; "
-                        "cast, or run the pure-torch reference with ffops.use_backend('reference')")
+        raise TypeError(
+            f"{OP}: the C++ CPU kernels take float32 or float64, got {x2.dtype}; "
+            "cast, or run the pure-torch reference with ffops.use_backend('reference')"
+        )
     return _SparseLinear.apply(x2, values.contiguous(), crow, col, *transposed, bias, impl)
 
 
@@ -180,9 +191,16 @@ def sparse_linear_t(xt, values, crow, col, transposed: TransposedPattern, bias=N
     return _run(xt.t(), values, crow, col, transposed, bias).t()
 
 
-def sparse_linear(x: torch.Tensor, values: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.Tensor,
-                  bias: torch.Tensor | None = None, out_features: int | None = None, *,
-                  transposed: TransposedPattern | None = None) -> torch.Tensor:
+def sparse_linear(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    crow_indices: torch.Tensor,
+    col_indices: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_features: int | None = None,
+    *,
+    transposed: TransposedPattern | None = None,
+) -> torch.Tensor:
     """``x @ W^T + bias`` for a CSR weight ``W [out_features, in_features]``.
 
     Args:

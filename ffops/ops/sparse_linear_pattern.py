@@ -51,17 +51,22 @@ def check_csr(crow: torch.Tensor, col: torch.Tensor, out_features: int, in_featu
     if crow.dtype != col.dtype:
         raise TypeError(f"{op}: crow_indices and col_indices must have one dtype, got {crow.dtype} and {col.dtype}")
     if crow.device != col.device:
-        raise ValueError(f"{op}: crow_indices and col_indices must be on one device, got {crow.device} and {col.device}")
+        raise ValueError(
+            f"{op}: crow_indices and col_indices must be on one device, got {crow.device} and {col.device}"
+        )
     if crow.numel() != out_features + 1:
-        raise ValueError(f"{op}: crow_indices must have out_features + 1 = {out_features + 1} entries, "
-                         f"got {crow.numel()}")
+        raise ValueError(
+            f"{op}: crow_indices must have out_features + 1 = {out_features + 1} entries, got {crow.numel()}"
+        )
     nnz = col.numel()
     if crow.dtype == torch.int32 and nnz >= 2**31:
         raise ValueError(f"{op}: {nnz} nonzeros need int64 indices")
     c = crow.long()
     if c[0].item() != 0 or c[-1].item() != nnz:
-        raise ValueError(f"{op}: crow_indices must start at 0 and end at nnz = len(col_indices) = {nnz}, "
-                         f"got {c[0].item()} ... {c[-1].item()}")
+        raise ValueError(
+            f"{op}: crow_indices must start at 0 and end at nnz = len(col_indices) = {nnz}, "
+            f"got {c[0].item()} ... {c[-1].item()}"
+        )
     if bool((c[1:] < c[:-1]).any()):
         raise ValueError(f"{op}: crow_indices must be non-decreasing")
     if nnz == 0:
@@ -77,11 +82,15 @@ def check_csr(crow: torch.Tensor, col: torch.Tensor, out_features: int, in_featu
         k = int(bad.nonzero()[0, 0]) + 1
         row = int(torch.searchsorted(c, torch.tensor(k, device=c.device), right=True)) - 1
         what = "duplicate" if step[k - 1] == 0 else "unsorted"
-        raise ValueError(f"{op}: col_indices of row {row} are {what} (column {cl[k - 1].item()} then "
-                         f"{cl[k].item()}); each row needs strictly increasing column indices")
+        raise ValueError(
+            f"{op}: col_indices of row {row} are {what} (column {cl[k - 1].item()} then "
+            f"{cl[k].item()}); each row needs strictly increasing column indices"
+        )
 
 
-def transpose_pattern(crow: torch.Tensor, col: torch.Tensor, in_features: int, *, op: str = "ffops.sparse") -> TransposedPattern:
+def transpose_pattern(
+    crow: torch.Tensor, col: torch.Tensor, in_features: int, *, op: str = "ffops.sparse"
+) -> TransposedPattern:
     """Validate a CSR pattern and return its CSC order (what the backward kernel walks)."""
     check_csr(crow, col, crow.numel() - 1, in_features, op=op)
     rows = csr_rows(crow)

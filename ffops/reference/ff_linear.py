@@ -1,6 +1,7 @@
 """The fused FF layer in plain torch (the specification of ffops.ff_linear)."""
 
 import torch
+
 from ffops.ops._common import stat_dtype
 
 

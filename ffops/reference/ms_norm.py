@@ -7,6 +7,7 @@ x's dtype) and saved with ``rstd`` (float32 [rows]; float64 for float64 x). Back
 output only: ``dx = rstd * (g - mean(g) - y * mean(g * y))`` (LayerNorm) or
 ``dx = rstd * (g - y * mean(g * y))`` (RMSNorm), returned in x's dtype.
 """
+
 import torch
 
 from ffops.ops._common import stat_dtype

@@ -42,8 +42,9 @@ class SparsifyReport:
     def __str__(self) -> str:
         rows = [f"{'layer':<28} {'type':<13} {'shape':<20} {'action':<10} {'sparsity':>8} {'nnz':>10}  reason"]
         for c in self.changes:
-            rows.append(f"{c.name:<28} {c.kind:<13} {c.shape!s:<20} {c.action:<10} {c.sparsity:>8.3f} "
-                        f"{c.nnz:>10}  {c.reason}")
+            rows.append(
+                f"{c.name:<28} {c.kind:<13} {c.shape!s:<20} {c.action:<10} {c.sparsity:>8.3f} {c.nnz:>10}  {c.reason}"
+            )
         n = len(self.swapped)
         rows.append(f"{n} layer(s) changed, {len(self.skipped)} left dense")
         return "\n".join(rows)
@@ -61,8 +62,13 @@ def _target_sparsity(sparsity, name: str):
     return sparsity
 
 
-def sparsify(model: nn.Module, sparsity=None, method: str = "magnitude", layers=(nn.Linear, nn.Conv2d),
-             min_sparsity: float = 0.8) -> SparsifyReport:
+def sparsify(
+    model: nn.Module,
+    sparsity=None,
+    method: str = "magnitude",
+    layers=(nn.Linear, nn.Conv2d),
+    min_sparsity: float = 0.8,
+) -> SparsifyReport:
     """Prune the model's ``layers`` and swap them, in place, for ``ffops.nn.SparseLinear`` / ``SparseConv2d``.
 
     Args:
@@ -88,15 +94,19 @@ def sparsify(model: nn.Module, sparsity=None, method: str = "magnitude", layers=
     if not 0.0 <= min_sparsity <= 1.0:
         raise ValueError(f"ffops.sparse.sparsify: min_sparsity must be in [0, 1], got {min_sparsity}")
     report = SparsifyReport()
-    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, layers)
-                  and not isinstance(m, (SparseLinear, SparseConv2d))]
+    candidates = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, layers) and not isinstance(m, (SparseLinear, SparseConv2d))
+    ]
     for name, module in candidates:
         kind = type(module).__name__
         shape = tuple(module.weight.shape)
         target = None if method == "existing" else _target_sparsity(sparsity, name)
         if isinstance(sparsity, dict) and name not in sparsity:
-            report.changes.append(LayerChange(name, kind, shape, "dense", 0.0, module.weight.numel(),
-                                              "not in the sparsity dict"))
+            report.changes.append(
+                LayerChange(name, kind, shape, "dense", 0.0, module.weight.numel(), "not in the sparsity dict")
+            )
             continue
         if isinstance(module, nn.Conv2d):
             try:
@@ -107,8 +117,17 @@ def sparsify(model: nn.Module, sparsity=None, method: str = "magnitude", layers=
         keep = module.weight.detach() != 0 if target is None else None
         reached = (1.0 - keep.float().mean().item()) if keep is not None else float(target)
         if reached < min_sparsity:
-            report.changes.append(LayerChange(name, kind, shape, "dense", reached, module.weight.numel(),
-                                              f"sparsity {reached:.3f} < min_sparsity {min_sparsity}: dense is faster"))
+            report.changes.append(
+                LayerChange(
+                    name,
+                    kind,
+                    shape,
+                    "dense",
+                    reached,
+                    module.weight.numel(),
+                    f"sparsity {reached:.3f} < min_sparsity {min_sparsity}: dense is faster",
+                )
+            )
             continue
         cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
         new = cls.from_dense(module, sparsity=target)
@@ -125,6 +144,14 @@ def densify(model: nn.Module) -> SparsifyReport:
         dense = module.to_dense()
         dense.train(module.training)
         _replace(model, name, dense)
-        report.changes.append(LayerChange(name, type(module).__name__, tuple(dense.weight.shape), "densified",
-                                          module.sparsity, module.nnz))
+        report.changes.append(
+            LayerChange(
+                name,
+                type(module).__name__,
+                tuple(dense.weight.shape),
+                "densified",
+                module.sparsity,
+                module.nnz,
+            )
+        )
     return report

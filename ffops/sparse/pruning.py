@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 
-def cubic_sparsity(step: int, total_steps: int, final_sparsity: float, initial_sparsity: float = 0.0,
-                   begin_step: int = 0) -> float:
+def cubic_sparsity(
+    step: int, total_steps: int, final_sparsity: float, initial_sparsity: float = 0.0, begin_step: int = 0
+) -> float:
     """The sparsity of Zhu & Gupta's cubic schedule at ``step``.
 
     ``initial_sparsity`` before ``begin_step``, ``final_sparsity`` from ``begin_step + total_steps``
@@ -38,8 +39,9 @@ def cubic_sparsity(step: int, total_steps: int, final_sparsity: float, initial_s
     monotone non-decreasing in ``step`` when ``final_sparsity >= initial_sparsity``.
     """
     if not 0.0 <= initial_sparsity <= 1.0 or not 0.0 <= final_sparsity <= 1.0:
-        raise ValueError(f"cubic_sparsity: sparsities must be in [0, 1], got initial {initial_sparsity}, "
-                         f"final {final_sparsity}")
+        raise ValueError(
+            f"cubic_sparsity: sparsities must be in [0, 1], got initial {initial_sparsity}, final {final_sparsity}"
+        )
     if total_steps < 0:
         raise ValueError(f"cubic_sparsity: total_steps must be >= 0, got {total_steps}")
     t = step - begin_step
@@ -48,7 +50,7 @@ def cubic_sparsity(step: int, total_steps: int, final_sparsity: float, initial_s
     if t >= total_steps:
         return float(final_sparsity)
     frac = 1.0 - t / total_steps
-    return float(final_sparsity + (initial_sparsity - final_sparsity) * frac ** 3)
+    return float(final_sparsity + (initial_sparsity - final_sparsity) * frac**3)
 
 
 def nested_magnitude_mask(weight: torch.Tensor, sparsity: float, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,13 +92,22 @@ class GradualMagnitudePruner:
     target of the last mask update; ``history`` lists ``(step, sparsity)`` of every update.
     """
 
-    def __init__(self, model: nn.Module, final_sparsity: float, total_steps: int, update_every: int = 1,
-                 names=None, initial_sparsity: float = 0.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        final_sparsity: float,
+        total_steps: int,
+        update_every: int = 1,
+        names=None,
+        initial_sparsity: float = 0.0,
+    ):
         if not 0.0 <= final_sparsity <= 1.0:
             raise ValueError(f"GradualMagnitudePruner: final_sparsity must be in [0, 1], got {final_sparsity}")
         if total_steps < 1 or update_every < 1:
-            raise ValueError(f"GradualMagnitudePruner: total_steps and update_every must be >= 1, got "
-                             f"{total_steps} and {update_every}")
+            raise ValueError(
+                f"GradualMagnitudePruner: total_steps and update_every must be >= 1, got "
+                f"{total_steps} and {update_every}"
+            )
         self.model = model
         self.final_sparsity, self.initial_sparsity = float(final_sparsity), float(initial_sparsity)
         self.total_steps, self.update_every = int(total_steps), int(update_every)
@@ -121,8 +132,12 @@ class GradualMagnitudePruner:
 
     def target(self, step: int | None = None) -> float:
         """The schedule's sparsity at ``step`` (default: the current step)."""
-        return cubic_sparsity(self.step_count if step is None else step, self.total_steps, self.final_sparsity,
-                              self.initial_sparsity)
+        return cubic_sparsity(
+            self.step_count if step is None else step,
+            self.total_steps,
+            self.final_sparsity,
+            self.initial_sparsity,
+        )
 
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
@@ -171,12 +186,17 @@ class GradualMagnitudePruner:
         return {n: 1.0 - m.float().mean().item() for n, m in self.masks.items()}
 
     def state_dict(self) -> dict:
-        return {"step_count": self.step_count, "sparsity": self.sparsity, "masks": dict(self.masks),
-                "history": list(self.history)}
+        return {
+            "step_count": self.step_count,
+            "sparsity": self.sparsity,
+            "masks": dict(self.masks),
+            "history": list(self.history),
+        }
 
 
-def schedule_points(total_steps: int, update_every: int, final_sparsity: float,
-                    initial_sparsity: float = 0.0) -> list[tuple[int, float]]:
+def schedule_points(
+    total_steps: int, update_every: int, final_sparsity: float, initial_sparsity: float = 0.0
+) -> list[tuple[int, float]]:
     """The ``(step, sparsity)`` of every mask update ``GradualMagnitudePruner`` makes."""
     steps = list(range(update_every, total_steps + 1, update_every))
     if not steps or steps[-1] != total_steps:

@@ -10,8 +10,19 @@ from ffops.__main__ import main
 from ffops.cli import train_ff
 from tests.helpers import write_prototype_idx
 
-ARGS = ["train-ff", "--layers", "784,48,48", "--batch-size", "50", "--threads", "1", "--mode", "collaborative",
-        "--collab-layers", "past"]
+ARGS = [
+    "train-ff",
+    "--layers",
+    "784,48,48",
+    "--batch-size",
+    "50",
+    "--threads",
+    "1",
+    "--mode",
+    "collaborative",
+    "--collab-layers",
+    "past",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +38,27 @@ def _params(out):
 
 def test_command_writes_log_checkpoint_and_png(data_root, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(ARGS + ["--data-root", str(data_root), "--epochs", "3", "--eval-every", "2", "--skip-first",
-                        "--input-dropout", "0.2", "--weight-decay", "1e-4", "--out", str(out)]) == 0
+    assert (
+        main(
+            ARGS
+            + [
+                "--data-root",
+                str(data_root),
+                "--epochs",
+                "3",
+                "--eval-every",
+                "2",
+                "--skip-first",
+                "--input-dropout",
+                "0.2",
+                "--weight-decay",
+                "1e-4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "epoch   3/3" in printed and "samples/s" in printed and "done in" in printed
     log = json.loads((out / "log.json").read_text())

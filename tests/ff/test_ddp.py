@@ -16,16 +16,19 @@ CONFIG = {"negatives": "hard", "lr": 1e-2, "head_layers": "all", "hist_samples":
 EPOCHS, BATCH = 2, 40
 # the default recipe, collaborative FF (its offsets come from each rank's hard-negative pass), and
 # negatives from the head (the head scores each rank's shard before its own DDP step)
-RECIPES = {"all-symba": ({"loss": "symba"}, {"mode": "all"}),
-           "collaborative-softplus": ({"loss": "softplus"}, {"mode": "collaborative"}),
-           "all-symba-head-negatives": ({"loss": "symba"}, {"mode": "all", "negatives": "head"})}
+RECIPES = {
+    "all-symba": ({"loss": "symba"}, {"mode": "all"}),
+    "collaborative-softplus": ({"loss": "softplus"}, {"mode": "collaborative"}),
+    "all-symba-head-negatives": ({"loss": "symba"}, {"mode": "all", "negatives": "head"}),
+}
 
 
 def _train(ddp: bool, recipe: str):
     net_kw, trainer_kw = RECIPES[recipe]
     torch.manual_seed(0)
-    trainer = ff.FFTrainer(ff.FFNet([24, 16, 16], num_classes=4, peer_weight=0.0, **net_kw), ddp=ddp,
-                           **{**CONFIG, **trainer_kw})
+    trainer = ff.FFTrainer(
+        ff.FFNet([24, 16, 16], num_classes=4, peer_weight=0.0, **net_kw), ddp=ddp, **{**CONFIG, **trainer_kw}
+    )
     x, y = blobs(120)
     trainer.fit(x, y, test_images=x[:30], test_labels=y[:30], epochs=EPOCHS, batch_size=BATCH)
     return trainer
@@ -36,8 +39,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str, recipe: str):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         trainer = _train(ddp=True, recipe=recipe)
-        torch.save({"params": [p.detach() for p in trainer.model.parameters()] + [p.detach() for p in
-                    trainer.head.parameters()], "history": trainer.history}, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {
+                "params": [p.detach() for p in trainer.model.parameters()]
+                + [p.detach() for p in trainer.head.parameters()],
+                "history": trainer.history,
+            },
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 

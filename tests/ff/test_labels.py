@@ -39,12 +39,15 @@ def test_neutral_overlay_is_one_over_c_of_the_on_value():
     assert torch.allclose(ff.neutral_overlay(x, 10, value=0.25)[:, :10], torch.full((2, 10), 0.25))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"labels": torch.tensor([0, 5]), "num_classes": 5}, "labels must be in"),
-    ({"labels": torch.tensor([0.0, 1.0]), "num_classes": 5}, "labels must be an integer"),
-    ({"labels": torch.tensor([0, 1, 2]), "num_classes": 5}, "labels must have shape"),
-    ({"labels": torch.tensor([0, 1]), "num_classes": 30}, "num_classes must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"labels": torch.tensor([0, 5]), "num_classes": 5}, "labels must be in"),
+        ({"labels": torch.tensor([0.0, 1.0]), "num_classes": 5}, "labels must be an integer"),
+        ({"labels": torch.tensor([0, 1, 2]), "num_classes": 5}, "labels must have shape"),
+        ({"labels": torch.tensor([0, 1]), "num_classes": 30}, "num_classes must be"),
+    ],
+)
 def test_overlay_errors_name_the_argument(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         ff.overlay_labels(torch.rand(2, 20), **kwargs)

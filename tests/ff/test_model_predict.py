@@ -16,8 +16,9 @@ def test_ffnet_builds_fflinear_layers_from_sizes():
     assert rebuilt.config == net.config
 
 
-@pytest.mark.parametrize("sizes, match", [([784], "at least one layer"), ([784, 0], "positive ints"),
-                                          ("784,500", "list of ints")])
+@pytest.mark.parametrize(
+    "sizes, match", [([784], "at least one layer"), ([784, 0], "positive ints"), ("784,500", "list of ints")]
+)
 def test_ffnet_rejects_bad_sizes(sizes, match):
     with pytest.raises((ValueError, TypeError), match=match):
         ff.FFNet(sizes)
@@ -51,11 +52,16 @@ def test_goodness_per_label_matches_one_pass_per_label(on_value, norm):
         ref = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs))
         assert torch.allclose(fast[:, c], ref, atol=1e-5, rtol=1e-5)
         skip = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs) if i > 0)
-        assert torch.allclose(ff.goodness_per_label(net, x, on_value=on_value, skip_first=True)[:, c], skip,
-                              atol=1e-5, rtol=1e-5)
+        assert torch.allclose(
+            ff.goodness_per_label(net, x, on_value=on_value, skip_first=True)[:, c],
+            skip,
+            atol=1e-5,
+            rtol=1e-5,
+        )
         first2 = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs[:2]))
-        assert torch.allclose(ff.goodness_per_label(net, x, on_value=on_value, num_layers=2)[:, c], first2,
-                              atol=1e-5, rtol=1e-5)
+        assert torch.allclose(
+            ff.goodness_per_label(net, x, on_value=on_value, num_layers=2)[:, c], first2, atol=1e-5, rtol=1e-5
+        )
     assert torch.equal(ff.predict(net, x), fast.argmax(1))
 
 

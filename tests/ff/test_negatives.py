@@ -59,8 +59,10 @@ def test_hybrid_mask_has_large_smooth_regions():
     g = torch.Generator().manual_seed(0)
     mask = ff.hybrid_mask(64, (28, 28), blur_steps=6, generator=g).float()
     bits = ff.hybrid_mask(64, (28, 28), blur_steps=0, generator=g).float()
+
     def agreement(m):  # how often horizontal neighbours agree
         return float((m[:, :, 1:] == m[:, :, :-1]).float().mean())
+
     assert agreement(bits) < 0.6  # raw random bits (0 blur steps): about 0.5
     assert agreement(mask) > 0.85
     assert 0.3 < float(mask.mean()) < 0.7  # both images contribute

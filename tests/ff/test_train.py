@@ -13,15 +13,24 @@ def _net(sizes=(24, 32, 32), **kw):
     return ff.FFNet(list(sizes), num_classes=4, **kw)
 
 
-@pytest.mark.parametrize("mode, collab", [("all", "others"), ("greedy", "others"), ("collaborative", "others"),
-                                          ("collaborative", "past")])
+@pytest.mark.parametrize(
+    "mode, collab",
+    [("all", "others"), ("greedy", "others"), ("collaborative", "others"), ("collaborative", "past")],
+)
 @pytest.mark.parametrize("negatives", ["random", "hard"])
 @pytest.mark.parametrize("loss", ["symba", "softplus"])
 def test_modes_learn_a_separable_task_both_prediction_ways(mode, collab, negatives, loss):
     x, y = blobs(600)
     xt, yt = blobs(300, seed=1)
-    trainer = ff.FFTrainer(_net(loss=loss), mode=mode, collab_layers=collab, negatives=negatives, lr=1e-2,
-                           head_lr=3e-2, hist_samples=64)
+    trainer = ff.FFTrainer(
+        _net(loss=loss),
+        mode=mode,
+        collab_layers=collab,
+        negatives=negatives,
+        lr=1e-2,
+        head_lr=3e-2,
+        hist_samples=64,
+    )
     history = trainer.fit(x, y, test_images=xt, test_labels=yt, epochs=4, batch_size=50)
     last = history[-1]
     assert len(history) == (8 if mode == "greedy" else 4)
@@ -57,8 +66,9 @@ def test_gradient_never_crosses_layers():
     out1 = net.layers[0](batch, 8)
     assert not out1.h.requires_grad and not out1.sumsq.requires_grad  # handed over detached
     out2 = net.layers[1](out1.h, 8, x_sumsq=out1.sumsq)
-    grads = torch.autograd.grad(out2.loss, list(net.layers[0].parameters()) + list(net.layers[1].parameters()),
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        out2.loss, list(net.layers[0].parameters()) + list(net.layers[1].parameters()), allow_unused=True
+    )
     assert grads[0] is None and grads[1] is None  # layer 2's loss does not reach layer 1
     assert grads[2] is not None and grads[2].abs().sum() > 0
 
@@ -105,12 +115,16 @@ def test_collab_weight_scales_the_offsets_between_plain_and_collaborative_ff(col
     x, y = blobs(16)
     batch = torch.cat([ff.overlay_labels(x, y, 4), ff.overlay_labels(x, (y + 1) % 4, 4)])
     grads = {}
-    for name, kw in (("all", {"mode": "all"}), ("w0", {"collab_weight": 0.0}), ("w1", {"collab_weight": 1.0}),
-                     ("w.5", {"collab_weight": 0.5})):
+    for name, kw in (
+        ("all", {"mode": "all"}),
+        ("w0", {"collab_weight": 0.0}),
+        ("w1", {"collab_weight": 1.0}),
+        ("w.5", {"collab_weight": 0.5}),
+    ):
         net = _net((24, 16, 16, 16))
         ff.layer_losses(net, batch, 16, **{"mode": "collaborative", "collab_layers": collab, **kw})
         grads[name] = [p.grad for p in net.parameters()]
-    same = lambda a, b: all(torch.allclose(u, v, atol=1e-7) for u, v in zip(grads[a], grads[b]))  # noqa: E731
+    same = lambda a, b: all(torch.allclose(u, v, atol=1e-7) for u, v in zip(grads[a], grads[b]))
     assert same("all", "w0") and not same("w0", "w1") and not same("w.5", "w1") and not same("w.5", "w0")
 
 
@@ -121,8 +135,10 @@ def test_hard_negative_pass_gives_the_collaborative_offsets():
     x, y = blobs(32)
     trainer = ff.FFTrainer(_net((24, 16, 16, 16)), negatives="hard", seed=3)
     batch = trainer.make_batch(x, y)
-    expected = [trainer.model.layer_goodness(i, o) - trainer.model.layers[i].threshold
-                for i, o in enumerate(trainer.model(batch.rows))]
+    expected = [
+        trainer.model.layer_goodness(i, o) - trainer.model.layers[i].threshold
+        for i, o in enumerate(trainer.model(batch.rows))
+    ]
     for got, want in zip(batch.centered, expected, strict=True):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
     grads = {}
@@ -133,8 +149,9 @@ def test_hard_negative_pass_gives_the_collaborative_offsets():
     for a, b in zip(grads[False], grads[True], strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="centered_goodness must hold 3 tensors"):
-        ff.layer_losses(trainer.model, batch.rows, batch.n_pos, mode="collaborative",
-                        centered_goodness=batch.centered[:2])
+        ff.layer_losses(
+            trainer.model, batch.rows, batch.n_pos, mode="collaborative", centered_goodness=batch.centered[:2]
+        )
 
 
 @pytest.mark.parametrize("mode", ["all", "collaborative", "greedy"])
@@ -143,8 +160,9 @@ def test_hard_negative_pass_outputs_replace_the_layers_forward(mode):
     the step attaches the layers' backward to those outputs. It trains as the step that runs the
     layers again (a shard larger than chunk_size keeps no outputs)."""
     x, y = blobs(32)
-    trainers = [ff.FFTrainer(_net((24, 16, 16, 16)), mode=mode, negatives="hard", seed=3, chunk_size=size)
-                for size in (1024, 8)]
+    trainers = [
+        ff.FFTrainer(_net((24, 16, 16, 16)), mode=mode, negatives="hard", seed=3, chunk_size=size) for size in (1024, 8)
+    ]
     train_layers, top = ([1], 2) if mode == "greedy" else (None, None)
     batch, chunked = (t.make_batch(x, y, num_layers=top) for t in trainers)  # the same random draws in both
     assert len(batch.outputs) == (top or 3) and chunked.outputs is None
@@ -195,21 +213,44 @@ def test_history_is_json_serializable_with_histograms_and_callbacks_in_order():
     events = []
 
     class Recorder(ff.Callback):
-        def on_fit_start(self, t, info): events.append(("fit_start", info["steps_per_epoch"]))
-        def on_epoch_start(self, t, info): events.append(("epoch_start", info["epoch"]))
-        def on_batch_end(self, t, info): events.append(("batch", info["step"]))
-        def on_epoch_end(self, t, record): events.append(("epoch_end", record["epoch"]))
-        def on_fit_end(self, t, history): events.append(("fit_end", len(history)))
+        def on_fit_start(self, t, info):
+            events.append(("fit_start", info["steps_per_epoch"]))
+
+        def on_epoch_start(self, t, info):
+            events.append(("epoch_start", info["epoch"]))
+
+        def on_batch_end(self, t, info):
+            events.append(("batch", info["step"]))
+
+        def on_epoch_end(self, t, record):
+            events.append(("epoch_end", record["epoch"]))
+
+        def on_fit_end(self, t, history):
+            events.append(("fit_end", len(history)))
 
     trainer = ff.FFTrainer(_net(), callbacks=[Recorder()], hist_samples=50, hist_bins=10)
     history = trainer.fit(x, y, test_images=x[:50], test_labels=y[:50], epochs=2, batch_size=64)
-    assert events == ([("fit_start", 3)] + [("epoch_start", 1)] + [("batch", s) for s in (1, 2, 3)]
-                      + [("epoch_end", 1), ("epoch_start", 2)] + [("batch", s) for s in (1, 2, 3)]
-                      + [("epoch_end", 2), ("fit_end", 2)])
+    assert events == (
+        [("fit_start", 3)]
+        + [("epoch_start", 1)]
+        + [("batch", s) for s in (1, 2, 3)]
+        + [("epoch_end", 1), ("epoch_start", 2)]
+        + [("batch", s) for s in (1, 2, 3)]
+        + [("epoch_end", 2), ("fit_end", 2)]
+    )
     json.loads(json.dumps(history))
     rec = history[-1]
-    for key in ("loss", "head_loss", "samples_per_s", "train_error_goodness", "train_error_head",
-                "test_error_goodness", "test_error_head", "lr", "time_s"):
+    for key in (
+        "loss",
+        "head_loss",
+        "samples_per_s",
+        "train_error_goodness",
+        "train_error_head",
+        "test_error_goodness",
+        "test_error_head",
+        "lr",
+        "time_s",
+    ):
         assert key in rec
     assert len(rec["goodness"]) == 2
     for layer in rec["goodness"]:
@@ -249,14 +290,17 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mode": "layerwise"}, "mode must be one of"),
-    ({"negatives": "mixed"}, "negatives must be one of"),
-    ({"lr": -1.0}, "lr must be > 0"),
-    ({"head_layers": [7]}, "head_layers"),
-    ({"negatives": "hybrid", "head": False}, "predicts with the head"),
-    ({"negatives": "head", "head": False}, "samples wrong labels from the softmax head"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "layerwise"}, "mode must be one of"),
+        ({"negatives": "mixed"}, "negatives must be one of"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"head_layers": [7]}, "head_layers"),
+        ({"negatives": "hybrid", "head": False}, "predicts with the head"),
+        ({"negatives": "head", "head": False}, "samples wrong labels from the softmax head"),
+    ],
+)
 def test_trainer_rejects_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         ff.FFTrainer(_net(), **kwargs)

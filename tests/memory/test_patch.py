@@ -20,23 +20,44 @@ def _tf():
 
 def _llama(tie=False):
     transformers = _tf()
-    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   tie_word_embeddings=tie)
+    cfg = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+    )
     return transformers.LlamaForCausalLM(cfg)
 
 
 def _bert():
     transformers = _tf()
-    cfg = transformers.BertConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                  num_attention_heads=4, max_position_embeddings=64)
+    cfg = transformers.BertConfig(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+    )
     return transformers.BertModel(cfg)
 
 
 def _vit():
     transformers = _tf()
-    cfg = transformers.ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=64, intermediate_size=128,
-                                 num_hidden_layers=2, num_attention_heads=4, num_labels=10)
+    cfg = transformers.ViTConfig(
+        image_size=28,
+        patch_size=7,
+        num_channels=1,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_labels=10,
+    )
     return transformers.ViTForImageClassification(cfg)
 
 
@@ -56,10 +77,11 @@ def test_llama_style_decoder():
     report = patch(model)
     names = {n for n, _, _ in report.replaced}
     assert {"model.layers.0.mlp.act_fn", "model.layers.1.mlp.act_fn", "model.norm"} <= names
-    assert report.folded["model.layers.0.input_layernorm"] == [
-        f"model.layers.0.self_attn.{p}_proj" for p in "kqv"]
+    assert report.folded["model.layers.0.input_layernorm"] == [f"model.layers.0.self_attn.{p}_proj" for p in "kqv"]
     assert report.folded["model.layers.1.post_attention_layernorm"] == [
-        "model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj"]
+        "model.layers.1.mlp.gate_proj",
+        "model.layers.1.mlp.up_proj",
+    ]
     assert report.folded["model.norm"] == ["lm_head"]
     assert not report.skipped
     assert isinstance(model.model.layers[0].mlp.act_fn, ffops.nn.ReSiLU2)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 import ffops
 from ffops import ff
-from ffops.reference import goodness as reference
 from ffops.nn import FFConv2d, FFLinear
 from ffops.ops.ff_linear import ff_linear_known_output
+from ffops.reference import goodness as reference
 from tests.helpers import assert_matches_reference
 
 
@@ -26,8 +26,15 @@ def _normalize(x, norm, eps):
 
 def _eager_linear_loss(layer, x, n_pos):
     h = torch.relu(F.linear(_normalize(x, layer.norm, layer.eps), layer.weight, layer.bias))
-    return reference.ff_loss(h[:n_pos], h[n_pos:], layer.threshold, goodness=layer.goodness_kind,
-                             loss=layer.loss_kind, alpha=layer.alpha, sign=layer.sign), h
+    return reference.ff_loss(
+        h[:n_pos],
+        h[n_pos:],
+        layer.threshold,
+        goodness=layer.goodness_kind,
+        loss=layer.loss_kind,
+        alpha=layer.alpha,
+        sign=layer.sign,
+    ), h
 
 
 @pytest.mark.parametrize("goodness", ["mean", "sum"])
@@ -90,8 +97,16 @@ def test_fflinear_on_a_known_output_equals_running_it(backend_device, overlay, p
         layer.running_mean.zero_()
         out = layer(x, 8, output=output)
         out.loss.backward()
-        results.append((out.loss, out.h, out.sumsq, layer.running_mean.clone(), layer.weight.grad.clone(),
-                        layer.bias.grad.clone()))
+        results.append(
+            (
+                out.loss,
+                out.h,
+                out.sumsq,
+                layer.running_mean.clone(),
+                layer.weight.grad.clone(),
+                layer.bias.grad.clone(),
+            )
+        )
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     inference = layer(x, None, output=(known.h, known.sumsq))

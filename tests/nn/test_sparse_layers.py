@@ -149,8 +149,15 @@ def test_autocast_like_nn_linear():
     assert x.grad.dtype == torch.float32 and sparse.values.grad.dtype == torch.float32
 
 
-@pytest.mark.parametrize("n,c,h,w,k,s,p,d", [(2, 3, 7, 9, 3, 1, 1, 1), (2, 4, 11, 9, 3, 2, 0, 1),
-                                             (2, 4, 11, 9, 3, 1, 2, 2), (3, 2, 8, 8, 2, 2, 1, 1)])
+@pytest.mark.parametrize(
+    "n,c,h,w,k,s,p,d",
+    [
+        (2, 3, 7, 9, 3, 1, 1, 1),
+        (2, 4, 11, 9, 3, 2, 0, 1),
+        (2, 4, 11, 9, 3, 1, 2, 2),
+        (3, 2, 8, 8, 2, 2, 1, 1),
+    ],
+)
 def test_feature_major_patches_equal_unfold(n, c, h, w, k, s, p, d):
     from ffops.nn._im2col import patches_feature_major
 

@@ -25,7 +25,7 @@ def _brute_force(w, v, pieces):
 @pytest.mark.parametrize("fn", ["gelu", "silu", "tanh", "softplus"])
 @pytest.mark.parametrize("pieces", [2, 3, 4])
 def test_dp_is_optimal_against_brute_force(fn, pieces):
-    edges, w, v = T._grid(fn, -4.0, 4.0, 24)
+    _edges, w, v = T._grid(fn, -4.0, 4.0, 24)
     starts, err = T.optimal_segmentation(w, v, pieces, chunk=5)
     assert err == pytest.approx(_brute_force(w, v, pieces), rel=1e-12, abs=1e-15)
     assert starts[0] == 0 and all(a < b for a, b in zip(starts[:-1], starts[1:])) and len(starts) == pieces
@@ -53,7 +53,7 @@ def test_shipped_tables_are_what_the_dp_computes(fn, bits):
 
 def test_shipped_tables_cover_every_function_and_bit_width():
     assert set(TABLES) == {(fn, bits) for fn in T.FUNCTIONS for bits in T.BITS}
-    for (fn, bits), (borders, levels, err) in TABLES.items():
+    for (_fn, bits), (borders, levels, err) in TABLES.items():
         assert len(borders) == 2**bits - 1 and len(levels) == 2**bits
         assert list(borders) == sorted(borders)
         assert 0 < err < 1

@@ -8,9 +8,8 @@ import torch
 import ffops
 from ffops import ff
 from ffops.ff.predict import _first_layer_all_labels
-from ffops.ops.ff_linear import KERNELS
-from ffops.ops.ff_linear import ff_label_rows
 from ffops.ops._common import stat_dtype
+from ffops.ops.ff_linear import KERNELS, ff_label_rows
 from tests.conftest import BACKEND_DEVICES
 from tests.helpers import assert_matches_reference
 
@@ -164,10 +163,8 @@ def _net(dtype, device, norm, normalize_input, bias):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("on_value", [1.0, "max"])
-@pytest.mark.parametrize("norm,normalize_input,bias", [("rms", True, True), ("l2", True, False),
-                                                       ("l2", False, True)])
-def test_fast_first_layer_is_the_layer_on_every_overlay(backend_device, dtype, on_value, norm, normalize_input,
-                                                        bias):
+@pytest.mark.parametrize("norm,normalize_input,bias", [("rms", True, True), ("l2", True, False), ("l2", False, True)])
+def test_fast_first_layer_is_the_layer_on_every_overlay(backend_device, dtype, on_value, norm, normalize_input, bias):
     _, device = backend_device
     net = _net(dtype, device, norm, normalize_input, bias)
     x = torch.rand(7, 30, device=device, dtype=dtype)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import ffops
-from ffops.ops.ff_linear import KERNELS
 from ffops.ops._common import stat_dtype
+from ffops.ops.ff_linear import KERNELS
 from tests.conftest import BACKEND_DEVICES
 from tests.helpers import assert_matches_reference
 
@@ -119,6 +119,7 @@ def test_ff_linear_gradcheck_fp64():
     w.requires_grad_(True)
     b.requires_grad_(True)
     with ffops.use_backend("cpu"):
+
         def fn(w, b):
             _, sumsq, pos_mean = ffops.ff_linear(x, w, b, x_scale=s, n_pos=3)
             return sumsq, pos_mean

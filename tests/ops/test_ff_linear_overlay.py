@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import ffops
+from ffops.ops._common import stat_dtype
 from ffops.ops.ff_linear import KERNELS
 from ffops.reference.ff_linear import overlay_rows
-from ffops.ops._common import stat_dtype
 from tests.conftest import BACKEND_DEVICES
 from tests.helpers import assert_matches_reference
 
@@ -49,21 +49,28 @@ CASES = [  # batch, in, out, classes, copies, n_pos
 @pytest.mark.parametrize("batch,fan_in,fan_out,classes,copies,n_pos", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("with_scale,with_bias", [(True, True), (False, False)])
-def test_matches_reference(backend_device, batch, fan_in, fan_out, classes, copies, n_pos, dtype, with_scale,
-                           with_bias):
+def test_matches_reference(
+    backend_device, batch, fan_in, fan_out, classes, copies, n_pos, dtype, with_scale, with_bias
+):
     _, device = backend_device
-    base, labels, on, w, b, s = _inputs(batch, fan_in, fan_out, classes, copies, dtype, device, scale=with_scale,
-                                        bias=with_bias)
+    base, labels, on, w, b, s = _inputs(
+        batch, fan_in, fan_out, classes, copies, dtype, device, scale=with_scale, bias=with_bias
+    )
     peer, sq = torch.randn(fan_out), torch.randn(copies * batch)
 
     def overlay(base, on, s):
-        return lambda w, b: ffops.ff_linear_overlay(base, labels, on, w, b, num_classes=classes, x_scale=s,
-                                                    n_pos=n_pos)
+        return lambda w, b: ffops.ff_linear_overlay(base, labels, on, w, b, num_classes=classes, x_scale=s, n_pos=n_pos)
 
     got = _run(overlay(base, on, s), w, b, n_pos, peer, sq)
     with ffops.use_backend("reference"):
-        ref64 = _run(overlay(base.double(), on.double(), None if s is None else s.double()), w.double(),
-                     None if b is None else b.double(), n_pos, peer, sq)
+        ref64 = _run(
+            overlay(base.double(), on.double(), None if s is None else s.double()),
+            w.double(),
+            None if b is None else b.double(),
+            n_pos,
+            peer,
+            sq,
+        )
         ref_d = _run(overlay(base, on, s), w, b, n_pos, peer, sq)
     for name, g, r, t in zip(["h", "sumsq", "pos_mean", "grad_weight", "grad_bias"], got, ref64, ref_d):
         if g is None:
@@ -78,8 +85,14 @@ def test_equals_ff_linear_on_the_materialized_rows(backend_device):
     _, device = backend_device
     base, labels, on, w, b, s = _inputs(9, 30, 21, 10, 2, torch.float64, device)
     peer, sq = torch.randn(21), torch.randn(18)
-    got = _run(lambda w, b: ffops.ff_linear_overlay(base, labels, on, w, b, num_classes=10, x_scale=s, n_pos=9),
-               w, b, 9, peer, sq)
+    got = _run(
+        lambda w, b: ffops.ff_linear_overlay(base, labels, on, w, b, num_classes=10, x_scale=s, n_pos=9),
+        w,
+        b,
+        9,
+        peer,
+        sq,
+    )
     rows = overlay_rows(base, labels, on, 10)
     want = _run(lambda w, b: ffops.ff_linear(rows, w, b, x_scale=s, n_pos=9), w, b, 9, peer, sq)
     for g, r in zip(got, want):
@@ -108,7 +121,7 @@ def test_nan_propagates_to_every_copy_of_its_image(backend_device):
 
 
 def test_scalar_on_value():
-    base, labels, on, w, b, s = _inputs(3, 8, 5, 4, 2, torch.float32, "cpu")
+    base, labels, _on, w, b, s = _inputs(3, 8, 5, 4, 2, torch.float32, "cpu")
     got = ffops.ff_linear_overlay(base, labels, 0.7, w, b, num_classes=4, x_scale=s)
     want = ffops.ff_linear_overlay(base, labels, torch.full((3,), 0.7), w, b, num_classes=4, x_scale=s)
     torch.testing.assert_close(got[:2], want[:2])
@@ -144,8 +157,9 @@ def test_opcheck(backend_device):
     torch.library.opcheck(fwd, (base, labels, on, s, w.requires_grad_(True), b.requires_grad_(True), 4, 6))
     torch.library.opcheck(fwd, (base, labels, on, None, w, None, 4, 10))
     h = torch.relu(torch.randn(10, 7, device=device))
-    torch.library.opcheck(bwd, (base, labels, on, s, h, torch.randn(10, device=device), torch.randn(7, device=device),
-                                4, 6))
+    torch.library.opcheck(
+        bwd, (base, labels, on, s, h, torch.randn(10, device=device), torch.randn(7, device=device), 4, 6)
+    )
     torch.library.opcheck(bwd, (base, labels, on, None, h, torch.randn(10, device=device), None, 4, 0))
 
 
@@ -155,6 +169,7 @@ def test_gradcheck_fp64():
     w.requires_grad_(True)
     b.requires_grad_(True)
     with ffops.use_backend("cpu"):
+
         def fn(w, b):
             _, sumsq, pos_mean = ffops.ff_linear_overlay(base, labels, on, w, b, num_classes=3, x_scale=s, n_pos=5)
             return sumsq, pos_mean

@@ -18,8 +18,11 @@ from ffops.ops._common import stat_dtype
 pytestmark = pytest.mark.triton
 
 DEVICES = [
-    pytest.param("cpu", id="interpreter",
-                 marks=pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (own pytest process)")),
+    pytest.param(
+        "cpu",
+        id="interpreter",
+        marks=pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (own pytest process)"),
+    ),
     pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")]),
 ]
 
@@ -81,8 +84,9 @@ def _check(B, K, N, C, k, n_pos, with_scale, with_bias, with_gpm, deterministic,
     gw, gb = kernels.ff_linear_overlay_bwd(base, labels, on, s, h, gs, gpm, C, n_pos)
     ref64 = _reference(base.double(), labels, on.double(), w.double(), _f64(b), _f64(s), C, n_pos, gs, gpm)
     ref_d = _reference(base, labels, on, w, b, s, C, n_pos, gs, gpm)
-    for name, out, r64, rd in zip(["h", "sumsq", "pos_mean", "grad_weight", "grad_bias"], (h, ss, pm, gw, gb),
-                                  ref64, ref_d):
+    for name, out, r64, rd in zip(
+        ["h", "sumsq", "pos_mean", "grad_weight", "grad_bias"], (h, ss, pm, gw, gb), ref64, ref_d
+    ):
         assert_matches_reference(out, r64, rd.to(out.dtype), name)
     if n_pos == 0:
         assert torch.isnan(pm).all()

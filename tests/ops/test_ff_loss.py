@@ -44,7 +44,9 @@ def test_ff_loss_variants(backend_device, variant):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
-@pytest.mark.parametrize("pos_shape,neg_shape", [((1, 1), (1, 1)), ((17, 300), (17, 300)), ((4, 3, 5, 6), (4, 3, 5, 6))])
+@pytest.mark.parametrize(
+    "pos_shape,neg_shape", [((1, 1), (1, 1)), ((17, 300), (17, 300)), ((4, 3, 5, 6), (4, 3, 5, 6))]
+)
 @pytest.mark.parametrize("loss", ["softplus", "symba"])
 def test_ff_loss_dtypes_and_shapes(backend_device, dtype, pos_shape, neg_shape, loss):
     variant = dict(goodness="mean", loss=loss, sign=1, reduction="mean")

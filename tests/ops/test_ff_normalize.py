@@ -36,7 +36,7 @@ def test_ff_normalize_matches_reference(backend_device, shape, mode, dtype):
 def test_goodness_and_normalize_matches_reference(backend_device, shape, mode, goodness, dtype):
     _, device = backend_device
     h = make(shape, dtype, device)
-    fn = lambda x: ffops.goodness_and_normalize(x, mode=mode, eps=1e-6, goodness=goodness)  # noqa: E731
+    fn = lambda x: ffops.goodness_and_normalize(x, mode=mode, eps=1e-6, goodness=goodness)
     _compare(fn, h, [torch.randn(shape[0]), torch.randn(shape)])
 
 

@@ -23,7 +23,7 @@ CASES = [  # (shape, dims)
 def _run(backend, device, shape, dims, reduction, dtype, layout="contiguous"):
     h = make(shape, dtype, device, layout=layout)
     weight = torch.randn(reference.goodness(h.double().cpu(), reduction, dims).shape)
-    fn = lambda x: ffops.goodness(x, reduction=reduction, dims=dims)  # noqa: E731
+    fn = lambda x: ffops.goodness(x, reduction=reduction, dims=dims)
     (out,), (grad,) = grads_of(fn, [h], [weight])
     with ffops.use_backend("reference"):
         (ref64,), (grad64,) = grads_of(fn, [h.double()], [weight])

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import ffops
-from ffops.ops.goodness import KERNELS
 from ffops.ops._common import stat_dtype
+from ffops.ops.goodness import KERNELS
 from tests.conftest import BACKEND_DEVICES
 
 _PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
@@ -23,7 +23,10 @@ def _samples(device, dtype=torch.float32):
     return {
         "goodness_fwd": [(h, 0.5), (strided, 1.0)],
         "row_scale": [(h.detach(), coef), (strided.detach(), coef)],
-        "ff_loss_fwd": [(h, 1 / 37, 1.0, 2.0, None), (strided, 1.0, -4.0, 0.0, coef.clone().requires_grad_(True))],
+        "ff_loss_fwd": [
+            (h, 1 / 37, 1.0, 2.0, None),
+            (strided, 1.0, -4.0, 0.0, coef.clone().requires_grad_(True)),
+        ],
         "normalize_fwd": [(h, 1.0, 1e-6), (strided, 1 / 37, 1e-8)],
         "normalize_bwd": [
             (torch.randn_like(h.detach()), coef, h.detach(), s, 1.0, 1e-6),
@@ -61,7 +64,7 @@ def test_gradcheck_public_ops_fp64():
     h_neg = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
     with ffops.use_backend("cpu"):
         for loss in ["softplus", "symba"]:
-            fn = lambda p, n, loss=loss: ffops.ff_loss(p, n, 1.0, loss=loss, return_goodness=True)  # noqa: E731
+            fn = lambda p, n, loss=loss: ffops.ff_loss(p, n, 1.0, loss=loss, return_goodness=True)
             assert torch.autograd.gradcheck(fn, (h_pos, h_neg))
         assert torch.autograd.gradcheck(lambda h: ffops.goodness_and_normalize(h, mode="rms"), (h_pos,))
         x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)

@@ -6,8 +6,8 @@ import torch
 
 import ffops
 from ffops.ops._act_tables import REGELU2, table
-from ffops.ops.ms_norm import KERNELS
 from ffops.ops._common import stat_dtype
+from ffops.ops.ms_norm import KERNELS
 from tests.conftest import BACKEND_DEVICES
 
 _PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
@@ -29,11 +29,16 @@ def _samples(device, dtype=torch.float32):
     y = torch.randn(5, 37, device=device, dtype=dtype)
     return {
         "packed_act_fwd": [(x, 0, list(REGELU2[0]), list(REGELU2[1]), 2), (x, 7, list(b3), list(l3), 3)],
-        "packed_act_bwd": [(torch.randn_like(x.detach()), codes2, list(REGELU2[1]), 2),
-                           (torch.randn_like(x.detach()), codes3, list(l3), 3)],
+        "packed_act_bwd": [
+            (torch.randn_like(x.detach()), codes2, list(REGELU2[1]), 2),
+            (torch.randn_like(x.detach()), codes3, list(l3), 3),
+        ],
         "ms_norm_fwd": [(x, 1e-5, True, None), (strided, 1e-6, False, None)]
         + ([(x, 1e-5, True, torch.bfloat16)] if dtype != torch.float64 else []),
-        "ms_norm_bwd": [(torch.randn_like(y), y, rstd, True, dtype), (torch.randn_like(y), y, rstd, False, dtype)],
+        "ms_norm_bwd": [
+            (torch.randn_like(y), y, rstd, True, dtype),
+            (torch.randn_like(y), y, rstd, False, dtype),
+        ],
     }
 
 
@@ -96,7 +101,7 @@ def test_torch_compile_under_autocast(backend_device):
     """The autocast check inside ms_layernorm is traced, not a graph break."""
     _, device = backend_device
     lin = torch.nn.Linear(32, 8).to(device)
-    fn = lambda x: lin(ffops.ms_layernorm(x))  # noqa: E731
+    fn = lambda x: lin(ffops.ms_layernorm(x))
     torch._dynamo.reset()
     compiled = torch.compile(fn, fullgraph=True)
     x = torch.randn(4, 32, device=device, requires_grad=True)
@@ -113,23 +118,51 @@ X = torch.randn(4, 8)
     "call,exc,pattern",
     [
         (lambda: ffops.regelu2(X.long()), TypeError, r"ffops.regelu2: x must be float32.*got torch.int64"),
-        (lambda: ffops.regelu2(X.numpy()), TypeError, r"ffops.regelu2: x must be a torch.Tensor, got ndarray"),
-        (lambda: ffops.regelu2(X, approximate="fast"), ValueError, r"approximate must be one of 'none' \| 'tanh'"),
+        (
+            lambda: ffops.regelu2(X.numpy()),
+            TypeError,
+            r"ffops.regelu2: x must be a torch.Tensor, got ndarray",
+        ),
+        (
+            lambda: ffops.regelu2(X, approximate="fast"),
+            ValueError,
+            r"approximate must be one of 'none' \| 'tanh'",
+        ),
         (lambda: ffops.resilu2(X.to(torch.complex64)), TypeError, r"ffops.resilu2: x must be float32"),
-        (lambda: ffops.fewbit(X, "relu6"), ValueError, r"ffops.fewbit: fn must be one of 'gelu' \|.*got 'relu6'"),
+        (
+            lambda: ffops.fewbit(X, "relu6"),
+            ValueError,
+            r"ffops.fewbit: fn must be one of 'gelu' \|.*got 'relu6'",
+        ),
         (lambda: ffops.fewbit(X, "gelu", 5), ValueError, r"ffops.fewbit: bits must be in 1..4, got 5"),
         (lambda: ffops.fewbit(X, "gelu", 0), ValueError, r"bits must be in 1..4, got 0"),
         (lambda: ffops.fewbit(X, "gelu", 2.0), TypeError, r"bits must be an int in 1..4, got float"),
         (lambda: ffops.fewbit(X, "gelu", True), TypeError, r"bits must be an int in 1..4, got bool"),
-        (lambda: ffops.ms_layernorm(torch.tensor(1.0)), ValueError, r"ffops.ms_layernorm: x must have at least 1"),
+        (
+            lambda: ffops.ms_layernorm(torch.tensor(1.0)),
+            ValueError,
+            r"ffops.ms_layernorm: x must have at least 1",
+        ),
         (lambda: ffops.ms_layernorm(X.int()), TypeError, r"ffops.ms_layernorm: x must be float32"),
-        (lambda: ffops.ms_layernorm(X, float("nan")), ValueError, r"ffops.ms_layernorm: eps must be finite, got nan"),
+        (
+            lambda: ffops.ms_layernorm(X, float("nan")),
+            ValueError,
+            r"ffops.ms_layernorm: eps must be finite, got nan",
+        ),
         (lambda: ffops.ms_layernorm(X, -1.0), ValueError, r"eps must be >= 0, got -1.0"),
         (lambda: ffops.ms_rmsnorm(X, "1e-5"), TypeError, r"ffops.ms_rmsnorm: eps must be a real number.*str"),
-        (lambda: ffops.ms_rmsnorm(X, out_dtype=torch.int32), TypeError, r"out_dtype must be None, torch.float32"),
+        (
+            lambda: ffops.ms_rmsnorm(X, out_dtype=torch.int32),
+            TypeError,
+            r"out_dtype must be None, torch.float32",
+        ),
         (lambda: ffops.ms_rmsnorm(X, out_dtype=torch.float64), TypeError, r"float64 only for float64 x"),
         (lambda: ffops.ms_rmsnorm(X, out_dtype="bf16"), TypeError, r"out_dtype must be None"),
-        (lambda: ffops.nn.MSLayerNorm(8)(torch.randn(4, 9)), ValueError, r"MSLayerNorm: expected an input ending in \(8,\)"),
+        (
+            lambda: ffops.nn.MSLayerNorm(8)(torch.randn(4, 9)),
+            ValueError,
+            r"MSLayerNorm: expected an input ending in \(8,\)",
+        ),
         (lambda: ffops.nn.MSRMSNorm(()), ValueError, r"MSRMSNorm: normalized_shape must be"),
         (lambda: ffops.nn.FewBitAct("gelu", 7), ValueError, r"FewBitAct: bits must be in 1..4, got 7"),
         (lambda: ffops.nn.FewBitAct("swish"), ValueError, r"FewBitAct: fn must be one of"),

@@ -11,9 +11,9 @@ import ffops
 from ffops import _backend
 from ffops.memory import saved_bytes
 from ffops.ops._act_tables import FUNCTIONS, REGELU2, REGELU2_A, REGELU2_C, RESILU2, table
+from ffops.ops._common import stat_dtype
 from ffops.ops.packed_act import KERNELS
 from ffops.reference import packed_act as ref
-from ffops.ops._common import stat_dtype
 from tests.helpers import assert_matches_reference, make
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -49,7 +49,7 @@ def test_packed_codes_are_exact(backend_device, n, bits, dtype):
     borders, levels = table("gelu", bits)
     y, codes = _kernels(backend).packed_act_fwd(x, 0, list(borders), list(levels), bits)
     assert codes.dtype == torch.uint8 and codes.shape == (math.ceil(n * bits / 8),)
-    y_ref, codes_ref = ref.packed_act_fwd(x.cpu(), "gelu", borders, bits)
+    _y_ref, codes_ref = ref.packed_act_fwd(x.cpu(), "gelu", borders, bits)
     assert torch.equal(codes.cpu(), codes_ref)
     assert y.shape == x.shape and y.dtype == dtype and y.is_contiguous()
 
@@ -69,7 +69,25 @@ def test_16_bit_codes_exact_on_every_value(backend_device, dtype):
         1: [0.0],
         2: [-1.0, 1e-3, 3.0e4],
         3: [-7e4, -0.5, -tiny, 0.1, 0.3333, float(torch.tensor(2.5, dtype=dtype)), 6.1e4],
-        4: sorted([-3e38, -2.0, -1.0, -1.0 / 3, -1e-6, -tiny / 4, 0.0, tiny / 4, 1e-6, 0.2, 0.7, 1.0, 1.5, 1e4, 3e38]),
+        4: sorted(
+            [
+                -3e38,
+                -2.0,
+                -1.0,
+                -1.0 / 3,
+                -1e-6,
+                -tiny / 4,
+                0.0,
+                tiny / 4,
+                1e-6,
+                0.2,
+                0.7,
+                1.0,
+                1.5,
+                1e4,
+                3e38,
+            ]
+        ),
     }  # ascending, as the op requires
     for bits, borders in cases.items():
         levels = [float(i) for i in range(2**bits)]
@@ -133,8 +151,11 @@ def test_regelu2_levels_are_the_derivative_of_the_relu_fit():
 def test_regelu2_tanh_forward(backend_device):
     _, device = backend_device
     x = make((50,), torch.float32, device, scale=3.0)
-    assert_matches_reference(ffops.regelu2(x, approximate="tanh").cpu(),
-                             F.gelu(x.cpu().double(), approximate="tanh"), F.gelu(x.cpu(), approximate="tanh"))
+    assert_matches_reference(
+        ffops.regelu2(x, approximate="tanh").cpu(),
+        F.gelu(x.cpu().double(), approximate="tanh"),
+        F.gelu(x.cpu(), approximate="tanh"),
+    )
 
 
 @pytest.mark.parametrize("layout", ["transposed", "row-strided", "every-other-row"])
@@ -154,7 +175,12 @@ def test_non_contiguous_input(backend_device, layout):
 
 def test_nan_propagates_and_empty_works(backend_device):
     _, device = backend_device
-    for op in (ffops.regelu2, ffops.resilu2, lambda t: ffops.fewbit(t, "mish", 4), lambda t: ffops.fewbit(t, "elu", 1)):
+    for op in (
+        ffops.regelu2,
+        ffops.resilu2,
+        lambda t: ffops.fewbit(t, "mish", 4),
+        lambda t: ffops.fewbit(t, "elu", 1),
+    ):
         x = torch.randn(3, 17, device=device)
         x[1, 3] = float("nan")
         x.requires_grad_()

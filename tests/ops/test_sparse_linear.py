@@ -115,8 +115,9 @@ def test_gradcheck_float64_cpu():
     v = torch.randn(col.numel(), dtype=torch.float64, requires_grad=True)
     b = torch.randn(7, dtype=torch.float64, requires_grad=True)
     with ffops.use_backend("cpu"):
-        assert torch.autograd.gradcheck(lambda x, v, b: ffops.sparse_linear(x, v, crow, col, b, 7, transposed=t),
-                                        (x, v, b))
+        assert torch.autograd.gradcheck(
+            lambda x, v, b: ffops.sparse_linear(x, v, crow, col, b, 7, transposed=t), (x, v, b)
+        )
 
 
 def test_double_backward_is_refused_not_wrong():

@@ -27,8 +27,8 @@ def _train(model, x, y, rank=0, world=1):
     per = GLOBAL_BATCH // world
     for s in range(STEPS):
         opt.zero_grad()
-        out = model(x[s, rank * per:(rank + 1) * per])
-        nn.functional.cross_entropy(out, y[s, rank * per:(rank + 1) * per]).backward()
+        out = model(x[s, rank * per : (rank + 1) * per])
+        nn.functional.cross_entropy(out, y[s, rank * per : (rank + 1) * per]).backward()
         opt.step()
 
 

@@ -14,12 +14,15 @@ def _csr(rows, in_f=6, dtype=torch.int64):
     return torch.tensor(crow, dtype=dtype), torch.tensor([c for r in rows for c in r], dtype=dtype)
 
 
-@pytest.mark.parametrize("rows,message", [
-    ([[0, 6]], r"col_indices must be in \[0, in_features = 6\)"),
-    ([[-1, 2]], r"col_indices must be in \[0"),
-    ([[3, 1]], "row 0 are unsorted"),
-    ([[1, 2], [4, 4]], "row 1 are duplicate"),
-])
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ([[0, 6]], r"col_indices must be in \[0, in_features = 6\)"),
+        ([[-1, 2]], r"col_indices must be in \[0"),
+        ([[3, 1]], "row 0 are unsorted"),
+        ([[1, 2], [4, 4]], "row 1 are duplicate"),
+    ],
+)
 def test_bad_columns_are_named(rows, message):
     crow, col = _csr(rows)
     with pytest.raises(ValueError, match=message):

@@ -32,6 +32,7 @@ def sparse_backend():
 
 # ------------------------------------------------------------------------------------- schedule
 
+
 @pytest.mark.parametrize("final, initial", [(0.9, 0.0), (0.95, 0.0), (0.8, 0.5), (0.999, 0.0)])
 @pytest.mark.parametrize("total", [1, 7, 100])
 def test_cubic_schedule_is_monotone_and_hits_the_final_sparsity_exactly(final, initial, total):
@@ -45,10 +46,10 @@ def test_cubic_schedule_is_monotone_and_hits_the_final_sparsity_exactly(final, i
 
 def test_cubic_schedule_formula_and_begin_step():
     # Zhu & Gupta: s_t = s_f + (s_i - s_f)(1 - (t - t0) / T)^3
-    assert cubic_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5 ** 3))
-    assert cubic_sparsity(25, 100, 0.8, 0.2) == pytest.approx(0.8 - 0.6 * 0.75 ** 3)
+    assert cubic_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5**3))
+    assert cubic_sparsity(25, 100, 0.8, 0.2) == pytest.approx(0.8 - 0.6 * 0.75**3)
     assert cubic_sparsity(10, 100, 0.9, begin_step=10) == 0.0
-    assert cubic_sparsity(60, 100, 0.9, begin_step=10) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    assert cubic_sparsity(60, 100, 0.9, begin_step=10) == pytest.approx(0.9 * (1 - 0.5**3))
     # front-loaded: half of the steps prune most of the weights
     assert cubic_sparsity(50, 100, 0.9) > 0.75
     with pytest.raises(ValueError):
@@ -63,6 +64,7 @@ def test_schedule_points_end_at_the_last_step():
 
 
 # ----------------------------------------------------------------------------------------- masks
+
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.95, 1.0])
 def test_mask_keeps_the_largest_magnitudes(sparsity):
@@ -108,7 +110,7 @@ def test_pruner_follows_the_schedule_and_keeps_pruned_weights_at_zero():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = _blobs(64)
     previous = {n: m.clone() for n, m in pruner.masks.items()}
-    for t in range(1, 26):
+    for _t in range(1, 26):
         train_sparse.train_step(model, opt, x, y, pruner)
         for i, n in enumerate(names):
             m = pruner.masks[n]
@@ -138,14 +140,27 @@ def test_pruner_rejects_bad_arguments():
 
 # ------------------------------------------------------------------------ prune, then fine-tune
 
+
 def test_finetuned_sparse_pattern_is_the_pruning_mask(sparse_backend):
     model = _mlp()
     x, y = _blobs(256)
     xt, yt = _blobs(128, seed=1)
     names = train_sparse.pruned_layer_names(model.sizes, prune_output=False)
     assert names == ["layers.0", "layers.1"]
-    pruner, hist = train_sparse.prune(model, (x, y), (xt, yt), sparsity=0.9, names=names, epochs=2, batch_size=32,
-                                      lr=1e-2, prune_every=3, seed=0, phase="prune", quiet=True)
+    pruner, hist = train_sparse.prune(
+        model,
+        (x, y),
+        (xt, yt),
+        sparsity=0.9,
+        names=names,
+        epochs=2,
+        batch_size=32,
+        lr=1e-2,
+        prune_every=3,
+        seed=0,
+        phase="prune",
+        quiet=True,
+    )
     assert hist[-1]["sparsity"] == 0.9
     masks = {n: m.clone() for n, m in pruner.masks.items()}
     rows = train_sparse.to_sparse(model, masks)
@@ -166,19 +181,49 @@ def test_finetuned_sparse_pattern_is_the_pruning_mask(sparse_backend):
 
 # ---------------------------------------------------------------------------------- the command
 
+
 def test_command_end_to_end_writes_log_png_and_checkpoints(tmp_path, capsys):
     data_root, out = tmp_path / "data", tmp_path / "run"
     write_prototype_idx(data_root)
     backend = ffops.get_backend()
-    rc = main(["train-sparse", "--data-root", str(data_root), "--layers", "784,64,64,10", "--epochs", "2",
-               "--prune-epochs", "1", "--finetune-epochs", "1", "--prune-every", "3", "--batch-size", "50",
-               "--sparsities", "0.9,0.95", "--timing-steps", "3", "--out", str(out)])
+    rc = main(
+        [
+            "train-sparse",
+            "--data-root",
+            str(data_root),
+            "--layers",
+            "784,64,64,10",
+            "--epochs",
+            "2",
+            "--prune-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--prune-every",
+            "3",
+            "--batch-size",
+            "50",
+            "--sparsities",
+            "0.9,0.95",
+            "--timing-steps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert ffops.get_backend() == backend  # the command's backend choice does not leak
     printed = capsys.readouterr().out
     assert "finetune 95%" in printed and "speedup" in printed
     log = json.loads((out / "log.json").read_text())
-    assert set(log["history"]) == {"dense", "dense-longer", "prune-90", "finetune-90", "prune-95", "finetune-95"}
+    assert set(log["history"]) == {
+        "dense",
+        "dense-longer",
+        "prune-90",
+        "finetune-90",
+        "prune-95",
+        "finetune-95",
+    }
     assert log["config"]["pruned_layers"] == ["layers.0", "layers.1"]
     assert log["config"]["dense_layers"] == ["layers.2"]
     assert [r["model"] for r in log["results"]] == ["dense", "dense-longer", "sparse-90", "sparse-95"]
