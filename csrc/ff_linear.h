@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include <optional>
+#include <string>
 
 #include "common.h"
 
@@ -71,6 +72,76 @@ inline int64_t check_overlay_args(const at::Tensor& base, const at::Tensor& labe
               "], got ", num_classes);
   TORCH_CHECK(0 <= n_pos && n_pos <= rows, "ffops: n_pos must be in [0, ", rows, "], got ", n_pos);
   return batch == 0 ? 0 : rows / batch;
+}
+
+// A contiguous [rows, cols] matrix of x's dtype on x's device; cols < 0: any number of columns.
+inline void check_matrix_like(const at::Tensor& t, const at::Tensor& x, int64_t rows, int64_t cols, const char* name) {
+  TORCH_CHECK(t.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", t.device());
+  TORCH_CHECK(t.dim() == 2 && t.is_contiguous() && (rows < 0 || t.size(0) == rows) && (cols < 0 || t.size(1) == cols),
+              "ffops: ", name, " must be a contiguous [", rows < 0 ? std::string("rows") : std::to_string(rows), ", ",
+              cols < 0 ? std::string("out") : std::to_string(cols), "] matrix, got ", t.sizes(), " with strides ",
+              t.strides());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "ffops: ", name, " must have the dtype of x (", x.scalar_type(),
+              "), got ", t.scalar_type());
+}
+
+// An optional contiguous vector of n values of `dtype` on x's device (bias, grad_pos_mean).
+inline void check_vector(const std::optional<at::Tensor>& v, const at::Tensor& x, int64_t n, at::ScalarType dtype,
+                         const char* name) {
+  if (!v.has_value()) return;
+  TORCH_CHECK(v->device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", v->device());
+  TORCH_CHECK(v->dim() == 1 && v->size(0) == n && v->is_contiguous() && v->scalar_type() == dtype, "ffops: ", name,
+              " must be a contiguous [", n, "] vector of ", dtype, ", got ", v->sizes(), " ", v->scalar_type());
+}
+
+// The input x [B, in] of ff_linear_{fwd,bwd}: contiguous, floating point; x_scale [B] (stat type) or
+// None; 0 <= n_pos <= B.
+inline void check_layer_input(const at::Tensor& x, const std::optional<at::Tensor>& x_scale, int64_t n_pos) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ffops: x must be a contiguous [batch, in] matrix, got ", x.sizes(),
+              " with strides ", x.strides());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "ffops: x must be floating point, got ", x.scalar_type());
+  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
+  TORCH_CHECK(0 <= n_pos && n_pos <= x.size(0), "ffops: n_pos must be in [0, ", x.size(0), "], got ", n_pos);
+}
+
+// ff_linear_fwd's arguments (schema in csrc/ops.cpp).
+inline void check_ff_linear_fwd_args(const at::Tensor& x, const std::optional<at::Tensor>& x_scale,
+                                     const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t n_pos) {
+  check_layer_input(x, x_scale, n_pos);
+  check_matrix_like(weight, x, -1, x.size(1), "weight");
+  check_vector(bias, x, weight.size(0), x.scalar_type(), "bias");
+}
+
+// ff_linear_bwd's arguments (schema in csrc/ops.cpp).
+inline void check_ff_linear_bwd_args(const at::Tensor& x, const std::optional<at::Tensor>& x_scale, const at::Tensor& h,
+                                     const at::Tensor& grad_sumsq, const std::optional<at::Tensor>& grad_pos_mean,
+                                     int64_t n_pos) {
+  check_layer_input(x, x_scale, n_pos);
+  check_matrix_like(h, x, x.size(0), -1, "h");
+  check_stat(grad_sumsq, x, "grad_sumsq");
+  check_vector(grad_pos_mean, x, h.size(1), stat_type(x.scalar_type()), "grad_pos_mean");
+}
+
+// ff_linear_overlay_fwd's arguments (schema in csrc/ops.cpp); returns k = R / B as check_overlay_args.
+inline int64_t check_overlay_fwd_args(const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on,
+                                      const std::optional<at::Tensor>& x_scale, const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& bias, int64_t num_classes, int64_t n_pos) {
+  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  check_matrix_like(weight, base, -1, base.size(1), "weight");
+  check_vector(bias, base, weight.size(0), base.scalar_type(), "bias");
+  return copies;
+}
+
+// ff_linear_overlay_bwd's arguments (schema in csrc/ops.cpp); returns k = R / B as check_overlay_args.
+inline int64_t check_overlay_bwd_args(const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on,
+                                      const std::optional<at::Tensor>& x_scale, const at::Tensor& h,
+                                      const at::Tensor& grad_sumsq, const std::optional<at::Tensor>& grad_pos_mean,
+                                      int64_t num_classes, int64_t n_pos) {
+  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  check_matrix_like(h, base, labels.size(0), -1, "h");
+  check_stat(grad_sumsq, h, "grad_sumsq");
+  check_vector(grad_pos_mean, base, h.size(1), stat_type(base.scalar_type()), "grad_pos_mean");
+  return copies;
 }
 
 }  // namespace ffops

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from ffops.kernels._common import FLOAT_DTYPES, RNE_BY_HAND, acc_dtype, cast, cdiv, softplus
+from ffops.reference.packed_act import packed_nbytes  # the packed-code layout is specified there
 
 ACT_BLOCK = 1024  # elements per program of the packed activations (a multiple of 8)
 _TABLES: dict = {}
@@ -185,17 +186,13 @@ def _table(values, dtype, device) -> torch.Tensor:
     return t
 
 
-def _nbytes(n, bits):
-    return (n * bits + 7) // 8
-
-
 def packed_act_fwd(x, fn, borders, levels, bits):
     """(y, codes): y = f(x) (contiguous, x's dtype), codes uint8[ceil(numel * bits / 8)]."""
     assert x.is_contiguous() and x.dtype in FLOAT_DTYPES, (x.dtype, x.stride())
     assert 1 <= bits <= 4 and len(borders) == 2**bits - 1 and len(levels) == 2**bits
     n = x.numel()
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    codes = torch.empty(_nbytes(n, bits), dtype=torch.uint8, device=x.device)
+    codes = torch.empty(packed_nbytes(n, bits), dtype=torch.uint8, device=x.device)
     if n == 0:
         return y, codes
     b = _table(borders, acc_dtype(x.dtype), x.device)
@@ -221,7 +218,7 @@ def packed_act_bwd(grad_y, codes, levels, bits):
     """dx = grad_y * levels[code] (contiguous, grad_y's dtype)."""
     assert grad_y.is_contiguous() and grad_y.dtype in FLOAT_DTYPES
     n = grad_y.numel()
-    assert codes.dtype == torch.uint8 and codes.is_contiguous() and codes.numel() == _nbytes(n, bits)
+    assert codes.dtype == torch.uint8 and codes.is_contiguous() and codes.numel() == packed_nbytes(n, bits)
     assert len(levels) == 2**bits and codes.device == grad_y.device
     dx = torch.empty_like(grad_y)
     if n == 0:

@@ -26,13 +26,6 @@
 namespace ffops::cpu {
 namespace {
 
-void check_layer_inputs(const at::Tensor& x, const std::optional<at::Tensor>& x_scale, int64_t n_pos) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ffops: x must be a contiguous [batch, in] matrix, got ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "ffops: x must be floating point, got ", x.scalar_type());
-  TORCH_CHECK(0 <= n_pos && n_pos <= x.size(0), "ffops: n_pos must be in [0, ", x.size(0), "], got ", n_pos);
-  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
-}
-
 // Column sums of the per-thread partial rows [threads, n] -> [n], divided by `divisor`.
 at::Tensor reduce_partials(const at::Tensor& partials, double divisor) { return partials.sum(0).div_(divisor); }
 
@@ -40,18 +33,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
                                                              const std::optional<at::Tensor>& x_scale,
                                                              const at::Tensor& weight,
                                                              const std::optional<at::Tensor>& bias, int64_t n_pos) {
-  check_layer_inputs(x, x_scale, n_pos);
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(1), "ffops: weight must be a ",
-              "contiguous [out, ", x.size(1), "] matrix, got ", weight.sizes());
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "ffops: weight must have the dtype of x (", x.scalar_type(),
-              "), got ", weight.scalar_type());
+  check_ff_linear_fwd_args(x, x_scale, weight, bias, n_pos);
   const int64_t rows = x.size(0), out = weight.size(0);
-  if (bias.has_value()) {
-    TORCH_CHECK(
-        bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() && bias->scalar_type() == x.scalar_type(),
-        "ffops: bias must be a contiguous [", out, "] vector of ", x.scalar_type(), ", got ", bias->sizes(), " ",
-        bias->scalar_type());
-  }
   at::Tensor h = empty_large({rows, out}, x.options());
   at::mm_out(h, x, weight.t());
   at::Tensor sumsq = empty_stat(x);
@@ -77,18 +60,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
 std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std::optional<at::Tensor>& x_scale,
                                                  const at::Tensor& h, const at::Tensor& grad_sumsq,
                                                  const std::optional<at::Tensor>& grad_pos_mean, int64_t n_pos) {
-  check_layer_inputs(x, x_scale, n_pos);
-  TORCH_CHECK(h.dim() == 2 && h.is_contiguous() && h.size(0) == x.size(0) && h.scalar_type() == x.scalar_type(),
-              "ffops: h must be the contiguous [", x.size(0), ", out] output of ff_linear_fwd, got ", h.sizes(), " ",
-              h.scalar_type());
-  check_stat(grad_sumsq, x, "grad_sumsq");
+  check_ff_linear_bwd_args(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos);
   const int64_t rows = x.size(0), out = h.size(1);
-  if (grad_pos_mean.has_value()) {
-    TORCH_CHECK(grad_pos_mean->dim() == 1 && grad_pos_mean->size(0) == out && grad_pos_mean->is_contiguous() &&
-                    grad_pos_mean->scalar_type() == stat_type(x.scalar_type()),
-                "ffops: grad_pos_mean must be a contiguous [", out, "] vector of ", stat_type(x.scalar_type()),
-                ", got ", grad_pos_mean->sizes(), " ", grad_pos_mean->scalar_type());
-  }
   at::Tensor u = empty_large({rows, out}, x.options());
   const auto acc_options = x.options().dtype(stat_type(x.scalar_type()));
   at::Tensor db = at::zeros({at::get_num_threads(), out}, acc_options);

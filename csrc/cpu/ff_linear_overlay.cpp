@@ -148,18 +148,8 @@ int64_t grain_for(int64_t copies, int64_t out) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
     const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on, const std::optional<at::Tensor>& x_scale,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t num_classes, int64_t n_pos) {
-  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  const int64_t copies = check_overlay_fwd_args(base, labels, on, x_scale, weight, bias, num_classes, n_pos);
   const int64_t batch = base.size(0), in = base.size(1), rows = labels.size(0), out = weight.size(0);
-  TORCH_CHECK(
-      weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == in && weight.scalar_type() == base.scalar_type(),
-      "ffops: weight must be a contiguous [out, ", in, "] matrix of ", base.scalar_type(), ", got ", weight.sizes(),
-      " ", weight.scalar_type());
-  if (bias.has_value()) {
-    TORCH_CHECK(
-        bias->dim() == 1 && bias->size(0) == out && bias->is_contiguous() && bias->scalar_type() == base.scalar_type(),
-        "ffops: bias must be a contiguous [", out, "] vector of ", base.scalar_type(), ", got ", bias->sizes(), " ",
-        bias->scalar_type());
-  }
   const at::ScalarType st = stat_type(base.scalar_type());
   const int64_t c = num_classes;
   // The GEMM on the shared rows without their label features (strided views: no copies).
@@ -194,20 +184,10 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base,
                                                          const at::Tensor& h, const at::Tensor& grad_sumsq,
                                                          const std::optional<at::Tensor>& grad_pos_mean,
                                                          int64_t num_classes, int64_t n_pos) {
-  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
-  const int64_t batch = base.size(0), rows = labels.size(0);
-  TORCH_CHECK(h.dim() == 2 && h.is_contiguous() && h.size(0) == rows && h.scalar_type() == base.scalar_type(),
-              "ffops: h must be the contiguous [", rows, ", out] output of ff_linear_overlay_fwd, got ", h.sizes(), " ",
-              h.scalar_type());
-  check_stat(grad_sumsq, h, "grad_sumsq");
-  const int64_t out = h.size(1), c = num_classes;
+  const int64_t copies =
+      check_overlay_bwd_args(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mean, num_classes, n_pos);
+  const int64_t batch = base.size(0), out = h.size(1), c = num_classes;
   const at::ScalarType st = stat_type(base.scalar_type());
-  if (grad_pos_mean.has_value()) {
-    TORCH_CHECK(grad_pos_mean->dim() == 1 && grad_pos_mean->size(0) == out && grad_pos_mean->is_contiguous() &&
-                    grad_pos_mean->scalar_type() == st,
-                "ffops: grad_pos_mean must be a contiguous [", out, "] vector of ", st, ", got ",
-                grad_pos_mean->sizes(), " ", grad_pos_mean->scalar_type());
-  }
   // The peer-normalization term acts on positive rows as a per-column vector v = grad_pos_mean / n_pos.
   at::Tensor v;
   if (grad_pos_mean.has_value() && n_pos > 0) v = grad_pos_mean->div(static_cast<double>(n_pos));

@@ -26,33 +26,6 @@
 namespace ffops::gpu {
 namespace {
 
-// A contiguous 2-D CUDA matrix of a supported dtype.
-void check_matrix(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "ffops: ", name, " must be a CUDA tensor, got ", t.device());
-  TORCH_CHECK(t.dim() == 2, "ffops: ", name, " must be 2-D, got ", t.dim(), "-D");
-  TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous, got strides ", t.strides());
-  dtype_of(t.scalar_type());
-}
-
-// Same device and dtype as x.
-void check_like_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
-  TORCH_CHECK(t.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", t.device());
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "ffops: ", name, " must be ", x.scalar_type(), ", got ",
-              t.scalar_type());
-}
-
-// A contiguous vector of n values on x's device with the given dtype.
-void check_vector(const at::Tensor& v, const at::Tensor& x, int64_t n, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(v.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", v.device());
-  TORCH_CHECK(v.dim() == 1 && v.size(0) == n && v.is_contiguous(), "ffops: ", name, " must be a contiguous vector of ",
-              n, " values, got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == dtype, "ffops: ", name, " must be ", dtype, ", got ", v.scalar_type());
-}
-
-void check_n_pos(int64_t n_pos, int64_t rows) {
-  TORCH_CHECK(n_pos >= 0 && n_pos <= rows, "ffops: n_pos must be in [0, ", rows, "], got ", n_pos);
-}
-
 const void* opt_ptr(const std::optional<at::Tensor>& t) { return t.has_value() ? t->const_data_ptr() : nullptr; }
 
 // (h, sumsq, pos_mean); see ff_linear_fwd in csrc/ops.cpp.
@@ -60,16 +33,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x
                                                              const std::optional<at::Tensor>& x_scale,
                                                              const at::Tensor& weight,
                                                              const std::optional<at::Tensor>& bias, int64_t n_pos) {
-  check_matrix(x, "x");
-  check_matrix(weight, "weight");
-  check_like_x(weight, x, "weight");
-  TORCH_CHECK(weight.size(1) == x.size(1), "ffops: weight must be [out, ", x.size(1), "], got ", weight.sizes());
-  const int64_t rows = x.size(0);
-  const int64_t out = weight.size(0);
+  check_ff_linear_fwd_args(x, x_scale, weight, bias, n_pos);
+  const int64_t rows = x.size(0), out = weight.size(0);
   const at::ScalarType st = stat_type(x.scalar_type());
-  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
-  if (bias.has_value()) check_vector(*bias, x, out, x.scalar_type(), "bias");
-  check_n_pos(n_pos, rows);
 
   const c10::cuda::CUDAGuard guard(x.device());
   // acc = x @ weight^T in cuBLAS; the epilogue turns it into h in place.
@@ -109,17 +75,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_epilogue(const at::Tensor& h, const std::
 std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std::optional<at::Tensor>& x_scale,
                                                  const at::Tensor& h, const at::Tensor& grad_sumsq,
                                                  const std::optional<at::Tensor>& grad_pos_mean, int64_t n_pos) {
-  check_matrix(x, "x");
-  check_matrix(h, "h");
-  check_like_x(h, x, "h");
-  const int64_t rows = x.size(0);
-  TORCH_CHECK(h.size(0) == rows, "ffops: h must have ", rows, " rows like x, got ", h.sizes());
-  const int64_t out = h.size(1);
-  const at::ScalarType st = stat_type(x.scalar_type());
-  if (x_scale.has_value()) check_stat(*x_scale, x, "x_scale");
-  check_stat(grad_sumsq, x, "grad_sumsq");
-  if (grad_pos_mean.has_value()) check_vector(*grad_pos_mean, x, out, st, "grad_pos_mean");
-  check_n_pos(n_pos, rows);
+  check_ff_linear_bwd_args(x, x_scale, h, grad_sumsq, grad_pos_mean, n_pos);
 
   const c10::cuda::CUDAGuard guard(x.device());
   auto [u, grad_bias] = bwd_epilogue(h, x_scale, grad_sumsq, grad_pos_mean, n_pos, "ff_linear_bwd");
@@ -134,14 +90,9 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_bwd(const at::Tensor& x, const std:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
     const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on, const std::optional<at::Tensor>& x_scale,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t num_classes, int64_t n_pos) {
-  check_matrix(base, "base");
-  check_matrix(weight, "weight");
-  check_like_x(weight, base, "weight");
-  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  const int64_t copies = check_overlay_fwd_args(base, labels, on, x_scale, weight, bias, num_classes, n_pos);
   const int64_t batch = base.size(0), in = base.size(1), rows = labels.size(0), out = weight.size(0);
   const int64_t c = num_classes;
-  TORCH_CHECK(weight.size(1) == in, "ffops: weight must be [out, ", in, "], got ", weight.sizes());
-  if (bias.has_value()) check_vector(*bias, base, out, base.scalar_type(), "bias");
 
   const c10::cuda::CUDAGuard guard(base.device());
   // 16-bit inputs: the shared GEMM and the label columns add up in float32 and h is rounded once, as
@@ -177,15 +128,9 @@ std::tuple<at::Tensor, at::Tensor> ff_linear_overlay_bwd(const at::Tensor& base,
                                                          const at::Tensor& h, const at::Tensor& grad_sumsq,
                                                          const std::optional<at::Tensor>& grad_pos_mean,
                                                          int64_t num_classes, int64_t n_pos) {
-  check_matrix(base, "base");
-  check_matrix(h, "h");
-  check_like_x(h, base, "h");
-  const int64_t copies = check_overlay_args(base, labels, on, x_scale, num_classes, n_pos);
+  const int64_t copies =
+      check_overlay_bwd_args(base, labels, on, x_scale, h, grad_sumsq, grad_pos_mean, num_classes, n_pos);
   const int64_t batch = base.size(0), rows = labels.size(0), out = h.size(1), c = num_classes;
-  TORCH_CHECK(h.size(0) == rows, "ffops: h must have ", rows, " rows like labels, got ", h.sizes());
-  const at::ScalarType st = stat_type(base.scalar_type());
-  check_stat(grad_sumsq, h, "grad_sumsq");
-  if (grad_pos_mean.has_value()) check_vector(*grad_pos_mean, base, out, st, "grad_pos_mean");
 
   const c10::cuda::CUDAGuard guard(base.device());
   auto [u, grad_bias] = bwd_epilogue(h, x_scale, grad_sumsq, grad_pos_mean, n_pos, "ff_linear_overlay_bwd");

@@ -45,17 +45,16 @@ def wire(fakes: dict, triton_module: str | dict[str, str]) -> dict[str, SimpleNa
     """
     if not _backend.CPP_LOADED:  # no schemas: only the reference runs (see ffops._backend)
         return {}
-    sets = {"cpp": SimpleNamespace()}
-    if _backend.TRITON_OK:
-        sets["triton"] = SimpleNamespace()
     for name, fake in fakes.items():
         torch.library.register_fake(f"ffops::{name}")(fake)
-        sets["cpp"].__dict__[name] = getattr(torch.ops.ffops, name).default
-        if "triton" in sets:
-            module = triton_module if isinstance(triton_module, str) else triton_module[name]
-            launcher = getattr(importlib.import_module(f"ffops.kernels.{module}"), name)
-            torch.library.register_fake(f"ffops::triton_{name}")(fake)
-            for key in _TRITON_KEYS:
-                _TRITON_LIB.impl(f"triton_{name}", launcher, key)
-            sets["triton"].__dict__[name] = getattr(torch.ops.ffops, f"triton_{name}").default
+    sets = {"cpp": SimpleNamespace(**{name: getattr(torch.ops.ffops, name).default for name in fakes})}
+    if not _backend.TRITON_OK:
+        return sets
+    for name, fake in fakes.items():
+        module = triton_module if isinstance(triton_module, str) else triton_module[name]
+        launcher = getattr(importlib.import_module(f"ffops.kernels.{module}"), name)
+        torch.library.register_fake(f"ffops::triton_{name}")(fake)
+        for key in _TRITON_KEYS:
+            _TRITON_LIB.impl(f"triton_{name}", launcher, key)
+    sets["triton"] = SimpleNamespace(**{name: getattr(torch.ops.ffops, f"triton_{name}").default for name in fakes})
     return sets

@@ -73,7 +73,7 @@ KERNELS = wire(
     triton_module={
         "ff_linear_fwd": "ff_linear",
         "ff_linear_bwd": "ff_linear",
-        "ff_label_rows": "ff_linear",
+        "ff_label_rows": "ff_label_rows",
         "ff_linear_overlay_fwd": "ff_linear_overlay",
         "ff_linear_overlay_bwd": "ff_linear_overlay",
     },

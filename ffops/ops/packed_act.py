@@ -21,13 +21,8 @@ from ffops.ops._common import wire
 from ffops.reference import packed_act as reference
 
 
-def packed_nbytes(numel, bits):
-    """Bytes of ``numel`` codes of ``bits`` bits: ``ceil(numel * bits / 8)`` (works on SymInts)."""
-    return (numel * bits + 7) // 8
-
-
 def _fake_packed_act_fwd(x, fn, borders, levels, bits):
-    return x.new_empty(x.shape), x.new_empty((packed_nbytes(x.numel(), bits),), dtype=torch.uint8)
+    return x.new_empty(x.shape), x.new_empty((reference.packed_nbytes(x.numel(), bits),), dtype=torch.uint8)
 
 
 def _fake_packed_act_bwd(grad_y, codes, levels, bits):

@@ -34,7 +34,7 @@ ACTIVATIONS = {
 
 
 def packed_nbytes(numel: int, bits: int) -> int:
-    """Bytes of ``numel`` codes of ``bits`` bits each: ``ceil(numel * bits / 8)``."""
+    """Bytes of ``numel`` codes of ``bits`` bits each: ``ceil(numel * bits / 8)`` (works on SymInts too)."""
     return (numel * bits + 7) // 8
 
 
