@@ -74,11 +74,11 @@ inline int64_t check_overlay_args(const at::Tensor& base, const at::Tensor& labe
   return batch == 0 ? 0 : rows / batch;
 }
 
-// A contiguous [rows, cols] matrix of x's dtype on x's device; cols < 0: any number of columns.
+// A contiguous [rows, cols] matrix of x's dtype on x's device; rows or cols < 0: any size (named "out").
 inline void check_matrix_like(const at::Tensor& t, const at::Tensor& x, int64_t rows, int64_t cols, const char* name) {
   TORCH_CHECK(t.device() == x.device(), "ffops: ", name, " must be on ", x.device(), ", got ", t.device());
   TORCH_CHECK(t.dim() == 2 && t.is_contiguous() && (rows < 0 || t.size(0) == rows) && (cols < 0 || t.size(1) == cols),
-              "ffops: ", name, " must be a contiguous [", rows < 0 ? std::string("rows") : std::to_string(rows), ", ",
+              "ffops: ", name, " must be a contiguous [", rows < 0 ? std::string("out") : std::to_string(rows), ", ",
               cols < 0 ? std::string("out") : std::to_string(cols), "] matrix, got ", t.sizes(), " with strides ",
               t.strides());
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), "ffops: ", name, " must have the dtype of x (", x.scalar_type(),
