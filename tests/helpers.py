@@ -5,6 +5,12 @@ import socket
 import torch
 
 
+def kernel_op(backend: str, name: str):
+    """The operator ``name`` of the kernel set a test backend runs: ``ffops::<name>`` (C++ kernels, for the
+    "cpu" and "cuda" backends) or ``ffops::triton_<name>`` (the Triton launchers)."""
+    return getattr(torch.ops.ffops, ("triton_" if backend == "triton" else "") + name).default
+
+
 def assert_matches_reference(out: torch.Tensor, ref64: torch.Tensor, ref_in_dtype: torch.Tensor, name: str = "output"):
     """``out`` (an ffops result in dtype d) is at most 2x as far from the float64 reference
     ``ref64`` as torch's own computation in dtype d (``ref_in_dtype``), plus a few ulps of d."""

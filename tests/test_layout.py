@@ -77,7 +77,7 @@ def test_cpp_op_files_include_only_their_op(path):
 
 
 def test_every_op_has_its_files():
-    """The walk of an op: public function, reference, Triton kernels, C++ CPU and CUDA kernels."""
+    """The walk of an op: public function, reference, Triton kernels, C++ CPU and CUDA kernels, tests."""
     for op in ("goodness", "ff_linear", "packed_act", "ms_norm", "sparse_linear"):
         for rel in (
             f"ffops/ops/{op}.py",
@@ -86,5 +86,6 @@ def test_every_op_has_its_files():
             f"csrc/cpu/{op}.cpp",
             f"csrc/cuda/{op}.cu",
             f"csrc/cuda/{op}_cuda.cpp",
+            f"tests/ops/test_{op}.py",
         ):
             assert (ROOT / rel).exists(), rel

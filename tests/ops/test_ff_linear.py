@@ -8,9 +8,7 @@ import ffops
 from ffops.ops._common import stat_dtype
 from ffops.ops.ff_linear import KERNELS
 from tests.conftest import BACKEND_DEVICES
-from tests.helpers import assert_matches_reference
-
-_PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
+from tests.helpers import assert_matches_reference, kernel_op
 
 
 def _inputs(batch, fan_in, fan_out, dtype, device, *, scale=True, bias=True):
@@ -103,8 +101,8 @@ def test_ff_linear_bad_input():
 @pytest.mark.parametrize("backend_device", BACKEND_DEVICES)
 def test_ff_linear_opcheck(backend_device):
     backend, device = backend_device
-    fwd = getattr(torch.ops.ffops, _PREFIX[backend] + "ff_linear_fwd").default
-    bwd = getattr(torch.ops.ffops, _PREFIX[backend] + "ff_linear_bwd").default
+    fwd = kernel_op(backend, "ff_linear_fwd")
+    bwd = kernel_op(backend, "ff_linear_bwd")
     x, w, b, s = _inputs(9, 12, 7, torch.float32, device)
     torch.library.opcheck(fwd, (x, s, w.requires_grad_(True), b.requires_grad_(True), 4))
     torch.library.opcheck(fwd, (x, None, w, None, 9))  # (n_pos = 0 gives a NaN pos_mean, which opcheck cannot compare)

@@ -9,9 +9,7 @@ from ffops.ops._common import stat_dtype
 from ffops.ops.ff_linear import KERNELS
 from ffops.reference.ff_linear import overlay_rows
 from tests.conftest import BACKEND_DEVICES
-from tests.helpers import assert_matches_reference
-
-_PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
+from tests.helpers import assert_matches_reference, kernel_op
 
 
 def _inputs(batch, fan_in, fan_out, classes, copies, dtype, device, *, scale=True, bias=True):
@@ -151,8 +149,8 @@ def test_bad_input():
 @pytest.mark.parametrize("backend_device", BACKEND_DEVICES)
 def test_opcheck(backend_device):
     backend, device = backend_device
-    fwd = getattr(torch.ops.ffops, _PREFIX[backend] + "ff_linear_overlay_fwd").default
-    bwd = getattr(torch.ops.ffops, _PREFIX[backend] + "ff_linear_overlay_bwd").default
+    fwd = kernel_op(backend, "ff_linear_overlay_fwd")
+    bwd = kernel_op(backend, "ff_linear_overlay_bwd")
     base, labels, on, w, b, s = _inputs(5, 12, 7, 4, 2, torch.float32, device)
     torch.library.opcheck(fwd, (base, labels, on, s, w.requires_grad_(True), b.requires_grad_(True), 4, 6))
     torch.library.opcheck(fwd, (base, labels, on, None, w, None, 4, 10))

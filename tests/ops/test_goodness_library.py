@@ -7,12 +7,7 @@ import ffops
 from ffops.ops._common import stat_dtype
 from ffops.ops.goodness import KERNELS
 from tests.conftest import BACKEND_DEVICES
-
-_PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
-
-
-def _op(backend, name):
-    return getattr(torch.ops.ffops, _PREFIX[backend] + name).default
+from tests.helpers import kernel_op
 
 
 def _samples(device, dtype=torch.float32):
@@ -40,7 +35,7 @@ def _samples(device, dtype=torch.float32):
 def test_opcheck(backend_device, name):
     backend, device = backend_device
     for args in _samples(device)[name]:
-        torch.library.opcheck(_op(backend, name), args)
+        torch.library.opcheck(kernel_op(backend, name), args)
 
 
 @pytest.mark.skipif("cpp" not in KERNELS, reason="ffops._C not built")
@@ -53,7 +48,7 @@ def test_gradcheck_cpu_kernels_fp64(name):
         def fn(*ts, args=args):
             it = iter(ts)
             full = [next(it) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args]
-            return _op("cpu", name)(*full)
+            return kernel_op("cpu", name)(*full)
 
         assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7)
 

@@ -9,7 +9,6 @@ from ffops.ops.sparse_linear import KERNELS
 from ffops.sparse import magnitude_mask, pattern_from_mask, transpose_pattern
 from tests.helpers import assert_matches_reference
 
-_PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
 LOW = (torch.float16, torch.bfloat16)
 
 

@@ -11,9 +11,8 @@ from ffops.ff.predict import _first_layer_all_labels
 from ffops.ops._common import stat_dtype
 from ffops.ops.ff_linear import KERNELS, ff_label_rows
 from tests.conftest import BACKEND_DEVICES
-from tests.helpers import assert_matches_reference
+from tests.helpers import assert_matches_reference, kernel_op
 
-_PREFIX = {"cpu": "", "cuda": "", "triton": "triton_"}
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 _stat = stat_dtype
@@ -142,7 +141,7 @@ def test_ff_label_rows_kernel_checks_its_arguments():
 @pytest.mark.parametrize("backend_device", BACKEND_DEVICES)
 def test_ff_label_rows_opcheck(backend_device):
     backend, device = backend_device
-    op = getattr(torch.ops.ffops, _PREFIX[backend] + "ff_label_rows").default
+    op = kernel_op(backend, "ff_label_rows")
     pre, on, w, b, s = _inputs(5, 7, 3, torch.float32, device)
     torch.library.opcheck(op, (pre, on, s, w, b))
     torch.library.opcheck(op, (pre, on, None, w, None))
