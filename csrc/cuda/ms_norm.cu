@@ -25,39 +25,6 @@ constexpr int kThreads = 256;
 constexpr int64_t kWarpMaxK = 2048;
 constexpr int kRowBlock = 512;
 
-template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the block; every thread gets it. Safe back to back (the result has its own slot, written
-// after the first barrier of the next call, which every thread reaches after reading it).
-template <typename A>
-__device__ __forceinline__ A block_sum(A v) {
-  __shared__ A part[33];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = warp_sum(lane < nwarps ? part[lane] : A(0));
-    if (lane == 0) part[32] = v;
-  }
-  __syncthreads();
-  return part[32];
-}
-
-template <bool kBlock, typename A>
-__device__ __forceinline__ A group_sum(A v) {
-  if constexpr (kBlock) {
-    return block_sum(v);
-  } else {
-    return warp_sum(v);
-  }
-}
-
 template <typename T, typename O, bool kBlock>
 __global__ void ms_norm_fwd_kernel(const T* __restrict__ x, int64_t rows, int64_t k, int64_t ld, acc_t<T> eps,
                                    bool center, O* __restrict__ y, acc_t<T>* __restrict__ rstd) {
@@ -73,7 +40,7 @@ __global__ void ms_norm_fwd_kernel(const T* __restrict__ x, int64_t rows, int64_
       A s = A(0);
       if (active)
         for (int64_t i = m.lane; i < k; i += m.group) s += to_acc(xr[i]);
-      mean = group_sum<kBlock>(s) * inv_k;
+      mean = group_allreduce<kBlock>(s, 32) * inv_k;
     }
     A q = A(0);
     if (active)
@@ -81,7 +48,7 @@ __global__ void ms_norm_fwd_kernel(const T* __restrict__ x, int64_t rows, int64_
         const A d = to_acc(xr[i]) - mean;
         q += d * d;
       }
-    const A rs = div_rn(A(1), sqrt_rn(group_sum<kBlock>(q) * inv_k + eps));
+    const A rs = div_rn(A(1), sqrt_rn(group_allreduce<kBlock>(q, 32) * inv_k + eps));
     if (active) {
       O* yr = y + r * k;
       for (int64_t i = m.lane; i < k; i += m.group) yr[i] = from_acc<O>((to_acc(xr[i]) - mean) * rs);
@@ -109,8 +76,8 @@ __global__ void ms_norm_bwd_kernel(const O* __restrict__ g, int64_t ld_g, const 
         sg += gi;
         sgy += gi * to_acc(yr[i]);
       }
-    const A a = center ? group_sum<kBlock>(sg) * inv_k : A(0);
-    const A b = group_sum<kBlock>(sgy) * inv_k;
+    const A a = center ? group_allreduce<kBlock>(sg, 32) * inv_k : A(0);
+    const A b = group_allreduce<kBlock>(sgy, 32) * inv_k;
     if (active) {
       const A rs = rstd[r];
       D* dr = dx + r * k;
