@@ -11,6 +11,18 @@ def kernel_op(backend: str, name: str):
     return getattr(torch.ops.ffops, ("triton_" if backend == "triton" else "") + name).default
 
 
+def assert_compile_matches_eager(fn, x: torch.Tensor, grad: torch.Tensor):
+    """``fn`` compiled with ``fullgraph=True`` (no graph break) gives its eager output, and the same
+    gradient with respect to ``x`` for the output gradient ``grad``."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True)
+    out_c, out_e = compiled(x), fn(x)
+    torch.testing.assert_close(out_c, out_e)
+    (gc,) = torch.autograd.grad(out_c, x, grad)
+    (ge,) = torch.autograd.grad(out_e, x, grad)
+    torch.testing.assert_close(gc, ge)
+
+
 def assert_matches_reference(out: torch.Tensor, ref64: torch.Tensor, ref_in_dtype: torch.Tensor, name: str = "output"):
     """``out`` (an ffops result in dtype d) is at most 2x as far from the float64 reference
     ``ref64`` as torch's own computation in dtype d (``ref_in_dtype``), plus a few ulps of d."""

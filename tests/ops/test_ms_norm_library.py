@@ -9,7 +9,7 @@ import ffops
 from ffops.ops._common import stat_dtype
 from ffops.ops.ms_norm import KERNELS
 from tests.conftest import BACKEND_DEVICES
-from tests.helpers import kernel_op
+from tests.helpers import assert_compile_matches_eager, kernel_op
 
 NAMES = ["ms_norm_fwd", "ms_norm_bwd"]
 X = torch.randn(4, 8)
@@ -69,16 +69,8 @@ def _public_calls():
 def test_torch_compile_fullgraph(backend_device, call):
     """Each public op compiles with fullgraph=True (no graph break) and gives the eager result and gradient."""
     _, device = backend_device
-    fn = _public_calls()[call]
-    torch._dynamo.reset()
-    compiled = torch.compile(fn, fullgraph=True)
     x = torch.randn(6, 35, device=device, requires_grad=True)
-    g = torch.randn(6, 35, device=device)
-    out_c, out_e = compiled(x), fn(x)
-    torch.testing.assert_close(out_c, out_e)
-    (gc,) = torch.autograd.grad(out_c, x, g)
-    (ge,) = torch.autograd.grad(out_e, x, g)
-    torch.testing.assert_close(gc, ge)
+    assert_compile_matches_eager(_public_calls()[call], x, torch.randn(6, 35, device=device))
 
 
 def test_torch_compile_under_autocast(backend_device):

@@ -8,7 +8,7 @@ import ffops
 from ffops.ops._act_tables import REGELU2, table
 from ffops.ops.packed_act import KERNELS
 from tests.conftest import BACKEND_DEVICES
-from tests.helpers import kernel_op
+from tests.helpers import assert_compile_matches_eager, kernel_op
 
 NAMES = ["packed_act_fwd", "packed_act_bwd"]
 X = torch.randn(4, 8)
@@ -49,16 +49,8 @@ def _public_calls():
 def test_torch_compile_fullgraph(backend_device, call):
     """Each public op compiles with fullgraph=True (no graph break) and gives the eager result and gradient."""
     _, device = backend_device
-    fn = _public_calls()[call]
-    torch._dynamo.reset()
-    compiled = torch.compile(fn, fullgraph=True)
     x = torch.randn(6, 35, device=device, requires_grad=True)
-    g = torch.randn(6, 35, device=device)
-    out_c, out_e = compiled(x), fn(x)
-    torch.testing.assert_close(out_c, out_e)
-    (gc,) = torch.autograd.grad(out_c, x, g)
-    (ge,) = torch.autograd.grad(out_e, x, g)
-    torch.testing.assert_close(gc, ge)
+    assert_compile_matches_eager(_public_calls()[call], x, torch.randn(6, 35, device=device))
 
 
 @pytest.mark.parametrize(
