@@ -54,6 +54,7 @@ def _expm1(x):
     p = p * x + 1.0 / 6.0
     p = p * x + 0.5
     p = p * (x * x) + x
+    p = tl.where(x == 0, x, p)  # keeps the sign of a zero x (p is +0 at -0)
     return tl.where(tl.abs(x) < 0.35, p, tl.exp(x) - 1.0)
 
 
@@ -64,9 +65,11 @@ def _sigmoid(x):
 
 @triton.jit
 def _tanh(x):
-    e = _expm1(2.0 * tl.abs(x))
+    """sign(x) e / (e + 2), e = e^(2|x|) - 1; 2|x| is capped at 40, where e / (e + 2) rounds to 1 in
+    float32 and float64 (so e never overflows into inf / inf)."""
+    e = _expm1(tl.minimum(2.0 * tl.abs(x), 40.0, propagate_nan=tl.PropagateNan.ALL))
     t = e / (e + 2.0)
-    return tl.where(x < 0, -t, t)
+    return tl.where(x < 0, -t, tl.where(x == 0, x, t))  # tanh(-0) = -0
 
 
 @triton.jit
@@ -74,10 +77,10 @@ def _activation(x, FN: tl.constexpr):
     """The activation with id FN (order of ffops.reference.packed_act.ACTIVATIONS) at x."""
     if FN == 0:  # gelu
         y = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
-    elif FN == 1:  # gelu_tanh = x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))
-        y = x * _sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
-    elif FN == 2:  # silu
-        y = x * _sigmoid(x)
+    elif FN == 1:  # gelu_tanh = x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), divided as silu
+        y = x / (1.0 + tl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
+    elif FN == 2:  # silu = x / (1 + e^-x), as torch: full precision where sigmoid(x) would be subnormal
+        y = x / (1.0 + tl.exp(-x))
     elif FN == 3:  # tanh
         y = _tanh(x)
     elif FN == 4:  # sigmoid

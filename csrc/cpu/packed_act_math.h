@@ -3,7 +3,8 @@
 // call them under `#pragma omp simd` in each target_clones variant (AVX-512, AVX2+FMA, SSE2).
 // double uses the C library (the float64 path exists for gradcheck and tests, not for speed).
 //
-// Accuracy (float, measured against float64 over dense grids): exp ~1 ulp; expm1 and log1p a few
+// Accuracy (float, measured against float64 over dense grids): exp ~1 ulp (also into the subnormals, 0 and inf
+// where e^x rounds to them); expm1 and log1p a few
 // ulps relative; erfc 1.2e-7 relative plus the rounding of a^2 (the short erfc for 16-bit results:
 // 8e-6); the activations are within a few ulps of their magnitude (or of 1 where they cancel), like
 // torch's own vectorized CPU kernels (whose erf is off by up to 1.5e-7 absolute). NaN propagates
@@ -18,7 +19,7 @@
 
 namespace ffops::cpu::actmath {
 
-// Activation ids: the order of ffops.reference.memory.ACTIVATIONS.
+// Activation ids: the order of ffops.reference.packed_act.ACTIVATIONS.
 enum Fn : int { kGelu = 0, kGeluTanh, kSilu, kTanh, kSigmoid, kSoftplus, kElu, kMish, kNumFns };
 
 FFOPS_AI float bits_to_float(uint32_t u) {
@@ -27,8 +28,13 @@ FFOPS_AI float bits_to_float(uint32_t u) {
   return f;
 }
 
-// e^x for x in [-87.3, 88] (no range checks: 2^n is built from the exponent bits).
-FFOPS_AI float exp_core_f(float x) {
+// e^x on the whole float range, NaN propagating: x is clamped to [-104, 89] (e^-104 is below half the
+// smallest subnormal and e^89 above FLT_MAX, so both ends round as e^x does: 0 and inf), n = round(x / ln 2)
+// is then in [-150, 129] and 2^n is applied in two normal factors 2^(n/2) 2^(n - n/2): the first product is
+// exact, the second rounds once, also into the subnormals. NaN passes the clamps (comparisons are false).
+FFOPS_AI float exp_f(float x) {
+  x = x > 89.0f ? 89.0f : x;
+  x = x < -104.0f ? -104.0f : x;
   // n = round(x / ln 2) with the 1.5 * 2^23 trick (exact: no fast-math reassociation).
   const float shifter = 12582912.0f;
   const float n = (x * 1.44269504088896341f + shifter) - shifter;
@@ -41,15 +47,10 @@ FFOPS_AI float exp_core_f(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  const int32_t e = static_cast<int32_t>(n) + 127;  // in [1, 254] in range (NaN: any)
-  return p * bits_to_float(static_cast<uint32_t>(e) << 23);
-}
-
-// e^x. |x| is clamped to the finite range (NaN passes the clamps: comparisons with NaN are false).
-FFOPS_AI float exp_f(float x) {
-  x = x > 88.0f ? 88.0f : x;
-  x = x < -87.0f ? -87.0f : x;
-  return exp_core_f(x);
+  const int32_t ni = static_cast<int32_t>(n);  // NaN: any value; p is NaN
+  const int32_t half = ni >> 1;
+  return (p * bits_to_float(static_cast<uint32_t>(half + 127) << 23)) *
+         bits_to_float(static_cast<uint32_t>(ni - half + 127) << 23);
 }
 
 // e^x - 1, accurate relative to the result near 0 (Taylor for |x| < 0.35).
@@ -64,7 +65,8 @@ FFOPS_AI float expm1_f(float x) {
   p = p * x + 0.5f;
   p = p * (x * x) + x;
   const float big = exp_f(x) - 1.0f;
-  return std::fabs(x) < 0.35f ? p : big;
+  const float small = x == 0.0f ? x : p;  // keeps the sign of a zero x (p is +0 at -0)
+  return std::fabs(x) < 0.35f ? small : big;
 }
 
 // log(1 + u) for u in [0, 1]: 2 atanh(s), s = u / (2 + u) in [0, 1/3].
@@ -86,7 +88,7 @@ FFOPS_AI float log1p_unit_f(float u) {
 // erfcc (degree 9, relative error < 1.2e-7 in exact arithmetic); kShort = true: our own degree-5
 // minimax fit of P on [0, 9.2] (7.8e-6), for results stored in 16-bit types (half an ulp of bfloat16 is
 // 2e-3 relative, of float16 2.4e-4). In float the rounding of a^2 adds ~a^2 * 6e-8 relative. Past
-// a = 9.2 (erfc < 2e-38) the result is 0; the exponent then stays in exp_core_f's range.
+// a = 9.2 (erfc < 2e-38) the result is 0.
 template <bool kShort>
 FFOPS_AI float erfc_nonneg(float a) {
   const float t = 1.0f / (1.0f + 0.5f * a);
@@ -110,11 +112,11 @@ FFOPS_AI float erfc_nonneg(float a) {
     p = p * t + 1.00002368f;
     p = p * t - 1.26551223f;
   }
-  const float r = t * exp_core_f(p - a * a);
+  const float r = t * exp_f(p - a * a);
   return a > 9.2f ? 0.0f : r;  // NaN: the comparison is false, r is NaN
 }
 
-// 1 / (1 + e^-x)
+// 1 / (1 + e^-x), as torch: 0 below x ~ -88.7 (e^-x overflows), subnormal just above.
 FFOPS_AI float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
 
 // Phi(x) = P[N(0,1) <= x] = erfc(-x / sqrt 2) / 2, accurate relative in the lower tail.
@@ -124,8 +126,12 @@ FFOPS_AI float normal_cdf_f(float x) {
   return x > 0.0f ? 1.0f - half_erfc : half_erfc;
 }
 
+// tanh(x) = sign(x) e / (e + 2), e = e^(2|x|) - 1; |x| >= 20 gives +-1 (2|x| is capped there, where
+// e / (e + 2) rounds to 1, so e never overflows into inf / inf).
 FFOPS_AI float tanh_f(float x) {
-  const float e = expm1_f(2.0f * std::fabs(x));
+  float a = 2.0f * std::fabs(x);
+  a = a > 40.0f ? 40.0f : a;  // NaN passes
+  const float e = expm1_f(a);
   return std::copysign(e / (e + 2.0f), x);
 }
 
@@ -139,10 +145,12 @@ FFOPS_AI float act_f(float x) {
     return x * normal_cdf_f<kShort>(x);
   } else if constexpr (FN == kGeluTanh) {
     // 0.5 x (1 + tanh(z)) = x * sigmoid(2 z),  z = sqrt(2 / pi) (x + 0.044715 x^3)
+    // Divided, not multiplied by sigmoid(2 z): x / (1 + e^-2z) keeps full precision where sigmoid would be
+    // subnormal, and gives -0 where e^-2z overflows (as torch).
     const float z2 = 1.5957691216057308f * (x + 0.044715f * x * x * x);
-    return x * sigmoid_f(z2);
+    return x / (1.0f + exp_f(-z2));
   } else if constexpr (FN == kSilu) {
-    return x * sigmoid_f(x);
+    return x / (1.0f + exp_f(-x));  // as torch: -0 where e^-x overflows, NaN at -inf
   } else if constexpr (FN == kTanh) {
     return tanh_f(x);
   } else if constexpr (FN == kSigmoid) {

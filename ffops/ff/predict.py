@@ -18,6 +18,7 @@ from torch import nn
 
 from ffops.ff.labels import neutral_overlay, overlay_all_labels
 from ffops.ff.model import FFNet
+from ffops.ops._common import stat_dtype
 from ffops.ops.ff_linear import ff_label_rows
 
 METHODS = ("goodness", "head")
@@ -48,7 +49,8 @@ def _first_layer_all_labels(layer, x: torch.Tensor, num_classes: int, on_value):
     pre = base @ layer.weight.t()  # [B, out]
     scale = None
     if layer.normalize_input:  # FFLinear's input scale, from |overlay|^2 = |base|^2 + on^2
-        x_sumsq = base.float().square().sum(1) + on.float().square()
+        stat = stat_dtype(x.dtype)
+        x_sumsq = base.to(stat).square().sum(1) + on.to(stat).square()
         norm_scale = 1.0 if layer.norm == "l2" else 1.0 / layer.in_features
         scale = 1.0 / (torch.sqrt(x_sumsq * norm_scale) + layer.eps)
     return ff_label_rows(pre, on, layer.weight[:, :c], layer.bias, scale=scale)
@@ -65,7 +67,7 @@ def goodness_per_label(
     fast_first_layer: bool = True,
     num_layers: int | None = None,
 ) -> torch.Tensor:
-    """Scores ``[B, C]`` (float32): for each label, the sum over layers of ``sign * (G - threshold)``
+    """Scores ``[B, C]`` (float64): for each label, the sum over layers of ``sign * (G - threshold)``
     with that label overlaid (``skip_first``: leave out the first layer's term, when there are
     several layers). ``chunk_size`` samples (``chunk_size * C`` rows) go through the net at a time.
     ``fast_first_layer=False`` runs the first layer on all ``B * C`` overlays (the plain way).
@@ -80,7 +82,7 @@ def goodness_per_label(
         op="ffops.ff.goodness_per_label",
     )
     first = 1 if skip_first and len(layer_g) > 1 else 0
-    scores = torch.zeros(layer_g.shape[1:], device=layer_g.device)
+    scores = torch.zeros(layer_g.shape[1:], device=layer_g.device, dtype=torch.float64)
     for i in range(first, len(layer_g)):
         scores += model.layer_logit(i, layer_g[i])
     return scores
@@ -122,12 +124,13 @@ def layer_goodness_per_label(
     num_layers: int | None = None,
     op: str = "ffops.ff.layer_goodness_per_label",
 ) -> torch.Tensor:
-    """Each layer's own goodness ``G`` ``[L, B, C]`` (float32) for every sample with every label
-    overlaid (see ``goodness_per_label`` for the arguments; ``L`` is ``num_layers`` or all layers)."""
+    """Each layer's own goodness ``G`` ``[L, B, C]`` for every sample with every label overlaid (see
+    ``goodness_per_label`` for the arguments; ``L`` is ``num_layers`` or all layers). Held in float64, so
+    the sums over layers of ``G - threshold`` decide near-ties as float64 arithmetic does."""
     x = _check_x(op, model, x)
     chunk_size = _check_chunk(op, chunk_size)
     c, n_layers = model.num_classes, _check_num_layers(op, model, num_layers)
-    out_g = torch.empty(n_layers, x.shape[0], c, device=x.device)
+    out_g = torch.empty(n_layers, x.shape[0], c, device=x.device, dtype=torch.float64)
     for start in range(0, x.shape[0], chunk_size):
         xb = x[start : start + chunk_size]
         for i, (_h, sumsq) in enumerate(_iter_label_outputs(model, xb, n_layers, on_value, fast_first_layer)):

@@ -104,9 +104,10 @@ class _FFLossMixin:
     def _input_scale(self, x, x_sumsq: torch.Tensor | None) -> torch.Tensor:
         """Per-sample length normalization of the input as a scale: ``1 / (||x|| + eps)`` (l2) or
         ``1 / (rms(x) + eps)``. ``x_sumsq`` (the previous layer's ``sumsq``) avoids a pass over x."""
+        stat = stat_dtype(x.dtype)
         if x_sumsq is None:
-            x_sumsq = x.sumsq() if isinstance(x, OverlayRows) else ffops.goodness(x.detach(), reduction="sum").float()
-        sumsq = x_sumsq.detach().float()
+            x_sumsq = x.sumsq() if isinstance(x, OverlayRows) else ffops.goodness(x.detach(), reduction="sum")
+        sumsq = x_sumsq.detach().to(stat)
         if self.norm == "rms":
             sumsq = sumsq * (1.0 / max(math.prod(x.shape[1:]), 1))
         return sumsq.sqrt().add_(self.eps).reciprocal_()
@@ -199,7 +200,9 @@ class FFLinear(_FFLossMixin, nn.Module):
         linear = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.weight = linear.weight
         self.bias = linear.bias
-        self.register_buffer("running_mean", torch.zeros(out_features, device=device, dtype=torch.float32))
+        self.register_buffer(
+            "running_mean", torch.zeros(out_features, device=device, dtype=stat_dtype(self.weight.dtype))
+        )
 
     def forward(
         self,
@@ -310,7 +313,9 @@ class FFConv2d(_FFLossMixin, nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = conv.weight, conv.bias
-        self.register_buffer("running_mean", torch.zeros(out_channels, device=device, dtype=torch.float32))
+        self.register_buffer(
+            "running_mean", torch.zeros(out_channels, device=device, dtype=stat_dtype(self.weight.dtype))
+        )
 
     def forward(
         self,
@@ -332,14 +337,14 @@ class FFConv2d(_FFLossMixin, nn.Module):
             pre = pre + self.bias[:, None, None]
         h = torch.relu(pre)
         if self.goodness_over == "sample":
-            sumsq = ffops.goodness(h, reduction="sum").float()
+            sumsq = ffops.goodness(h, reduction="sum").to(stat_dtype(h.dtype))
             features = math.prod(h.shape[1:])
             sample_sumsq = sumsq
         else:
-            sumsq = ffops.goodness(h, reduction="sum", dims=(2, 3)).float()  # [B, C]
+            sumsq = ffops.goodness(h, reduction="sum", dims=(2, 3)).to(stat_dtype(h.dtype))  # [B, C]
             features = h.shape[2] * h.shape[3]
             sample_sumsq = sumsq.sum(1)
-        pos_mean = h[: n_pos or 0].float().mean((0, 2, 3)) if self.peer_weight > 0 else None
+        pos_mean = h[: n_pos or 0].to(stat_dtype(h.dtype)).mean((0, 2, 3)) if self.peer_weight > 0 else None
         loss, g = self._loss(sumsq, pos_mean, features, n_pos, goodness_offset)
         return FFLayerOutput(loss, h.detach(), sample_sumsq.detach(), g)
 

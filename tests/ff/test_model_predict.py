@@ -49,20 +49,49 @@ def test_goodness_per_label_matches_one_pass_per_label(on_value, norm):
     assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
     for c in range(5):  # the definition: sum over layers of sign * (G - theta), label c overlaid
         outs = net(ff.overlay_labels(x, torch.full((9,), c), 5, on_value))
-        ref = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs))
+        ref = sum(net.layer_logit(i, net.layer_goodness(i, o).double()) for i, o in enumerate(outs))
         assert torch.allclose(fast[:, c], ref, atol=1e-5, rtol=1e-5)
-        skip = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs) if i > 0)
+        skip = sum(net.layer_logit(i, net.layer_goodness(i, o).double()) for i, o in enumerate(outs) if i > 0)
         assert torch.allclose(
             ff.goodness_per_label(net, x, on_value=on_value, skip_first=True)[:, c],
             skip,
             atol=1e-5,
             rtol=1e-5,
         )
-        first2 = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs[:2]))
+        first2 = sum(net.layer_logit(i, net.layer_goodness(i, o).double()) for i, o in enumerate(outs[:2]))
         assert torch.allclose(
             ff.goodness_per_label(net, x, on_value=on_value, num_layers=2)[:, c], first2, atol=1e-5, rtol=1e-5
         )
     assert torch.equal(ff.predict(net, x), fast.argmax(1))
+
+
+def test_label_scores_are_summed_in_float64():
+    """Near-ties are decided as float64 decides them: the per-layer goodness is summed in float64, so a
+    label whose terms differ below float32's resolution of the sum still wins."""
+    torch.manual_seed(0)
+    net = ff.FFNet([30, 20, 16], num_classes=4)
+    x = torch.rand(5, 30)
+    layer_g = ff.layer_goodness_per_label(net, x)
+    assert layer_g.dtype == torch.float64
+    expected = sum(net.layer_logit(i, layer_g[i]) for i in range(len(net.layers)))
+    scores = ff.goodness_per_label(net, x)
+    assert scores.dtype == torch.float64 and torch.equal(scores, expected)
+    # two labels whose float32 sums tie: 1e8 + 3 and 1e8 + 2 round to the same float32
+    g = torch.tensor([[[1e8, 1e8]], [[3.0, 2.0]]], dtype=torch.float64)
+    assert (g[0] + g[1]).argmax(1).item() == 0 and (g[0].float() + g[1].float())[0, 0] == (g[0] + g[1]).float()[0, 1]
+
+
+def test_ffnet_float64_prediction_is_float64_accurate():
+    """A float64 net scores labels in float64 end to end: within 1e-12 of the float64 composition."""
+    torch.manual_seed(0)
+    net = ff.FFNet([30, 20, 16], num_classes=4).double()
+    x = torch.rand(6, 30, dtype=torch.float64)
+    scores = ff.goodness_per_label(net, x)
+    for c in range(4):
+        outs = net(ff.overlay_labels(x, torch.full((6,), c), 4, 1.0))
+        assert all(o.h.dtype == torch.float64 and o.sumsq.dtype == torch.float64 for o in outs)
+        ref = sum(net.layer_logit(i, net.layer_goodness(i, o)) for i, o in enumerate(outs))
+        assert ((scores[:, c] - ref).abs() / ref.abs().clamp(min=1e-300)).max() <= 1e-12
 
 
 def test_goodness_prediction_memory_is_bounded_by_chunks():

@@ -37,6 +37,32 @@ def _eager_linear_loss(layer, x, n_pos):
     ), h
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-300)).item()
+
+
+@pytest.mark.parametrize("norm", ["l2", "rms"])
+def test_fflinear_float64_is_float64_accurate(backend_device, norm):
+    """float64 in, float64 throughout (the input's length scale included): loss, h, sumsq and the weight
+    gradients within 1e-12 relative of the same math composed of torch's float64 ops."""
+    _, device = backend_device
+    layer = FFLinear(30, 40, threshold=2.0, norm=norm).to(device, torch.float64)
+    assert layer.running_mean.dtype == torch.float64
+    x = torch.randn(16, 30, device=device, dtype=torch.float64).relu()
+    out = layer(x, 8)
+    out.loss.backward()
+    grads = [layer.weight.grad.clone(), layer.bias.grad.clone()]
+    layer.zero_grad()
+    expected, h = _eager_linear_loss(layer, x, 8)
+    expected.backward()
+    assert out.h.dtype == out.sumsq.dtype == out.loss.dtype == torch.float64
+    assert _rel(out.loss, expected) <= 1e-12
+    assert _rel(out.h, h.detach()) <= 1e-12
+    assert _rel(out.sumsq, h.detach().square().sum(1)) <= 1e-12
+    for got, want in zip(grads, [layer.weight.grad, layer.bias.grad], strict=True):
+        assert _rel(got, want) <= 1e-12
+
+
 @pytest.mark.parametrize("goodness", ["mean", "sum"])
 @pytest.mark.parametrize("norm", ["l2", "rms"])
 @pytest.mark.parametrize("loss,sign", [("softplus", 1), ("softplus", -1), ("symba", 1)])
