@@ -169,16 +169,16 @@ def test_fast_first_layer_is_the_layer_on_every_overlay(backend_device, dtype, o
     x = torch.rand(7, 30, device=device, dtype=dtype)
     fast = ff.goodness_per_label(net, x, on_value=on_value, chunk_size=3)
     plain = ff.goodness_per_label(net, x, on_value=on_value, fast_first_layer=False)
-    assert fast.shape == (7, 5) and fast.dtype == torch.float32
+    assert fast.shape == (7, 5) and fast.dtype == torch.float64  # label scores are summed in float64
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     with ffops.use_backend("reference"):
         torch.testing.assert_close(ff.goodness_per_label(net, x, on_value=on_value), fast, atol=1e-5, rtol=1e-5)
     # the first layer's rows themselves, against the plain layer on the B * C overlaid rows
     h, sumsq = _first_layer_all_labels(net.layers[0], x, 5, on_value)
     out = net.layers[0](ff.overlay_all_labels(x, 5, on_value), None)
-    # (FFLinear's input scale is float32 for float64 nets too: float32 tolerances for both)
-    torch.testing.assert_close(h, out.h, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(sumsq, out.sumsq, atol=1e-5, rtol=1e-5)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5  # float64 nets compute in float64 end to end
+    torch.testing.assert_close(h, out.h, atol=tol, rtol=tol)
+    torch.testing.assert_close(sumsq, out.sumsq, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
