@@ -28,17 +28,13 @@ FFOPS_AI float bits_to_float(uint32_t u) {
   return f;
 }
 
-// e^x on the whole float range, NaN propagating: x is clamped to [-104, 89] (e^-104 is below half the
-// smallest subnormal and e^89 above FLT_MAX, so both ends round as e^x does: 0 and inf), n = round(x / ln 2)
-// is then in [-150, 129] and 2^n is applied in two normal factors 2^(n/2) 2^(n - n/2): the first product is
-// exact, the second rounds once, also into the subnormals. NaN passes the clamps (comparisons are false).
-FFOPS_AI float exp_f(float x) {
-  x = x > 89.0f ? 89.0f : x;
-  x = x < -104.0f ? -104.0f : x;
+// e^x = p 2^n: n = round(x / ln 2) (returned as a float holding an integer) and p = e^(x - n ln 2) in
+// [0.7, 1.42] (Cody-Waite reduction, degree-6 polynomial, ~1 ulp).
+FFOPS_AI float exp_reduced_f(float x, float& n) {
   // n = round(x / ln 2) with the 1.5 * 2^23 trick (exact: no fast-math reassociation).
   const float shifter = 12582912.0f;
-  const float n = (x * 1.44269504088896341f + shifter) - shifter;
-  float r = x - n * 0.693359375f;  // Cody-Waite: ln 2 = 0.693359375 - 2.12194440e-4
+  n = (x * 1.44269504088896341f + shifter) - shifter;
+  float r = x - n * 0.693359375f;  // ln 2 = 0.693359375 - 2.12194440e-4
   r = r + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -46,7 +42,37 @@ FFOPS_AI float exp_f(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  return p * (r * r) + r + 1.0f;
+}
+
+// e^x for x in [-87.3, 88] only (2^n is one normal factor built from the exponent bits): for arguments
+// known to be in that range (erfc's), where it is cheaper than exp_f.
+FFOPS_AI float exp_core_f(float x) {
+  float n;
+  const float p = exp_reduced_f(x, n);
+  return p * bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+}
+
+// e^x rounded to inf above ~88.72 (where it overflows), exact to ~1 ulp down to x = -86, and e^-86
+// (~2e-38, not 0) below: for 1 + e^x and e^x - 1, where the low end is absorbed (sigmoid, SiLU, tanh-GELU,
+// expm1). One normal factor 2^(n-1) (n <= 128) times 2, so the top rounds as e^x does. Cheaper than exp_f.
+FFOPS_AI float exp_sat_f(float x) {
+  x = x > 89.0f ? 89.0f : x;
+  x = x < -86.0f ? -86.0f : x;
+  float n;
+  const float p = exp_reduced_f(x, n);
+  return (p * bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 126) << 23)) * 2.0f;
+}
+
+// e^x on the whole float range, NaN propagating: x is clamped to [-104, 89] (e^-104 is below half the
+// smallest subnormal and e^89 above FLT_MAX, so both ends round as e^x does: 0 and inf), n is then in
+// [-150, 129] and 2^n is applied in two normal factors 2^(n/2) 2^(n - n/2): the first product is exact,
+// the second rounds once, also into the subnormals. NaN passes the clamps (comparisons are false).
+FFOPS_AI float exp_f(float x) {
+  x = x > 89.0f ? 89.0f : x;
+  x = x < -104.0f ? -104.0f : x;
+  float n;
+  const float p = exp_reduced_f(x, n);
   const int32_t ni = static_cast<int32_t>(n);  // NaN: any value; p is NaN
   const int32_t half = ni >> 1;
   return (p * bits_to_float(static_cast<uint32_t>(half + 127) << 23)) *
@@ -64,7 +90,7 @@ FFOPS_AI float expm1_f(float x) {
   p = p * x + 1.0f / 6.0f;
   p = p * x + 0.5f;
   p = p * (x * x) + x;
-  const float big = exp_f(x) - 1.0f;
+  const float big = exp_sat_f(x) - 1.0f;
   const float small = x == 0.0f ? x : p;  // keeps the sign of a zero x (p is +0 at -0)
   return std::fabs(x) < 0.35f ? small : big;
 }
@@ -112,12 +138,12 @@ FFOPS_AI float erfc_nonneg(float a) {
     p = p * t + 1.00002368f;
     p = p * t - 1.26551223f;
   }
-  const float r = t * exp_f(p - a * a);
-  return a > 9.2f ? 0.0f : r;  // NaN: the comparison is false, r is NaN
+  const float r = t * exp_core_f(p - a * a);  // in range for a <= 9.2; larger a give 0 below
+  return a > 9.2f ? 0.0f : r;                 // NaN: the comparison is false, r is NaN
 }
 
 // 1 / (1 + e^-x), as torch: 0 below x ~ -88.7 (e^-x overflows), subnormal just above.
-FFOPS_AI float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+FFOPS_AI float sigmoid_f(float x) { return 1.0f / (1.0f + exp_sat_f(-x)); }
 
 // Phi(x) = P[N(0,1) <= x] = erfc(-x / sqrt 2) / 2, accurate relative in the lower tail.
 template <bool kShort>
@@ -148,9 +174,9 @@ FFOPS_AI float act_f(float x) {
     // Divided, not multiplied by sigmoid(2 z): x / (1 + e^-2z) keeps full precision where sigmoid would be
     // subnormal, and gives -0 where e^-2z overflows (as torch).
     const float z2 = 1.5957691216057308f * (x + 0.044715f * x * x * x);
-    return x / (1.0f + exp_f(-z2));
+    return x / (1.0f + exp_sat_f(-z2));
   } else if constexpr (FN == kSilu) {
-    return x / (1.0f + exp_f(-x));  // as torch: -0 where e^-x overflows, NaN at -inf
+    return x / (1.0f + exp_sat_f(-x));  // as torch: -0 where e^-x overflows, NaN at -inf
   } else if constexpr (FN == kTanh) {
     return tanh_f(x);
   } else if constexpr (FN == kSigmoid) {
