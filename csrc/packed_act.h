@@ -14,8 +14,8 @@
 
 namespace ffops {
 
-// Number of activation ids (fn in 0 gelu .. 7 mish; the order of ffops.reference.memory.ACTIVATIONS).
-inline constexpr int64_t kNumActivations = 8;
+// Number of activation ids (fn in 0 gelu .. 14 relu6; the order of ffops.reference.packed_act.ACTIVATIONS).
+inline constexpr int64_t kNumActivations = 15;
 
 // Bytes of numel codes of `bits` bits: ceil(numel * bits / 8).
 inline int64_t packed_nbytes(int64_t numel, int64_t bits) { return (numel * bits + 7) / 8; }

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ffops.kernels._common import FLOAT_DTYPES, RNE_BY_HAND, acc_dtype, cast, cdiv, softplus
+from ffops.kernels._common import FLOAT_DTYPES, RNE_BY_HAND, acc_dtype, cast, cdiv, log1p, softplus
 from ffops.reference.packed_act import packed_nbytes  # the packed-code layout is specified there
 
 ACT_BLOCK = 1024  # elements per program of the packed activations (a multiple of 8)
@@ -89,10 +89,28 @@ def _activation(x, FN: tl.constexpr):
         y = softplus(x)
     elif FN == 6:  # elu (alpha 1)
         y = tl.where(x > 0, x, _expm1(x))
-    else:  # mish = x n (n + 2) / (n (n + 2) + 2), n = e^x; x for x > 20
+    elif FN == 7:  # mish = x n (n + 2) / (n (n + 2) + 2), n = e^x; x for x > 20
         n = tl.exp(tl.minimum(x, 20.0))
         m = n * (n + 2.0)
         y = tl.where(x > 20.0, x, x * (m / (m + 2.0)))
+    elif FN == 8:  # hardswish = x min(max(x + 3, 0), 6) / 6 (t / 6 first: x t never overflows)
+        t = x + 3.0
+        t = tl.where(t < 0, 0.0, t)
+        t = tl.where(t > 6.0, 6.0, t)
+        y = x * (t / 6.0)
+    elif FN == 9:  # leaky_relu, negative slope 0.01
+        y = tl.where(x > 0, x, x * 0.01)
+    elif FN == 10:  # selu
+        y = tl.where(x > 0, 1.0507009873554805 * x, 1.7580993408473766 * _expm1(x))
+    elif FN == 11:  # celu, alpha 1 (= elu)
+        y = tl.where(x > 0, x, _expm1(x))
+    elif FN == 12:  # logsigmoid = min(x, 0) - log1p(e^-|x|) (+0 where e^-|x| underflows, as torch)
+        y = tl.where(x < 0, x, 0.0) - log1p(tl.exp(-tl.abs(x)))
+    elif FN == 13:  # softsign
+        y = x / (1.0 + tl.abs(x))
+    else:  # relu6 (keeps -0 and NaN)
+        t = tl.where(x < 0, 0.0, x)
+        y = tl.where(t > 6.0, 6.0, t)
     return y
 
 

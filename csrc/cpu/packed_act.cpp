@@ -59,7 +59,14 @@ FFOPS_AI void act_dispatch(int fn, const T* x, T* y, int64_t n) {
     case kSigmoid: act_block<T, kSigmoid>(x, y, n); break;
     case kSoftplus: act_block<T, kSoftplus>(x, y, n); break;
     case kElu: act_block<T, kElu>(x, y, n); break;
-    default: act_block<T, kMish>(x, y, n); break;
+    case kMish: act_block<T, kMish>(x, y, n); break;
+    case kHardswish: act_block<T, kHardswish>(x, y, n); break;
+    case kLeakyRelu: act_block<T, kLeakyRelu>(x, y, n); break;
+    case kSelu: act_block<T, kSelu>(x, y, n); break;
+    case kCelu: act_block<T, kCelu>(x, y, n); break;
+    case kLogSigmoid: act_block<T, kLogSigmoid>(x, y, n); break;
+    case kSoftsign: act_block<T, kSoftsign>(x, y, n); break;
+    default: act_block<T, kRelu6>(x, y, n); break;
   }
 }
 

@@ -20,7 +20,29 @@
 namespace ffops::cpu::actmath {
 
 // Activation ids: the order of ffops.reference.packed_act.ACTIVATIONS.
-enum Fn : int { kGelu = 0, kGeluTanh, kSilu, kTanh, kSigmoid, kSoftplus, kElu, kMish, kNumFns };
+enum Fn : int {
+  kGelu = 0,
+  kGeluTanh,
+  kSilu,
+  kTanh,
+  kSigmoid,
+  kSoftplus,
+  kElu,
+  kMish,
+  kHardswish,
+  kLeakyRelu,
+  kSelu,
+  kCelu,
+  kLogSigmoid,
+  kSoftsign,
+  kRelu6,
+  kNumFns
+};
+
+// SELU's constants (Klambauer et al., 2017; torch's values) and leaky ReLU's default negative slope.
+inline constexpr double kSeluScale = 1.0507009873554804934193349852946;
+inline constexpr double kSeluAlphaScale = 1.6732632423543772848170429916717 * kSeluScale;
+inline constexpr double kLeakySlope = 0.01;
 
 FFOPS_AI float bits_to_float(uint32_t u) {
   float f;
@@ -185,7 +207,28 @@ FFOPS_AI float act_f(float x) {
     return softplus_f(x);
   } else if constexpr (FN == kElu) {
     return x > 0.0f ? x : expm1_f(x);
+  } else if constexpr (FN == kHardswish) {
+    // x min(max(x + 3, 0), 6) / 6, NaN passing the selects; t / 6 first, so x t never overflows
+    float t = x + 3.0f;
+    t = t < 0.0f ? 0.0f : t;
+    t = t > 6.0f ? 6.0f : t;
+    return x * (t / 6.0f);
+  } else if constexpr (FN == kLeakyRelu) {
+    return x > 0.0f ? x : x * static_cast<float>(kLeakySlope);
+  } else if constexpr (FN == kSelu) {
+    return x > 0.0f ? static_cast<float>(kSeluScale) * x : static_cast<float>(kSeluAlphaScale) * expm1_f(x);
+  } else if constexpr (FN == kCelu) {  // alpha 1: elu
+    return x > 0.0f ? x : expm1_f(x);
+  } else if constexpr (FN == kLogSigmoid) {
+    // min(x, 0) - log1p(e^-|x|): +0 where e^-|x| underflows (x > ~104), as torch's float32 function
+    return (x < 0.0f ? x : 0.0f) - log1p_unit_f(exp_f(-std::fabs(x)));
+  } else if constexpr (FN == kSoftsign) {
+    return x / (1.0f + std::fabs(x));
+  } else if constexpr (FN == kRelu6) {
+    const float t = x < 0.0f ? 0.0f : x;  // keeps -0 and NaN, as torch's hardtanh
+    return t > 6.0f ? 6.0f : t;
   } else {
+    static_assert(FN == kMish);
     // mish = x tanh(softplus(x)) = x n (n + 2) / (n (n + 2) + 2), n = e^x; = x for x > 20.
     const float n = exp_f(x > 20.0f ? 20.0f : x);
     const float m = n * (n + 2.0f);
@@ -210,8 +253,26 @@ inline double act_d(double x) {
     return (x > 0.0 ? x : 0.0) + std::log1p(std::exp(-std::fabs(x)));
   } else if constexpr (FN == kElu) {
     return x > 0.0 ? x : std::expm1(x);
-  } else {
+  } else if constexpr (FN == kMish) {
     return x * std::tanh((x > 0.0 ? x : 0.0) + std::log1p(std::exp(-std::fabs(x))));
+  } else if constexpr (FN == kHardswish) {
+    double t = x + 3.0;
+    t = t < 0.0 ? 0.0 : t;
+    t = t > 6.0 ? 6.0 : t;
+    return x * t / 6.0;
+  } else if constexpr (FN == kLeakyRelu) {
+    return x > 0.0 ? x : x * kLeakySlope;
+  } else if constexpr (FN == kSelu) {
+    return x > 0.0 ? kSeluScale * x : kSeluAlphaScale * std::expm1(x);
+  } else if constexpr (FN == kCelu) {
+    return x > 0.0 ? x : std::expm1(x);
+  } else if constexpr (FN == kLogSigmoid) {
+    return (x < 0.0 ? x : 0.0) - std::log1p(std::exp(-std::fabs(x)));
+  } else if constexpr (FN == kSoftsign) {
+    return x / (1.0 + std::fabs(x));
+  } else {
+    const double t = x < 0.0 ? 0.0 : x;
+    return t > 6.0 ? 6.0 : t;
   }
 }
 

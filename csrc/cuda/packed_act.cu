@@ -41,8 +41,27 @@ __device__ __forceinline__ A activation(A x) {
     return (x > A(0) ? x : A(0)) + log1p(exp(-fabs(x)));
   } else if constexpr (FN == 6) {  // elu
     return x > A(0) ? x : expm1(x);
-  } else {  // mish
+  } else if constexpr (FN == 7) {  // mish
     return x * tanh((x > A(0) ? x : A(0)) + log1p(exp(-fabs(x))));
+  } else if constexpr (FN == 8) {  // hardswish: t / 6 first, so x t never overflows; NaN passes the selects
+    A t = x + A(3);
+    t = t < A(0) ? A(0) : t;
+    t = t > A(6) ? A(6) : t;
+    return x * (t / A(6));
+  } else if constexpr (FN == 9) {  // leaky_relu, slope 0.01
+    return x > A(0) ? x : x * A(0.01);
+  } else if constexpr (FN == 10) {  // selu
+    return x > A(0) ? A(1.0507009873554804934) * x : A(1.0507009873554804934 * 1.6732632423543772848) * expm1(x);
+  } else if constexpr (FN == 11) {  // celu, alpha 1 (= elu)
+    return x > A(0) ? x : expm1(x);
+  } else if constexpr (FN == 12) {  // logsigmoid (+0 where e^-|x| underflows, as torch)
+    return (x < A(0) ? x : A(0)) - log1p(exp(-fabs(x)));
+  } else if constexpr (FN == 13) {  // softsign
+    return x / (A(1) + fabs(x));
+  } else {  // relu6: keeps -0 and NaN
+    static_assert(FN == 14, "activation ids: csrc/packed_act.h");
+    const A t = x < A(0) ? A(0) : x;
+    return t > A(6) ? A(6) : t;
   }
 }
 
@@ -127,6 +146,13 @@ cudaError_t act_fwd_typed(const void* x, int64_t n, int fn, const ActTable& tab,
     FFOPS_ACT_CASE(5)
     FFOPS_ACT_CASE(6)
     FFOPS_ACT_CASE(7)
+    FFOPS_ACT_CASE(8)
+    FFOPS_ACT_CASE(9)
+    FFOPS_ACT_CASE(10)
+    FFOPS_ACT_CASE(11)
+    FFOPS_ACT_CASE(12)
+    FFOPS_ACT_CASE(13)
+    FFOPS_ACT_CASE(14)
 #undef FFOPS_ACT_CASE
     default: return cudaErrorInvalidValue;
   }

@@ -5,10 +5,24 @@ save less (memory-saving activations, MS norms with their affine folded into the
 * ``track_memory()``: context manager counting the same (and the CUDA peak memory).
 * ``patch(model, activations="regelu2" | "fewbit:k" | None, norms=True)``: replace GELU / SiLU and
   LayerNorm / RMSNorm (torch's and Hugging Face's) in place, folding each norm's affine into the
-  linear layers that consume it; returns a ``PatchReport``.
+  linear layers that consume it; returns a ``PatchReport``. ``calibrate=inputs`` fits each Few-Bit
+  layer's table to the inputs it sees.
+* ``fewbit_table(fn, bits, samples=... | std=...)``: a ``FewBitTable`` fitted to recorded inputs or
+  to N(mean, std^2), for ``ffops.fewbit(x, table=...)`` and ``ffops.nn.FewBitAct``.
 """
 
+from ffops.memory.fewbit_calibration import fewbit_table
 from ffops.memory.measure import MemoryStats, SavedTensorTracker, saved_bytes, track_memory
 from ffops.memory.patch import PatchReport, patch
+from ffops.ops._act_tables import FewBitTable
 
-__all__ = ["MemoryStats", "PatchReport", "SavedTensorTracker", "patch", "saved_bytes", "track_memory"]
+__all__ = [
+    "FewBitTable",
+    "MemoryStats",
+    "PatchReport",
+    "SavedTensorTracker",
+    "fewbit_table",
+    "patch",
+    "saved_bytes",
+    "track_memory",
+]

@@ -2,8 +2,11 @@
 
 * Activations: ``nn.GELU`` / ``nn.SiLU`` and Hugging Face's GELU / SiLU activation classes become
   ``ReGELU2`` / ``ReSiLU2`` (``activations="regelu2"``) or ``FewBitAct(fn, k)``
-  (``activations="fewbit:k"``). Each candidate is first checked numerically to compute the
-  function its class name promises.
+  (``activations="fewbit:k"``, which also takes torch's Tanh, Sigmoid, Softplus, ELU, CELU, Mish,
+  Hardswish, LeakyReLU, SELU, LogSigmoid, Softsign and ReLU6 with their default parameters). Each
+  candidate is first checked numerically to compute the function its class name promises. With
+  ``calibrate=inputs`` each Few-Bit layer gets its own table, fitted to the inputs it sees on them
+  (ffops.memory.fewbit_calibration).
 * Norms: ``nn.LayerNorm``, ``nn.RMSNorm`` and ``*RMSNorm`` / ``*LayerNorm`` classes (Hugging Face's)
   become ``MSLayerNorm`` / ``MSRMSNorm`` with their affine folded (in float64) into the linear
   layers that consume them: ``W' = W diag(gamma)``, ``b' = b + W beta``. Only when every use of the
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 
 from ffops.memory import consumers as cons
+from ffops.memory.fewbit_calibration import fewbit_table, record_inputs, table_errors
 from ffops.memory.measure import saved_bytes
 from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
 from ffops.reference import ms_norm as ms_norm_ref
@@ -36,16 +40,35 @@ _HF_GELU = {
     "FastGELUActivation": "gelu_tanh",
 }
 _HF_SILU = {"SiLUActivation": "silu", "SiLU": "silu"}
+_GELU_SILU = ("gelu", "gelu_tanh", "silu")
+# torch's activation modules that Few-Bit replaces, with the parameters its functions have
+_TORCH_ACTS = {
+    nn.Tanh: ("tanh", {}),
+    nn.Sigmoid: ("sigmoid", {}),
+    nn.Mish: ("mish", {}),
+    nn.Hardswish: ("hardswish", {}),
+    nn.SELU: ("selu", {}),
+    nn.LogSigmoid: ("logsigmoid", {}),
+    nn.Softsign: ("softsign", {}),
+    nn.ReLU6: ("relu6", {}),
+    nn.Softplus: ("softplus", {"beta": 1.0, "threshold": 20.0}),
+    nn.ELU: ("elu", {"alpha": 1.0}),
+    nn.CELU: ("celu", {"alpha": 1.0}),
+    nn.LeakyReLU: ("leaky_relu", {"negative_slope": 0.01}),
+}
 
 
 @dataclasses.dataclass
 class PatchReport:
     """What ``patch`` did. ``replaced``: (module name, old class, new module); ``folded``: norm name ->
-    the linear layers that took its affine; ``skipped``: (module name, class, reason)."""
+    the linear layers that took its affine; ``skipped``: (module name, class, reason); ``calibrated``:
+    activation name -> (samples recorded, derivative error of its fitted table, of the N(0, 1) table),
+    the errors relative and measured on the recorded samples."""
 
     replaced: list = dataclasses.field(default_factory=list)
     folded: dict = dataclasses.field(default_factory=dict)
     skipped: list = dataclasses.field(default_factory=list)
+    calibrated: dict = dataclasses.field(default_factory=dict)
     consumer_analysis: str = ""
     example_inputs: str = ""
     max_abs_diff: float | None = None
@@ -67,6 +90,10 @@ class PatchReport:
         lines += [f"  replaced {name}: {old} -> {new}" for name, old, new in self.replaced]
         lines += [f"  folded   {norm} into {', '.join(sorted(lins))}" for norm, lins in self.folded.items()]
         lines += [f"  skipped  {name} ({kind}): {why}" for name, kind, why in self.skipped]
+        lines += [
+            f"  calibrated {name} on {n} inputs: derivative error {fit:.4f} (N(0, 1) table: {unit:.4f})"
+            for name, (n, fit, unit) in self.calibrated.items()
+        ]
         if self.consumer_analysis:
             lines.append(f"  consumers of norms: {self.consumer_analysis}")
         if self.max_abs_diff is not None:
@@ -96,9 +123,9 @@ def _parse_activations(activations):
     raise ValueError(f"ffops.memory.patch: activations must be None, 'regelu2' or 'fewbit:<1..4>', got {activations!r}")
 
 
-def _new_activation(kind: str, mode) -> nn.Module:
+def _new_activation(kind: str, mode, table=None) -> nn.Module:
     if mode[0] == "fewbit":
-        return FewBitAct(kind, mode[1])
+        return FewBitAct(kind, mode[1], table)
     return ReSiLU2() if kind == "silu" else ReGELU2("none" if kind == "gelu" else "tanh")
 
 
@@ -113,7 +140,17 @@ def _probe(module: nn.Module, k: int) -> torch.Tensor:
     return (torch.randn(4, k, generator=gen, dtype=torch.float64) * 2 + 0.3).to(device=device, dtype=dtype)
 
 
-def _activation_kind(m: nn.Module) -> str | None:
+def _activation_kind(m: nn.Module, mode) -> str | None:
+    """The activation ``m`` computes (a name of ffops.fewbit's), None if not a target of ``mode``, or
+    ``"skip:<reason>"`` / ``"unverified:<fn>"``."""
+    if mode[0] == "fewbit":
+        for cls, (kind, defaults) in _TORCH_ACTS.items():
+            if isinstance(m, cls):
+                other = {k: getattr(m, k) for k, v in defaults.items() if getattr(m, k) != v}
+                if other:
+                    params = ", ".join(f"{k}={v!r}" for k, v in other.items())
+                    return f"skip:{params}; ffops' {kind} has {', '.join(f'{k}={v}' for k, v in defaults.items())}"
+                return kind
     if isinstance(m, nn.GELU):
         return "gelu" if m.approximate == "none" else "gelu_tanh"
     if isinstance(m, nn.SiLU):
@@ -274,6 +311,7 @@ def patch(
     norms: bool = True,
     *,
     example_inputs=None,
+    calibrate=None,
     verify: bool = True,
 ) -> PatchReport:
     """Put memory-saving activations and MS norms into ``model`` (in place); returns a ``PatchReport``.
@@ -287,13 +325,25 @@ def patch(
             ``model``; used to trace the consumers of each norm, to check the outputs and to
             measure the saving. Hugging Face models get inputs from their config when not given;
             other models without inputs fall back to ``torch.fx`` for the consumers.
+        calibrate: inputs for ``model`` (same forms as example_inputs; real data, e.g. a batch of
+            the training set) on which each Few-Bit activation's inputs are recorded (one forward,
+            no grad, eval mode) to fit its own table (``ffops.memory.fewbit_table``): borders and
+            levels that minimise the derivative's error over what that layer really sees. Needs
+            ``activations="fewbit:k"``. The tables live in each ``FewBitAct``'s state_dict entry.
         verify: compare the outputs on the example inputs before and after (raising and undoing
             everything if they differ beyond the dtype's tolerance). Keeps a copy of the folded
             linear weights while it runs.
 
     Patch before creating the optimizer: a folded linear layer without bias gets a new bias Parameter.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"ffops.memory.patch: model must be a torch.nn.Module, got {type(model).__name__}")
     mode = _parse_activations(activations)
+    if calibrate is not None and (mode is None or mode[0] != "fewbit"):
+        raise ValueError(
+            "ffops.memory.patch: calibrate fits Few-Bit tables: it needs activations='fewbit:<1..4>', "
+            f"got {activations!r}"
+        )
     report = PatchReport()
     if example_inputs is None:
         example_inputs = _hf_example_inputs(model)
@@ -303,9 +353,11 @@ def patch(
     acts, norm_specs = {}, {}
     for name, m in model.named_modules():
         if mode is not None:
-            kind = _activation_kind(m)
+            kind = _activation_kind(m, mode)
             if kind is not None and kind.startswith("unverified:"):
                 report.skipped.append((name, type(m).__name__, f"does not compute {kind.split(':')[1]} on a probe"))
+            elif kind is not None and kind.startswith("skip:"):
+                report.skipped.append((name, type(m).__name__, kind.split(":", 1)[1]))
             elif kind is not None:
                 acts[name] = (m, kind)
         if norms:
@@ -334,9 +386,10 @@ def patch(
     if example_inputs is not None:
         report.saved_bytes_before = _saved(model, example_inputs)
 
+    tables = _calibrated_tables(model, acts, mode, calibrate, report) if calibrate is not None else {}
     undo_modules, undo_linears = [], []
     for name, (m, kind) in acts.items():
-        new = _new_activation(kind, mode)
+        new = _new_activation(kind, mode, tables.get(name))
         _set_module(model, m, new)
         undo_modules.append((m, new))
         report.replaced.append((name, type(m).__name__, repr(new)))
@@ -388,6 +441,33 @@ def patch(
                 f"the model was restored. Report:\n{report}"
             )
     return report
+
+
+def _calibrated_tables(model, acts, mode, calibrate, report) -> dict:
+    """name -> the Few-Bit table fitted to that activation's inputs on ``calibrate``."""
+    modules = {name: m for name, (m, _) in acts.items()}
+    try:
+        recorded = record_inputs(model, modules, calibrate)
+    except Exception as exc:
+        raise RuntimeError(
+            f"ffops.memory.patch: the model failed on the calibrate inputs ({type(exc).__name__}: {exc})"
+        ) from exc
+    tables = {}
+    for name, (m, kind) in acts.items():
+        samples = recorded.get(name)
+        if samples is None:
+            report.skipped.append((name, type(m).__name__, "not called on the calibrate inputs: N(0, 1) table"))
+            continue
+        finite = samples[torch.isfinite(samples)]
+        if finite.numel() < samples.numel():
+            raise ValueError(
+                f"ffops.memory.patch: {name} saw {samples.numel() - finite.numel()} NaN / inf inputs "
+                "on the calibrate inputs"
+            )
+        table = fewbit_table(kind, mode[1], samples)
+        tables[name] = table
+        report.calibrated[name] = (samples.numel(), *table_errors(table, samples))
+    return tables
 
 
 def _tied_parameters(model: nn.Module) -> set:

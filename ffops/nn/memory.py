@@ -9,7 +9,7 @@ from torch import nn
 
 from ffops._validation import check_choice, check_finite_real
 from ffops.ops import ms_norm, packed_act
-from ffops.ops._act_tables import FUNCTIONS
+from ffops.ops._act_tables import FUNCTIONS, FewBitTable, default_table
 
 
 class ReGELU2(nn.Module):
@@ -38,19 +38,53 @@ class ReSiLU2(nn.Module):
 
 
 class FewBitAct(nn.Module):
-    """Activation ``fn`` (``gelu``, ``gelu_tanh``, ``silu``, ``tanh``, ``sigmoid``, ``softplus``,
-    ``elu``, ``mish``) with a ``bits``-bit backward (Few-Bit, 1..4 bits per element saved)."""
+    """Activation ``fn`` (any of ``ffops.fewbit``'s: ``gelu``, ``silu``, ``tanh``, ``hardswish``, ...)
+    with a ``bits``-bit backward (Few-Bit, 1..4 bits per element saved).
 
-    def __init__(self, fn: str = "gelu", bits: int = 2):
+    ``table``: a ``FewBitTable`` of the same fn and bits (e.g. ``ffops.memory.fewbit_table`` fitted to
+    this layer's inputs); default: the N(0, 1) table. The table is part of the state_dict (as the
+    module's extra state), so a calibrated model saves and loads its tables with its weights.
+    """
+
+    def __init__(self, fn: str = "gelu", bits: int = 2, table: FewBitTable | None = None):
         super().__init__()
         check_choice("FewBitAct", "fn", fn, FUNCTIONS)
         self.fn, self.bits = fn, packed_act.check_bits("FewBitAct", bits)
+        self.table = default_table(fn, bits) if table is None else self._checked(table)
+
+    def _checked(self, table) -> FewBitTable:
+        if not isinstance(table, FewBitTable):
+            raise TypeError(f"FewBitAct: table must be a FewBitTable, got {type(table).__name__}")
+        if (table.fn, table.bits) != (self.fn, self.bits):
+            raise ValueError(
+                f"FewBitAct: the table is for fn={table.fn!r}, bits={table.bits}; this layer is fn={self.fn!r}, "
+                f"bits={self.bits}"
+            )
+        return table
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return packed_act.fewbit(x, self.fn, self.bits)
+        return packed_act.fewbit(x, table=self.table)
+
+    def get_extra_state(self) -> dict:
+        t = self.table
+        return {
+            "fn": t.fn,
+            "bits": t.bits,
+            "borders": list(t.borders),
+            "levels": list(t.levels),
+            "fitted_to": t.fitted_to,
+        }
+
+    def set_extra_state(self, state) -> None:
+        if not isinstance(state, dict) or not {"fn", "bits", "borders", "levels"} <= set(state):
+            raise ValueError(f"FewBitAct: a saved table must be a dict with fn, bits, borders, levels; got {state!r}")
+        table = FewBitTable(state["fn"], state["bits"], state["borders"], state["levels"], state.get("fitted_to", ""))
+        self.table = self._checked(table)
 
     def extra_repr(self) -> str:
-        return f"fn={self.fn!r}, bits={self.bits}"
+        fitted = self.table.fitted_to
+        table = "" if fitted == "N(0, 1)" else f", table fitted to {fitted}" if fitted else ", custom table"
+        return f"fn={self.fn!r}, bits={self.bits}{table}"
 
 
 def _normalized_shape(name, shape) -> tuple[int, ...]:

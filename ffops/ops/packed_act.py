@@ -16,7 +16,8 @@ import torch
 
 from ffops import _backend
 from ffops._validation import check_choice, check_float_tensor
-from ffops.ops._act_tables import FUNCTIONS, REGELU2, RESILU2, table
+from ffops.ops._act_tables import FUNCTIONS, REGELU2, RESILU2, FewBitTable
+from ffops.ops._act_tables import table as shipped_table
 from ffops.ops._common import wire
 from ffops.reference import packed_act as reference
 
@@ -70,17 +71,54 @@ def check_bits(op: str, bits) -> int:
     return bits
 
 
-def fewbit(x: torch.Tensor, fn: str = "gelu", bits: int = 2) -> torch.Tensor:
+def fewbit(x: torch.Tensor, fn: str | None = None, bits: int | None = None, *, table=None) -> torch.Tensor:
     """Activation ``fn`` with a ``bits``-bit backward (Few-Bit).
 
-    ``fn``: one of ``gelu``, ``gelu_tanh``, ``silu``, ``tanh``, ``sigmoid``, ``softplus``, ``elu``,
-    ``mish``. Forward exact (as torch's function, computed in float32); saved for backward:
-    ``bits`` bits per element (the interval of x among 2^bits); backward: ``grad * level`` of
-    that interval, borders and levels minimising the N(0,1)-weighted L2 error of the derivative.
+    ``fn``: one of ``gelu`` (the default), ``gelu_tanh``, ``silu``, ``tanh``, ``sigmoid``, ``softplus``,
+    ``elu``, ``mish``, ``hardswish``, ``leaky_relu`` (slope 0.01), ``selu``, ``celu`` (alpha 1),
+    ``logsigmoid``, ``softsign``, ``relu6``. Forward exact (as torch's function, computed in float32;
+    float64 for float64 x); saved for backward: ``bits`` (default 2) bits per element, the interval of
+    x among 2^bits; backward: ``grad * level`` of that interval.
+
+    ``table``: the borders and levels, a ``FewBitTable`` (``ffops.memory.fewbit_table`` fits one to
+    the inputs a layer really sees; its fn / bits are used when ``fn`` / ``bits`` are not given and
+    must agree when they are) or a pair ``(borders, levels)`` of ``2^bits - 1`` ascending and
+    ``2^bits`` finite numbers. Default: the table minimising the N(0, 1)-weighted L2 error of the
+    derivative. For leaky_relu (1 bit) and relu6 (2 bits) that table is exact.
     """
     op = "ffops.fewbit"
     check_float_tensor(op, "x", x, min_ndim=0)
-    check_choice(op, "fn", fn, FUNCTIONS)
-    bits = check_bits(op, bits)
-    borders, levels = table(fn, bits)
+    if table is None:
+        fn = "gelu" if fn is None else fn
+        check_choice(op, "fn", fn, FUNCTIONS)
+        bits = 2 if bits is None else check_bits(op, bits)
+        borders, levels = shipped_table(fn, bits)
+    else:
+        fn, bits, borders, levels = _custom_table(op, table, fn, bits)
     return _packed(x, fn, borders, levels, bits)
+
+
+def _custom_table(op: str, tab, fn, bits):
+    """``(fn, bits, borders, levels)`` of a user's table, validated against the fn / bits given."""
+    if fn is not None:
+        check_choice(op, "fn", fn, FUNCTIONS)
+    if bits is not None:
+        bits = check_bits(op, bits)
+    if isinstance(tab, FewBitTable):
+        for name, given, own in (("fn", fn, tab.fn), ("bits", bits, tab.bits)):
+            if given is not None and given != own:
+                raise ValueError(f"{op}: {name}={given!r} disagrees with the table's {name}={own!r}")
+        return tab.fn, tab.bits, tab.borders, tab.levels
+    if not (isinstance(tab, (tuple, list)) and len(tab) == 2):
+        raise TypeError(f"{op}: table must be a FewBitTable or a pair (borders, levels), got {type(tab).__name__}")
+    levels = tab[1]
+    if bits is None:
+        n = len(levels) if hasattr(levels, "__len__") else -1
+        if n not in (2, 4, 8, 16):
+            raise ValueError(f"{op}: table's levels must hold 2, 4, 8 or 16 numbers (2^bits), got {n}")
+        bits = n.bit_length() - 1
+    try:
+        t = FewBitTable("gelu" if fn is None else fn, bits, tab[0], levels)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{op}: table: {str(exc).split(': ', 1)[1]}") from None
+    return t.fn, t.bits, t.borders, t.levels

@@ -30,6 +30,13 @@ ACTIVATIONS = {
     "softplus": F.softplus,
     "elu": F.elu,
     "mish": F.mish,
+    "hardswish": F.hardswish,
+    "leaky_relu": F.leaky_relu,  # negative slope 0.01 (torch's default)
+    "selu": F.selu,
+    "celu": F.celu,  # alpha 1 (torch's default; the same function as elu)
+    "logsigmoid": F.logsigmoid,
+    "softsign": F.softsign,
+    "relu6": F.relu6,
 }
 
 
@@ -109,15 +116,17 @@ def packed_activation(x: torch.Tensor, fn: str, borders, levels, bits: int) -> t
     return _PackedActivation.apply(x, fn, tuple(borders), tuple(levels), bits)
 
 
-def relative_derivative_error(fn: str, borders, levels, lo: float = -10.0, hi: float = 10.0, n: int = 200001) -> float:
-    """``sqrt(int (f' - q)^2 w / int f'^2 w)`` with w the N(0,1) density (trapezoid rule, float64):
-    the quality of a piecewise-constant derivative ``q`` (``levels[code(x)]``)."""
-    x = torch.linspace(lo, hi, n, dtype=torch.float64, requires_grad=True)
+def relative_derivative_error(fn: str, borders, levels, mean: float = 0.0, std: float = 1.0, n: int = 200001) -> float:
+    """``sqrt(int (f' - q)^2 w / int f'^2 w)`` with w the N(mean, std^2) density (trapezoid rule on
+    [mean - 10 std, mean + 10 std], float64): the quality of a piecewise-constant derivative ``q``
+    (``levels[code(x)]``)."""
+    x = torch.linspace(mean - 10 * std, mean + 10 * std, n, dtype=torch.float64, requires_grad=True)
     (df,) = torch.autograd.grad(ACTIVATIONS[fn](x).sum(), x)
     x = x.detach()
     code = torch.zeros_like(x, dtype=torch.int64)
     for b in borders:
         code += x > b
     q = torch.tensor(list(levels), dtype=torch.float64)[code]
-    w = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    z = (x - mean) / std
+    w = torch.exp(-0.5 * z * z)
     return math.sqrt(torch.trapezoid((df - q) ** 2 * w, x).item() / torch.trapezoid(df**2 * w, x).item())

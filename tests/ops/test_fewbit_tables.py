@@ -13,7 +13,7 @@ from ffops.reference.packed_act import relative_derivative_error
 
 
 def _brute_force(w, v, pieces):
-    cost = T.segmentation_cost(w, v)
+    cost = T.segmentation_cost(w, w * v, w * v * v)
     n = len(v)
     best = math.inf
     for cuts in itertools.combinations(range(1, n), pieces - 1):
@@ -25,11 +25,12 @@ def _brute_force(w, v, pieces):
 @pytest.mark.parametrize("fn", ["gelu", "silu", "tanh", "softplus"])
 @pytest.mark.parametrize("pieces", [2, 3, 4])
 def test_dp_is_optimal_against_brute_force(fn, pieces):
-    _edges, w, v = T._grid(fn, -4.0, 4.0, 24)
-    starts, err = T.optimal_segmentation(w, v, pieces, chunk=5)
+    c = T.normal_cells(fn, 0.0, 1.0, cells=24, span=4.0)
+    w, v = c.w, c.v_mid
+    starts, err = T.optimal_segmentation(c.w, c.wv, c.wvv, pieces, chunk=5)
     assert err == pytest.approx(_brute_force(w, v, pieces), rel=1e-12, abs=1e-15)
     assert starts[0] == 0 and all(a < b for a, b in zip(starts[:-1], starts[1:])) and len(starts) == pieces
-    cost = T.segmentation_cost(w, v)
+    cost = T.segmentation_cost(c.w, c.wv, c.wvv)
     ends = starts[1:] + [len(v)]
     assert sum(float(cost(a, b)) for a, b in zip(starts, ends)) == pytest.approx(err, rel=1e-12, abs=1e-15)
 
@@ -39,7 +40,8 @@ def test_dp_on_random_sequences():
     for _ in range(5):
         w, v = rng.random(14) + 0.1, rng.normal(size=14)
         for pieces in (2, 4, 5):
-            assert T.optimal_segmentation(w, v, pieces)[1] == pytest.approx(_brute_force(w, v, pieces), rel=1e-12)
+            err = T.optimal_segmentation(w, w * v, w * v * v, pieces)[1]
+            assert err == pytest.approx(_brute_force(w, v, pieces), rel=1e-12)
 
 
 @pytest.mark.parametrize("fn,bits", [("gelu", 1), ("gelu", 2), ("silu", 2), ("sigmoid", 1), ("tanh", 3)])
@@ -56,13 +58,30 @@ def test_shipped_tables_cover_every_function_and_bit_width():
     for (_fn, bits), (borders, levels, err) in TABLES.items():
         assert len(borders) == 2**bits - 1 and len(levels) == 2**bits
         assert list(borders) == sorted(borders)
-        assert 0 < err < 1
+        assert 0 <= err < 1
 
 
 @pytest.mark.parametrize("fn", T.FUNCTIONS)
 def test_error_falls_with_bits(fn):
+    """Strictly, until the table is exact (leaky_relu from 1 bit, relu6 from 2: zero up to rounding)."""
     errs = [TABLES[(fn, b)][2] for b in T.BITS]
-    assert all(a > b for a, b in zip(errs[:-1], errs[1:])), errs
+    assert all(a > b or a < 1e-6 and b < 1e-6 for a, b in zip(errs[:-1], errs[1:])), errs
+
+
+@pytest.mark.parametrize(
+    "fn,bits,borders,levels",
+    [("leaky_relu", 1, [0.0], [0.01, 1.0]), ("relu6", 2, [0.0, 6.0], [0.0, 1.0, 0.0])],
+)
+def test_piecewise_constant_derivatives_get_exact_tables(fn, bits, borders, levels):
+    """The jumps of f' are cell edges (KINKS), so the DP puts borders exactly there: error 0."""
+    b, lv, err = TABLES[(fn, bits)]
+    assert err < 1e-6
+    assert set(borders) <= set(b)
+    x = np.linspace(-9.0, 9.0, 3601)
+    x = x[~np.isin(x, borders)]  # at the kinks themselves the left piece's level is used
+    q = np.asarray(lv)[np.searchsorted(np.asarray(b), x, side="left")]
+    np.testing.assert_allclose(q, T.derivative(fn, x), rtol=0, atol=1e-9)
+    assert set(np.round(lv, 9)) == set(levels)
 
 
 def test_tables_are_locally_optimal_on_the_continuous_objective():
