@@ -65,7 +65,7 @@ def test_shipped_tables_cover_every_function_and_bit_width():
 def test_error_falls_with_bits(fn):
     """Strictly, until the table is exact (leaky_relu from 1 bit, relu6 from 2: zero up to rounding)."""
     errs = [TABLES[(fn, b)][2] for b in T.BITS]
-    assert all(a > b or a < 1e-6 and b < 1e-6 for a, b in zip(errs[:-1], errs[1:])), errs
+    assert all(a > b or (a < 1e-6 and b < 1e-6) for a, b in zip(errs[:-1], errs[1:])), errs
 
 
 @pytest.mark.parametrize(
