@@ -7,67 +7,104 @@ curves and goodness histograms per layer) into ``--out``.
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from ffops import ff
+from ffops.cli import args as cli_args
+from ffops.cli.args import UsageError
 from ffops.cli.progress import Progress
+from ffops.ff.step import COLLAB_LAYERS, MODES
+from ffops.ff.train import NEGATIVES
+
+EXAMPLES = """examples:
+  python -m ffops train-ff --dataset mnist --layers 784,500,500 --epochs 30
+  python -m ffops train-ff --dataset mnist --layers 784,2000,2000,2000,2000 --epochs 60 --negatives head --eval-every 5
+  python -m ffops train-ff --dataset fashion-mnist --device cuda --out runs/fashion
+  python -m ffops train-ff --resume runs/fashion/checkpoint.pt --epochs 60
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EXAMPLES
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"), help="(default: mnist)")
     p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
-    p.add_argument("--layers", default="784,500,500", help="input size and layer widths, e.g. 784,2000,2000")
+    p.add_argument(
+        "--layers",
+        default=[784, 500, 500],
+        type=cli_args.size_list(2),
+        help="input size and layer widths, e.g. 784,2000,2000 (default: 784,500,500)",
+    )
     p.add_argument(
         "--epochs",
-        type=int,
+        type=cli_args.positive_int,
         default=None,
         help="epochs of the schedule (default 30; with --resume: the resumed run's)",
     )
-    p.add_argument("--batch-size", type=int, default=100, help="positive samples per step (as many negatives)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu; with --resume: the run's)")
-    p.add_argument("--mode", default="all", help="all | collaborative | greedy")
+    p.add_argument(
+        "--batch-size", type=cli_args.positive_int, default=100, help="positive samples per step (as many negatives)"
+    )
+    p.add_argument(
+        "--device",
+        type=cli_args.device,
+        default=None,
+        help="cpu | cuda | cuda:N (default: cpu; with --resume: the run's)",
+    )
+    p.add_argument("--mode", default="all", choices=MODES, help="which loss each layer learns from (default: all)")
     p.add_argument(
         "--collab-layers",
         default="others",
+        choices=COLLAB_LAYERS,
         help="collaborative mode: the goodness of all other layers (others) or of those below (past)",
     )
     p.add_argument(
         "--collab-weight",
-        type=float,
+        type=cli_args.finite_float,
         default=1.0,
         help="scale of the other layers' goodness in a layer's logit (1: collaborative FF, 0: plain)",
     )
     p.add_argument("--skip-first", action="store_true", help="leave layer 1 out of goodness prediction (Hinton)")
-    p.add_argument("--loss", default="symba", help="symba | softplus")
-    p.add_argument("--alpha", type=float, default=8.0, help="SymBa's scale of G_pos - G_neg")
-    p.add_argument("--goodness", default="mean", help="mean | sum")
-    p.add_argument("--norm", default="rms", help="length normalization between layers: rms | l2")
-    p.add_argument("--threshold", type=float, default=None, help="default: 2.0 (mean) or the width (sum)")
+    p.add_argument("--loss", default="symba", choices=("symba", "softplus"), help="(default: symba)")
+    p.add_argument("--alpha", type=cli_args.positive_float, default=8.0, help="SymBa's scale of G_pos - G_neg")
+    p.add_argument("--goodness", default="mean", choices=("mean", "sum"), help="(default: mean)")
+    p.add_argument(
+        "--norm", default="rms", choices=("rms", "l2"), help="length normalization between layers (default: rms)"
+    )
+    p.add_argument(
+        "--threshold", type=cli_args.positive_float, default=None, help="default: 2.0 (mean) or the width (sum)"
+    )
     p.add_argument(
         "--negatives",
         default="hard",
-        help="random | hard (from the net's goodness per label) | head (from the softmax head) | hybrid (unsupervised)",
+        choices=NEGATIVES,
+        help="hard (from the net's goodness per label), head (from the softmax head), random, hybrid "
+        "(unsupervised) (default: hard)",
     )
-    p.add_argument("--optimizer", default="adam", help="adam | adamw | sgd")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay (default 0)")
+    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"), help="(default: adam)")
+    p.add_argument("--lr", type=cli_args.positive_float, default=3e-3, help="(default: 3e-3)")
+    p.add_argument(
+        "--weight-decay", type=cli_args.nonnegative_float, default=0.0, help="the optimizer's weight decay (default 0)"
+    )
     p.add_argument(
         "--input-dropout",
-        type=float,
+        type=cli_args.fraction,
         default=0.1,
         help="fraction of input pixels zeroed at random in each training sample (default 0.1; 0: off)",
     )
-    p.add_argument("--peer-weight", type=float, default=0.0, help="peer normalization weight (Hinton: 0.03)")
+    p.add_argument(
+        "--peer-weight", type=cli_args.nonnegative_float, default=0.0, help="peer normalization weight (Hinton: 0.03)"
+    )
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=cli_args.positive_int,
         default=None,
         help="train / test errors every N epochs and after the last (default 1; with --resume: the run's)",
     )
-    p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=cli_args.positive_int, default=None, help="train on the first N samples only")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=cli_args.nonnegative_int, default=0)
     p.add_argument(
         "--out",
         default=None,
@@ -143,24 +180,29 @@ def _save_run(out: Path, trainer, log: dict) -> None:
 
 def _resumed_args(args: argparse.Namespace, defaults: dict) -> tuple[argparse.Namespace, dict]:
     """The saved run's arguments (with the options a resume may change) and its checkpoint state."""
+    import pickle
+
     import torch
 
     path = Path(args.resume)
     if not path.is_file():
-        raise SystemExit(f"error: --resume {path}: no such checkpoint file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = state.get("cli_args")
+        raise UsageError(f"--resume {path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise UsageError(f"--resume {path}: not a train-ff checkpoint ({type(exc).__name__})") from None
+    saved = state.get("cli_args") if isinstance(state, dict) else None
     if saved is None:
-        raise SystemExit(
-            f"error: --resume {path}: no train-ff arguments in it (saved by save_checkpoint "
-            f"directly, or by a train-ff older than --resume)"
+        raise UsageError(
+            f"--resume {path}: no train-ff arguments in it (saved by save_checkpoint directly, or not a "
+            "train-ff checkpoint)"
         )
     changed = [
         k for k, v in vars(args).items() if k not in _RESUME_OPTIONS and v != defaults.get(k) and v != saved.get(k)
     ]
     if changed:
-        raise SystemExit(
-            "error: --resume takes the run's own settings; these options differ from the run's: "
+        raise UsageError(
+            "--resume takes the run's own settings; these options differ from the run's: "
             + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (run: {saved.get(k)})" for k in changed)
         )
     merged = dict(saved)
@@ -170,6 +212,7 @@ def _resumed_args(args: argparse.Namespace, defaults: dict) -> tuple[argparse.Na
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; a user mistake raises ``UsageError`` before any training starts."""
     import torch
 
     from ffops import data
@@ -183,49 +226,53 @@ def run(args: argparse.Namespace) -> int:
     for name, default in (("epochs", 30), ("eval_every", 1), ("device", "cpu")):
         if getattr(args, name, None) is None:
             setattr(args, name, default)
+    plots = cli_args.has_module("matplotlib")
+    if not plots:
+        print("warning: matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = [int(s) for s in args.layers.split(",") if s.strip()]
-    out = Path(args.out or f"runs/train-ff-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    train_set = data.load_dataset(args.dataset, args.data_root, split="train" if args.data_root else "train+valid")
-    test_set = data.load_dataset(args.dataset, args.data_root, split="test")
+    sizes = args.layers if isinstance(args.layers, list) else cli_args.size_list(2)(args.layers)
+    try:
+        train_set = data.load_dataset(args.dataset, args.data_root, split="train" if args.data_root else "train+valid")
+        test_set = data.load_dataset(args.dataset, args.data_root, split="test")
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     train_x, train_y = train_set.images, train_set.labels
+    if sizes[0] != train_x.shape[1]:
+        raise UsageError(f"--layers must start with the input size of {args.dataset}, {train_x.shape[1]}; got {sizes}")
     if args.train_subset:
         train_x, train_y = train_x[: args.train_subset], train_y[: args.train_subset]
-    print(
-        f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
-        f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}",
-        flush=True,
-    )
     callbacks = [_ConsoleCallback()]
     if state is None:
         torch.manual_seed(args.seed)
-        model = ff.FFNet(
-            sizes,
-            num_classes=train_set.num_classes,
-            threshold=args.threshold,
-            goodness=args.goodness,
-            norm=args.norm,
-            loss=args.loss,
-            alpha=args.alpha,
-            peer_weight=args.peer_weight,
-            device=args.device,
-        )
-        trainer = ff.FFTrainer(
-            model,
-            mode=args.mode,
-            collab_layers=args.collab_layers,
-            collab_weight=args.collab_weight,
-            negatives=args.negatives,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            input_dropout=args.input_dropout,
-            skip_first=args.skip_first,
-            seed=args.seed,
-            callbacks=callbacks,
-        )
+        try:
+            model = ff.FFNet(
+                sizes,
+                num_classes=train_set.num_classes,
+                threshold=args.threshold,
+                goodness=args.goodness,
+                norm=args.norm,
+                loss=args.loss,
+                alpha=args.alpha,
+                peer_weight=args.peer_weight,
+                device=args.device,
+            )
+            trainer = ff.FFTrainer(
+                model,
+                mode=args.mode,
+                collab_layers=args.collab_layers,
+                collab_weight=args.collab_weight,
+                negatives=args.negatives,
+                optimizer=args.optimizer,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+                input_dropout=args.input_dropout,
+                skip_first=args.skip_first,
+                seed=args.seed,
+                callbacks=callbacks,
+            )
+        except (TypeError, ValueError) as exc:  # a combination of options the net or trainer refuses
+            raise UsageError(str(exc)) from None
         done, wall_before = 0, 0.0
     else:
         trainer = ff.load_checkpoint(args.resume, device=args.device, callbacks=callbacks)
@@ -233,10 +280,17 @@ def run(args: argparse.Namespace) -> int:
         done = len(trainer.history)
         wall_before = sum(r["time_s"] + r["eval_time_s"] for r in trainer.history)
         if done >= args.epochs * (len(model.layers) if args.mode == "greedy" else 1):
-            raise SystemExit(
-                f"error: --resume {args.resume}: the run has done all its {done} epochs; "
-                f"give a larger --epochs to train on"
+            raise UsageError(
+                f"--resume {args.resume}: the run has done all its {done} epochs; give a larger --epochs to train on"
             )
+    out = Path(args.out or f"runs/train-ff-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
+        f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}",
+        flush=True,
+    )
+    if state is not None:
         print(f"resuming {args.resume} after epoch {done} of {args.epochs}", flush=True)
     log = {"args": vars(args), "model": model.config, "trainer": trainer.config}
     trainer.callbacks.append(_SaveEachEpoch(out, log))
@@ -254,12 +308,15 @@ def run(args: argparse.Namespace) -> int:
     wall = wall_before + time.perf_counter() - t0
     log["wall_time_s"] = wall
     _save_run(out, trainer, log)
-    plot_ff_history(history, out / "curves.png", title=f"FF {args.dataset} {sizes}")
+    written = ["log.json", "checkpoint.pt"]
+    if plots:
+        plot_ff_history(history, out / "curves.png", title=f"FF {args.dataset} {sizes}")
+        written.append("curves.png")
     last = history[-1]
     best = {k: last[k] for k in last if k.startswith("test_error")}
     print(
         f"done in {wall:.0f} s; final "
         + ", ".join(f"{k} {100 * v:.2f}%" for k, v in best.items())
-        + f"; wrote {out}/log.json, checkpoint.pt, curves.png"
+        + f"; wrote {out}/{', '.join(written)}"
     )
     return 0

@@ -40,45 +40,67 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ffops.cli import args as cli_args
+from ffops.cli.args import UsageError
 from ffops.cli.progress import Progress
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"), help="(default: mnist)")
     p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
     p.add_argument(
         "--layers",
-        default="784,1024,1024,10",
+        default=[784, 1024, 1024, 10],
+        type=cli_args.size_list(3),
         help="input size, hidden widths and classes (default: 784,1024,1024,10)",
     )
-    p.add_argument("--epochs", type=int, default=3, help="dense training epochs (default: 3)")
+    p.add_argument("--epochs", type=cli_args.positive_int, default=3, help="dense training epochs (default: 3)")
     p.add_argument(
         "--prune-epochs",
-        type=int,
+        type=cli_args.nonnegative_int,
         default=2,
         help="gradual pruning epochs per sparsity; 0 = one-shot magnitude pruning (default: 2)",
     )
-    p.add_argument("--finetune-epochs", type=int, default=2, help="sparse fine-tuning epochs per sparsity (default: 2)")
     p.add_argument(
-        "--sparsities", default="0.9,0.95", help="target sparsities of the pruned layers (default: 0.9,0.95)"
+        "--finetune-epochs",
+        type=cli_args.nonnegative_int,
+        default=2,
+        help="sparse fine-tuning epochs per sparsity (default: 2)",
     )
-    p.add_argument("--prune-every", type=int, default=50, help="steps between mask updates (default: 50)")
+    p.add_argument(
+        "--sparsities",
+        default=[0.9, 0.95],
+        type=cli_args.sparsity_list,
+        help="target sparsities of the pruned layers (default: 0.9,0.95)",
+    )
+    p.add_argument(
+        "--prune-every", type=cli_args.positive_int, default=50, help="steps between mask updates (default: 50)"
+    )
     p.add_argument("--prune-output", action="store_true", help="prune the output layer too (default: it stays dense)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, dense and pruning (default: 1e-3)")
-    p.add_argument("--finetune-lr", type=float, default=None, help="Adam learning rate of fine-tuning (default: --lr)")
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=128)
+    p.add_argument(
+        "--lr", type=cli_args.positive_float, default=1e-3, help="Adam learning rate, dense and pruning (default: 1e-3)"
+    )
+    p.add_argument(
+        "--finetune-lr",
+        type=cli_args.positive_float,
+        default=None,
+        help="Adam learning rate of fine-tuning (default: --lr)",
+    )
     p.add_argument(
         "--timing-steps",
-        type=int,
+        type=cli_args.nonnegative_int,
         default=50,
         help="timed training steps per model, interleaved (default: 50; 0 skips timing)",
     )
-    p.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--backend", default="auto", help="ffops backend: auto | reference | cpu | cuda | triton")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=cli_args.positive_int, default=None, help="train on the first N samples only")
+    p.add_argument("--device", type=cli_args.device, default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument(
+        "--backend", default="auto", choices=("auto", "reference", "cpu", "cuda", "triton"), help="ffops backend"
+    )
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=cli_args.nonnegative_int, default=0)
     p.add_argument("--out", default=None, help="output directory (default: runs/train-sparse-<time>)")
 
 
@@ -364,8 +386,8 @@ def _choose_backend(name: str, device: torch.device) -> tuple[str, str]:
         key = "CUDA" if device.type == "cuda" else "CPU"
         if not torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", key):
             if name != "auto":
-                raise SystemExit(
-                    f"error: ffops backend {name!r} has no sparse_linear kernel for {key} in this "
+                raise UsageError(
+                    f"ffops backend {name!r} has no sparse_linear kernel for {key} in this "
                     "build; use --backend reference (or rebuild ffops)"
                 )
             print(
@@ -382,14 +404,12 @@ def _pct(s: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train, prune, fine-tune and time; a user mistake raises ``UsageError`` before training starts."""
     import ffops
 
-    sizes = [int(s) for s in args.layers.split(",") if s.strip()]
-    sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
-    if len(sizes) < 3:
-        raise SystemExit(f"error: --layers needs input, at least one hidden layer and classes, got {args.layers!r}")
-    if not all(0.0 < s < 1.0 for s in sparsities):
-        raise SystemExit(f"error: --sparsities must be in (0, 1), got {args.sparsities!r}")
+    sizes, sparsities = args.layers, args.sparsities
+    if not cli_args.has_module("matplotlib"):
+        print("warning: matplotlib is not installed: no sparsity.png (pip install matplotlib)", file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -403,18 +423,19 @@ def _run(args, sizes, sparsities, device, impl) -> int:
     from ffops import data
     from ffops.cli.plots import plot_sparse_results
 
+    plots = cli_args.has_module("matplotlib")
+
     try:
         train_set = data.load_dataset(args.dataset, args.data_root, split="train" if args.data_root else "train+valid")
         test_set = data.load_dataset(args.dataset, args.data_root, split="test")
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     train_x, train_y = train_set.images, train_set.labels
     if args.train_subset:
         train_x, train_y = train_x[: args.train_subset], train_y[: args.train_subset]
     if train_x.shape[1] != sizes[0] or train_set.num_classes != sizes[-1]:
-        raise SystemExit(
-            f"error: --layers {args.layers} must start with the input size {train_x.shape[1]} and end "
+        raise UsageError(
+            f"--layers {','.join(map(str, sizes))} must start with the input size {train_x.shape[1]} and end "
             f"with the number of classes {train_set.num_classes}"
         )
     train = (train_x.to(device), train_y.to(device))
@@ -605,18 +626,19 @@ def _run(args, sizes, sparsities, device, impl) -> int:
         "wall_time_s": wall,
     }
     (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
-    plot_sparse_results(
-        results,
-        out / "sparsity.png",
-        title=f"{args.dataset} MLP {sizes}, batch {args.batch_size}, {device} ({impl})",
-    )
+    if plots:
+        plot_sparse_results(
+            results,
+            out / "sparsity.png",
+            title=f"{args.dataset} MLP {sizes}, batch {args.batch_size}, {device} ({impl})",
+        )
 
     print()
     print(format_table(results))
     print(
         f"done in {wall:.0f} s; wrote {out}/log.json, dense.pt, "
         + ", ".join(f"{r['checkpoint']}" for r in results[1:])
-        + ", sparsity.png"
+        + (", sparsity.png" if plots else "")
     )
     return 0
 

@@ -248,8 +248,9 @@ def test_command_end_to_end_writes_log_png_and_checkpoints(tmp_path, capsys):
 
 
 def test_command_reports_a_missing_dataset(tmp_path, capsys):
-    rc = main(["train-sparse", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
-    assert rc == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["train-sparse", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
