@@ -9,6 +9,7 @@ def plot_ff_history(history: list, path, title: str = "") -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install matplotlib (or pip install ffops[plot])") from exc
     hist = history[-1]["goodness"] if history else []
@@ -16,6 +17,7 @@ def plot_ff_history(history: list, path, title: str = "") -> None:
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.6), squeeze=False)
     ax = axes[0][0]
     steps = list(range(1, len(history) + 1))
+    values = []
     for key, style in (
         ("train_error_goodness", "C0--"),
         ("test_error_goodness", "C0-"),
@@ -24,10 +26,20 @@ def plot_ff_history(history: list, path, title: str = "") -> None:
     ):
         points = [(s, 100 * r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
         if points:
-            ax.plot(*zip(*points), style, label=key.replace("_error_", " ").replace("_", " "))
+            # markers: a run of one epoch (or one evaluation) is a single point per curve
+            ax.plot(*zip(*points), style, marker="o", markersize=3, label=key.replace("_error_", " ").replace("_", " "))
+            values.extend(v for _, v in points)
     ax.set_xlabel("epoch" + (" (all phases)" if any(r.get("phase") is not None for r in history) else ""))
     ax.set_ylabel("error (%)")
-    ax.set_yscale("log")
+    if values and min(values) > 0 and max(values) / min(values) > 10:  # log only where it spreads the curves
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if len(steps) <= 12:  # every epoch a tick; one epoch is one point in the middle
+        ax.set_xticks(steps)
+        ax.set_xlim(0.5, len(steps) + 0.5)
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "error")
