@@ -47,7 +47,7 @@ class FFNet(nn.Module):
         goodness, norm, loss, alpha, sign, eps, peer_weight, peer_momentum: as ffops.nn.FFLinear
             (``norm`` is the length normalization of each layer's input, the raw image included).
             The defaults (SymBa's loss with alpha 8) are the recipe measured best with FFTrainer's
-            (see RECIPE_NOTES in ffops.ff.train); FFLinear's own default is Hinton's softplus loss.
+            (how it was chosen: benchmarks/results/README.md); FFLinear's own default is Hinton's softplus loss.
         init: ``"torch"`` (nn.Linear's default), ``"fan_in"`` / ``"fan_out"``: normal weights with std
             ``1 / sqrt(fan)`` and zero biases (Hinton's code / the loeweX port use these).
     """

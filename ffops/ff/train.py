@@ -8,34 +8,8 @@ Alongside, a linear softmax head learns from the neutral-label activities (detac
 Progress output stays out of the library: ``fit`` calls ``callbacks`` (``Callback`` subclasses) and
 returns ``history``, a JSON-serializable list with one dict per epoch (see ``fit``).
 
-RECIPE_NOTES (MNIST, CPU; validation error on the 10k held out of the 50k training split, +-0.14 %
-is one standard error; benchmarks/ff_recipe_sweep.py and its results). The defaults: plain FF (each
-layer on its own loss, every step), SymBa's pairwise loss ``softplus(-alpha (G_pos - G_neg))`` with
-alpha 8, hard negatives, input dropout 0.1, Adam 3e-3 with the cooldown, batch 100. On 784-500-500,
-30 epochs, without input dropout: 1.64 %
-(the earlier default, collaborative FF with the softplus loss: 1.88 %; plain FF with softplus
-2.19 %); trained on all 60k: 1.37 % test error by goodness, 1.40 % by the softmax head, 508 s of
-training on one CPU thread (benchmarks/results/train_ff_mnist_2x500_30ep_cpu.*). On 784-1000 x 4,
-2 epochs: SymBa alpha 8 / 4 / 2: 2.83 / 2.94 / 3.25 %; collaborative softplus 3.71 %, with layer 4
-silent (its goodness goes to 0 for all data: every layer's logit is the whole net's log-odds, the
-lower layers already separate the data and the upper ones are only pushed down); plain softplus
-4.97 % (the upper layers stay alive but barely learn); collab_weight 0.5: 3.83 %; random instead of
-hard negatives: 1.7 points worse. Earlier findings with the softplus loss (784-500-500): hard
-negatives beat random ones (2.19 % vs 2.78 %); Adam lr 3e-3 beats 1e-3 and 1e-2; mean goodness with
-threshold 2 beats sum goodness with threshold = width (3.1 %); peer normalization and AdamW weight
-decay made no measurable difference; the head was much worse than goodness prediction (5-10 %) and
-``input_dropout=0.2`` helped it (2.8 %). With SymBa the head is as good as goodness prediction.
-Negatives from the softmax head (``negatives="head"``, no ``B * C``-row pass: steps 2-3x cheaper,
-1.5-2x since hard-negative steps reuse that pass's outputs):
-784-500-500, 30 epochs: 1.52 % validation (hard: 1.64 %), 1.44 % test (hard: 1.37 %) in 266 s on one
-thread; 4 x 1000, 2 epochs: 2.46 % (hard: 2.91 %); 4 x 2000, 60 epochs: 1.42 % test by goodness, 1.51 %
-by the head (hard, 40 epochs: 1.52 / 1.41 %); with ``input_dropout=0.1`` as well: 1.15 % / 1.22 % (the
-deep net overfits without it: 0 % train error from epoch ~30). Input dropout 0.1 on 784-500-500, 30
-epochs, validation: 1.64 -> 1.45 % (hard negatives), 1.52 -> 1.45 % (head); test, hard negatives:
-1.37 -> 1.46 % by goodness, 1.40 -> 1.36 % by the head; 4 x 2000, 40 epochs, hard negatives, test:
-1.52 -> 1.28 % by goodness, 1.41 -> 1.24 % by the head. It is the default since 2026-11-27 (the
-results above without it were run before). Hard negatives stay the default (the same validation
-error as head negatives with dropout; head negatives are 1.5-2x cheaper per step).
+How the defaults were chosen (validation runs on MNIST, with their numbers):
+benchmarks/results/README.md.
 """
 
 import time
@@ -122,8 +96,8 @@ class FFTrainer:
     The defaults (with FFNet's: SymBa's loss with alpha 8, mean goodness, RMS normalization) are the
     recipe measured best on MNIST for 784-500-500 and 784-1000 x 4 nets on a 2-core CPU: every layer
     learns from every step on its own loss ("all"), hard negatives, Adam lr 3e-3 with the linear
-    cooldown, batch 100, 30 epochs, prediction by goodness summed over all layers (see RECIPE_NOTES
-    in the module docstring for the measurements).
+    cooldown, batch 100, 30 epochs, prediction by goodness summed over all layers (the measurements:
+    benchmarks/results/README.md).
 
     Args:
         model: the FFNet. mode: ``"all"`` | ``"greedy"`` | ``"collaborative"`` (ffops.ff.step).
