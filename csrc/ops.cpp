@@ -135,6 +135,13 @@ TORCH_LIBRARY(ffops, m) {
          "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
   // out = x.t().contiguous() for a 2-D x (CPU only: a fast transpose for the sparse layer's layouts).
   m.def("transpose_2d(Tensor x) -> Tensor");
+
+  // ---- randomized_linear: the random sketch of the RMM backward (csrc/cpu/randomized_linear.cpp,
+  // csrc/cuda/randomized_linear*.{cu,cpp}; specification ffops/reference/randomized_linear.py) --------
+  // out [k, n] = S^T a for a [rows, n] contiguous, S [rows, k] the counter-based random matrix of
+  // `seed` (a one-element int64 CPU tensor) and `kind` (0 gaussian, 1 rademacher), entries of variance
+  // 1 / k (csrc/randomized_linear.h). Accumulated in float32 (float64 for float64 a), in a's dtype.
+  def_op(m, "rmm_sketch(Tensor a, Tensor seed, int k, int kind) -> Tensor");
 }
 
 // ffops._C is imported for its side effect: loading this library registers the operators.

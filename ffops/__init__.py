@@ -18,6 +18,7 @@ from ffops.ops.ff_linear import ff_linear, ff_linear_overlay
 from ffops.ops.goodness import ff_loss, ff_normalize, goodness, goodness_and_normalize
 from ffops.ops.ms_norm import ms_layernorm, ms_rmsnorm
 from ffops.ops.packed_act import fewbit, regelu2, resilu2
+from ffops.ops.randomized_linear import randomized_linear
 from ffops.ops.sparse_linear import sparse_linear
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "goodness_and_normalize",
     "ms_layernorm",
     "ms_rmsnorm",
+    "randomized_linear",
     "regelu2",
     "resilu2",
     "set_backend",

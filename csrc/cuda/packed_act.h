@@ -20,7 +20,8 @@ namespace ffops::gpu {
 // y[i] = f_fn(x[i]) computed in A; code[i] = sum_j [A(x[i]) > A(borders[j])], packed `bits` bits per
 // element: element i at bits bits*i .. of the little-endian bit stream in codes (ceil(n * bits / 8)
 // bytes, unused high bits 0). x, y: n contiguous elements of `dtype`. borders: 2^bits - 1 values.
-// fn: 0 gelu, 1 gelu_tanh, 2 silu, 3 tanh, 4 sigmoid, 5 softplus, 6 elu, 7 mish.
+// fn: 0 gelu, 1 gelu_tanh, 2 silu, 3 tanh, 4 sigmoid, 5 softplus, 6 elu, 7 mish, 8 hardswish,
+// 9 leaky_relu, 10 selu, 11 celu, 12 logsigmoid, 13 softsign, 14 relu6.
 cudaError_t launch_packed_act_fwd(DType dtype, const void* x, int64_t n, int fn, const double* borders, int bits,
                                   void* y, uint8_t* codes, cudaStream_t stream);
 

@@ -21,6 +21,7 @@ backward on them before and after (the expected saving; it scales with the numbe
 """
 
 import dataclasses
+import re
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from torch import nn
 from ffops.memory import consumers as cons
 from ffops.memory.fewbit_calibration import fewbit_table, record_inputs, table_errors
 from ffops.memory.measure import saved_bytes
-from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
+from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, RandomizedLinear, ReGELU2, ReSiLU2
 from ffops.reference import ms_norm as ms_norm_ref
 from ffops.reference import packed_act as packed_act_ref
 
@@ -121,6 +122,27 @@ def _parse_activations(activations):
         if bits.isdigit() and 1 <= int(bits) <= 4:
             return ("fewbit", int(bits))
     raise ValueError(f"ffops.memory.patch: activations must be None, 'regelu2' or 'fewbit:<1..4>', got {activations!r}")
+
+
+def _parse_linears(linears):
+    if linears is None:
+        return None
+    if isinstance(linears, str) and linears.startswith("rmm:"):
+        try:
+            ratio = float(linears.split(":", 1)[1])
+        except ValueError:
+            ratio = None
+        if ratio is not None and 0 < ratio <= 1:
+            return ratio
+    raise ValueError(f"ffops.memory.patch: linears must be None or 'rmm:<ratio in (0, 1]>', got {linears!r}")
+
+
+def _linear_selected(linear_filter, name: str, m: nn.Module) -> bool:
+    if linear_filter is None:
+        return True
+    if isinstance(linear_filter, str):
+        return re.search(linear_filter, name) is not None
+    return bool(linear_filter(name, m))
 
 
 def _new_activation(kind: str, mode, table=None) -> nn.Module:
@@ -312,6 +334,8 @@ def patch(
     *,
     example_inputs=None,
     calibrate=None,
+    linears: str | None = None,
+    linear_filter=None,
     verify: bool = True,
 ) -> PatchReport:
     """Put memory-saving activations and MS norms into ``model`` (in place); returns a ``PatchReport``.
@@ -330,6 +354,13 @@ def patch(
             no grad, eval mode) to fit its own table (``ffops.memory.fewbit_table``): borders and
             levels that minimise the derivative's error over what that layer really sees. Needs
             ``activations="fewbit:k"``. The tables live in each ``FewBitAct``'s state_dict entry.
+        linears: ``"rmm:<ratio>"`` makes ``nn.Linear`` layers ``RandomizedLinear`` (their backward
+            keeps a random sketch of ``ratio`` of the input's rows instead of the input: weight
+            gradients become unbiased estimates), or None. A linear whose input is an MS norm's
+            output (folded above) is left as it is: that input is saved by the norm anyway, shared,
+            so a sketch would add memory; the report says so.
+        linear_filter: which linears ``linears`` applies to: a regular expression searched in the
+            module name, or a callable ``(name, module) -> bool`` (e.g. by size); default all.
         verify: compare the outputs on the example inputs before and after (raising and undoing
             everything if they differ beyond the dtype's tolerance). Keeps a copy of the folded
             linear weights while it runs.
@@ -339,6 +370,12 @@ def patch(
     if not isinstance(model, nn.Module):
         raise TypeError(f"ffops.memory.patch: model must be a torch.nn.Module, got {type(model).__name__}")
     mode = _parse_activations(activations)
+    rmm_ratio = _parse_linears(linears)
+    if linear_filter is not None and not (isinstance(linear_filter, str) or callable(linear_filter)):
+        raise TypeError(
+            f"ffops.memory.patch: linear_filter must be a regular expression or a callable (name, module) -> bool, "
+            f"got {type(linear_filter).__name__}"
+        )
     if calibrate is not None and (mode is None or mode[0] != "fewbit"):
         raise ValueError(
             "ffops.memory.patch: calibrate fits Few-Bit tables: it needs activations='fewbit:<1..4>', "
@@ -416,6 +453,9 @@ def patch(
         report.folded[name] = targets
         report.replaced.append((name, type(m).__name__, repr(new)))
 
+    if rmm_ratio is not None:
+        _randomize_linears(model, rmm_ratio, linear_filter, report, undo_modules)
+
     try:
         if example_inputs is not None:
             report.saved_bytes_after = _saved(model, example_inputs)
@@ -441,6 +481,27 @@ def patch(
                 f"the model was restored. Report:\n{report}"
             )
     return report
+
+
+def _randomize_linears(model, ratio, linear_filter, report, undo_modules) -> None:
+    """nn.Linear -> RandomizedLinear (sharing the Parameters), except the consumers of folded MS norms."""
+    shared = {lin: norm for norm, lins in report.folded.items() for lin in lins}
+    for name, m in list(model.named_modules()):
+        if type(m) is not nn.Linear or not _linear_selected(linear_filter, name, m):
+            continue
+        if name in shared:
+            report.skipped.append(
+                (
+                    name,
+                    "Linear",
+                    f"its input is MS norm {shared[name]}'s saved output (shared): a sketch would add memory",
+                )
+            )
+            continue
+        new = RandomizedLinear.from_linear(m, ratio)
+        _set_module(model, m, new)
+        undo_modules.append((m, new))
+        report.replaced.append((name, "Linear", repr(new)))
 
 
 def _calibrated_tables(model, acts, mode, calibrate, report) -> dict:

@@ -1,7 +1,7 @@
 """nn.Module layers built on ffops' fused ops."""
 
 from ffops.nn.ff import FFConv2d, FFLayerOutput, FFLinear, OverlayRows
-from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, ReGELU2, ReSiLU2
+from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, RandomizedLinear, ReGELU2, ReSiLU2
 from ffops.nn.sparse import SparseConv2d, SparseLinear
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "MSLayerNorm",
     "MSRMSNorm",
     "OverlayRows",
+    "RandomizedLinear",
     "ReGELU2",
     "ReSiLU2",
     "SparseConv2d",

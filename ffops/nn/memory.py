@@ -1,14 +1,17 @@
 """Memory-saving layers: ReGELU2, ReSiLU2, FewBitAct (activations that save 1-4 bits per element
-for backward) and MSLayerNorm, MSRMSNorm (norms without affine that save only their output, which
-the next linear layer saves too). ``ffops.memory.patch`` puts them into a model."""
+for backward), MSLayerNorm, MSRMSNorm (norms without affine that save only their output, which
+the next linear layer saves too) and RandomizedLinear (a linear layer that saves a random sketch of
+its input). ``ffops.memory.patch`` puts them into a model."""
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ffops._validation import check_choice, check_finite_real
 from ffops.ops import ms_norm, packed_act
+from ffops.ops import randomized_linear as randomized_linear_op
 from ffops.ops._act_tables import FUNCTIONS, FewBitTable, default_table
 
 
@@ -139,3 +142,41 @@ class MSRMSNorm(_MSNorm):
 
     def __init__(self, normalized_shape, eps: float | None = None, out_dtype: torch.dtype | None = None):
         super().__init__(normalized_shape, eps, out_dtype)
+
+
+class RandomizedLinear(nn.Linear):
+    """``nn.Linear`` whose backward keeps a random sketch of its input's rows (``ratio`` of them)
+    instead of the input: ``ffops.randomized_linear``. Forward exact; gradients of the input and bias
+    exact, of the weight unbiased. A fresh sketch (seed) every call; ``kind``: ``"gaussian"`` or
+    ``"rademacher"``. Without grad it is plain ``F.linear``.
+
+    ``RandomizedLinear.from_linear(linear, ratio)`` wraps an existing layer's Parameters (shared, so
+    an optimizer and tied weights keep working).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, ratio: float, kind: str = "gaussian", **kw):
+        super().__init__(in_features, out_features, bias, **kw)
+        self.ratio = randomized_linear_op.check_ratio("RandomizedLinear", ratio)
+        check_choice("RandomizedLinear", "kind", kind, randomized_linear_op.KINDS)
+        self.kind = kind
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, ratio: float, kind: str = "gaussian") -> "RandomizedLinear":
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"RandomizedLinear.from_linear: linear must be an nn.Linear, got {type(linear).__name__}")
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.weight, new.bias = linear.weight, linear.bias  # the same Parameters
+        new.ratio = randomized_linear_op.check_ratio("RandomizedLinear", ratio)
+        check_choice("RandomizedLinear", "kind", kind, randomized_linear_op.KINDS)
+        new.kind = kind
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        return randomized_linear_op.randomized_linear(x, self.weight, self.bias, ratio=self.ratio, kind=self.kind)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ratio={self.ratio:g}, kind={self.kind!r}"
