@@ -4,7 +4,7 @@ side, for the reference MLP block and a whole small transformer layer; and each 
 Run from the repository root::
 
     python -m benchmarks.bench_memory                 # everything (CPU: 2 threads, or CUDA if available)
-    python -m benchmarks.bench_memory --only mlp      # one section: ops | mlp | layer
+    python -m benchmarks.bench_memory --only mlp      # one section: ops | mlp | layer | rmm
     python -m benchmarks.bench_memory --quick         # tiny smoke configuration
 
 Sections:
@@ -159,17 +159,22 @@ def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+RMM = "ffops ReGELU2 + MS norms + RMM 0.2"
+
+
 def _variants(plain: nn.Module, example) -> dict:
-    """plain, checkpointed, and two ffops-patched copies of ``plain`` (same weights)."""
-    regelu, fewbit = copy.deepcopy(plain), copy.deepcopy(plain)
+    """plain, checkpointed, and three ffops-patched copies of ``plain`` (same weights)."""
+    regelu, fewbit, rmm = copy.deepcopy(plain), copy.deepcopy(plain), copy.deepcopy(plain)
     rep1 = ffops.memory.patch(regelu, "regelu2", example_inputs=example)
     rep2 = ffops.memory.patch(fewbit, "fewbit:3", example_inputs=example)
+    rep3 = ffops.memory.patch(rmm, "regelu2", linears="rmm:0.2", example_inputs=example)
     return {
         "plain torch": plain,
         "checkpointing": Checkpointed(plain),
         "ffops ReGELU2 + MS norms": regelu,
         "ffops Few-Bit 3 + MS norms": fewbit,
-    }, (rep1, rep2)
+        RMM: rmm,
+    }, (rep1, rep2, rep3)
 
 
 PRECISIONS = {
@@ -207,6 +212,7 @@ def run_block(
     example = make_input((2,) + tuple(saved_shape[1:]), torch.float32)
     variants, reports = _variants(plain, example)
     print(f"== {section}: patch report (ReGELU2 variant)\n{reports[0]}\n")
+    print(f"== {section}: patch report (ReGELU2 + RMM 0.2 variant)\n{reports[2]}\n")
     rows = []
     for prec in precisions:
         dtype, amp = PRECISIONS[prec]
@@ -239,6 +245,15 @@ def run_block(
                     f"{t['median_s'] / base:.2f}",
                 ]
                 + ([f"{c['peak_extra_bytes'] / MIB:.0f}"] if "peak_extra_bytes" in c else [])
+            )
+        if section == "mlp" and prec in ("float32", "autocast bf16"):
+            alone, both = saved["ffops ReGELU2 + MS norms"], saved[RMM]
+            targets.append(
+                Target(
+                    f"{section} {prec}: + RMM 0.2 saved <= 0.5x the patch alone",
+                    both <= 0.5 * alone,
+                    f"{both / MIB:.2f} MiB vs {alone / MIB:.2f} MiB ({both / alone:.2f}x)",
+                )
             )
         if paper and prec in paper:
             mine = saved["ffops ReGELU2 + MS norms"] / MIB
@@ -302,6 +317,39 @@ def run_mlp(device, args, results, targets):
         )
 
 
+def run_rmm(device, args, results, targets):
+    """fwd+bwd of one large linear layer, nn.Linear vs RandomizedLinear (ratio 0.2) side by side."""
+    n, rows = (256, 512) if args.quick else (4096, 8192)
+    torch.manual_seed(0)
+    lin = nn.Linear(n, n, device=device)
+    rmm = {kind: ffops.nn.RandomizedLinear.from_linear(lin, 0.2, kind) for kind in ("gaussian", "rademacher")}
+    case = Case(
+        f"rmm linear {n}x{n}, {rows} rows",
+        lambda: (torch.randn(rows, n, device=device, requires_grad=True),),
+        info={"rows": rows, "features": n, "ratio": 0.2},
+    )
+    contenders = [Contender("nn.Linear", lin)] + [Contender(f"RMM 0.2 {k}", m) for k, m in rmm.items()]
+    r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats, warmup=1)
+    results.append({"section": "rmm", **r})
+    base = harness.median(r, "nn.Linear")
+    print(f"== rmm: {case.name}, fwd+bwd, float32")
+    for c in r["contenders"]:
+        t = c["phases"]["fwdbwd"]
+        print(
+            f"  {c['name']:22s} {t['median_s'] * 1e3:8.0f} ms [{t['p20_s'] * 1e3:.0f}-{t['p80_s'] * 1e3:.0f}]  "
+            f"{t['median_s'] / base:.2f}x nn.Linear"
+        )
+        if c["name"] != "nn.Linear" and not args.quick:
+            targets.append(
+                Target(
+                    f"rmm: {c['name']} fwd+bwd <= 1.15x nn.Linear",
+                    t["median_s"] <= 1.15 * base,
+                    f"{t['median_s'] / base:.2f}x",
+                )
+            )
+    print(flush=True)
+
+
 def run_layer(device, args, results, targets):
     from transformers import ViTConfig
     from transformers.models.vit.modeling_vit import ViTLayer
@@ -335,7 +383,7 @@ def run_layer(device, args, results, targets):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{SCRIPT}", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--only", choices=("ops", "mlp", "layer"), default=None)
+    p.add_argument("--only", choices=("ops", "mlp", "layer", "rmm"), default=None)
     p.add_argument("--quick", action="store_true", help="tiny shapes and budgets: a smoke test in seconds")
     p.add_argument("--tokens", type=int, default=None, help="tokens of the timed MLP input")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: 2 on CPU)")
@@ -371,6 +419,8 @@ def main(argv=None) -> int:
         run_layer(device, args, results, targets)
     if args.only in (None, "ops"):
         run_ops(device, args, bandwidth, results, targets)
+    if args.only in (None, "rmm"):
+        run_rmm(device, args, results, targets)
     print("targets" + (" (quick configuration: not meaningful)" if args.quick else "") + ":")
     for t in targets:
         print("  " + t.line())

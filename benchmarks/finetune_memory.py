@@ -7,8 +7,9 @@
 2. Fine-tune it on MNIST with a fresh classification head, once per arm from the same weights, data
    order and head: plain torch, and after ``ffops.memory.patch(model, "regelu2")`` (ReGELU2 +
    MS-LayerNorm, affines folded into the next linear layers). Optionally ``fewbit:k`` (N(0, 1)
-   tables) and ``fewbit:k+cal`` (each GELU's table fitted to its inputs on 512 MNIST training
-   images: ``patch(..., calibrate=...)``).
+   tables), ``fewbit:k+cal`` (each GELU's table fitted to its inputs on 512 MNIST training
+   images: ``patch(..., calibrate=...)``) and ``<arm>+rmm:r`` (linear layers that save a random
+   sketch of r of their input rows: ``patch(..., linears="rmm:r")``).
 3. Report the MNIST test accuracy of each run, the bytes saved for backward per batch, and the loss
    curves in one PNG.
 4. With ``--table-errors``: for each GELU of the pre-trained model and bits 1..4, the derivative
@@ -114,7 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--arms", default="plain,regelu2", help="comma-separated: plain, regelu2, fewbit:<k>, fewbit:<k>+cal"
+        "--arms",
+        default="plain,regelu2",
+        help="comma-separated: plain, regelu2, fewbit:<k>, fewbit:<k>+cal, any of them +rmm:<ratio>",
     )
     p.add_argument("--table-errors", action="store_true", help="per-layer derivative errors of the Few-Bit tables")
     p.add_argument("--out", default="finetune_memory", help="name of the JSON / PNG under benchmarks/results")
@@ -152,11 +155,16 @@ def main(argv=None) -> int:
         model = copy.deepcopy(base)
         report = None
         if arm != "plain":
-            activations, _, cal = arm.partition("+")
-            if cal not in ("", "cal"):
+            activations, *extras = arm.split("+")
+            linears = next((e for e in extras if e.startswith("rmm:")), None)
+            if any(e != "cal" and e != linears for e in extras):
                 raise SystemExit(f"finetune_memory: error: unknown arm {arm!r}")
             report = ffops.memory.patch(
-                model, activations=activations, norms=True, calibrate=calibration if cal else None
+                model,
+                activations=activations,
+                norms=True,
+                calibrate=calibration if "cal" in extras else None,
+                linears=linears,
             )
             print(report, flush=True)
         batch_x = mx[: args.batch].clone()  # a view would count the whole dataset's storage
