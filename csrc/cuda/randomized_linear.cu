@@ -7,8 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../randomized_linear.h"  // csrc/randomized_linear.h: the hash and the checks shared with the CPU kernel
 #include "cuda/randomized_linear.h"
-#include "randomized_linear.h"
 
 namespace ffops::gpu {
 namespace {

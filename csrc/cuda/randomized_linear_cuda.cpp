@@ -10,9 +10,9 @@
 
 #include <algorithm>
 
+#include "../randomized_linear.h"  // csrc/randomized_linear.h: the hash and the checks shared with the CPU kernel
 #include "cuda/randomized_linear.h"
 #include "cuda/torch_glue.h"
-#include "randomized_linear.h"
 
 namespace ffops::gpu {
 namespace {
