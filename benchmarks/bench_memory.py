@@ -226,7 +226,9 @@ def run_block(
             info={"time_shape": list(time_shape), "saved_shape": list(saved_shape), "precision": prec},
         )
         contenders = [
-            Contender(k, (lambda m: lambda t: _first(m(t)))(m), context=_contexts(device, amp))
+            Contender(
+                k, (lambda m: lambda t: _first(m(t)))(m), context=_contexts(device, amp), params=tuple(m.parameters())
+            )
             for k, m in models.items()
         ]
         r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats, warmup=1)
@@ -274,7 +276,7 @@ def run_block(
         "x plain",
     ] + (["peak extra MiB"] if device.type == "cuda" else [])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"== {section}")
+    print(f"== {section} (fwd+bwd: the input's and the parameters' gradients, as in training)")
     for r in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
     print(flush=True)
@@ -328,7 +330,9 @@ def run_rmm(device, args, results, targets):
         lambda: (torch.randn(rows, n, device=device, requires_grad=True),),
         info={"rows": rows, "features": n, "ratio": 0.2},
     )
-    contenders = [Contender("nn.Linear", lin)] + [Contender(f"RMM 0.2 {k}", m) for k, m in rmm.items()]
+    contenders = [Contender("nn.Linear", lin, params=tuple(lin.parameters()))] + [
+        Contender(f"RMM 0.2 {k}", m, params=tuple(m.parameters())) for k, m in rmm.items()
+    ]
     r = harness.compare(case, contenders, device, budget_s=args.budget, min_repeats=args.min_repeats, warmup=1)
     results.append({"section": "rmm", **r})
     base = harness.median(r, "nn.Linear")

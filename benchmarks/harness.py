@@ -5,7 +5,8 @@ Methodology (see :func:`compare`):
 * Phases, all with autograd enabled (as in training):
   ``fwd``    the forward call alone;
   ``bwd``    the backward alone: the forward runs untimed, then ``torch.autograd.grad`` of the
-             outputs w.r.t. the differentiable inputs is timed (a fresh graph every repeat);
+             outputs w.r.t. the differentiable inputs and the contender's ``params`` is timed
+             (a fresh graph every repeat);
   ``fwdbwd`` forward and backward together.
   The backward gets the same precomputed upstream gradients for every contender (``ones`` for a
   0-dim output such as a loss, fixed-seed ``randn`` otherwise), so no extra op is timed.
@@ -56,13 +57,16 @@ class Contender:
 
     ``fn(*inputs)`` returns the op's output(s) (a tensor or a tuple of tensors); ``context``, if
     given, is a zero-argument factory of a context manager entered around every forward and
-    backward call (e.g. ``lambda: ffops.use_backend("cuda")``).
+    backward call (e.g. ``lambda: ffops.use_backend("cuda")``). ``params``: tensors besides the
+    inputs that the backward differentiates too, e.g. a module's parameters (training computes
+    their gradients; without them a layer's timed backward would skip its weight gradient).
     """
 
     name: str
     fn: Callable[..., Any]
     context: Callable[[], AbstractContextManager] | None = None
     compiled: bool = False
+    params: tuple = ()
 
 
 def compiled_contender(name: str, fn: Callable[..., Any], **compile_kwargs) -> Contender:
@@ -277,6 +281,7 @@ class _Runner:
     def __init__(self, contender: Contender, inputs: tuple, grad_outputs: list | None):
         self.contender, self.inputs, self.grad_outputs = contender, inputs, grad_outputs
         self.diff_inputs = [t for t in inputs if torch.is_tensor(t) and t.requires_grad]
+        self.diff_inputs += [p for p in contender.params if p.requires_grad]
 
     def _ctx(self):
         return self.contender.context() if self.contender.context else contextlib.nullcontext()
