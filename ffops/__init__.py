@@ -15,7 +15,7 @@ from ffops._backend import (
     use_backend,
 )
 from ffops.ops.ff_linear import ff_linear, ff_linear_overlay
-from ffops.ops.goodness import ff_loss, ff_normalize, goodness, goodness_and_normalize
+from ffops.ops.goodness import cwc_loss, ff_loss, ff_normalize, goodness, goodness_and_normalize
 from ffops.ops.ms_norm import ms_layernorm, ms_rmsnorm
 from ffops.ops.packed_act import fewbit, regelu2, resilu2
 from ffops.ops.randomized_linear import randomized_linear
@@ -25,6 +25,7 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "available",
+    "cwc_loss",
     "fewbit",
     "ff_linear",
     "ff_linear_overlay",

@@ -18,6 +18,7 @@ from ffops._validation import (
     check_finite_real,
     check_float_tensor,
     check_pair,
+    check_same_device,
     normalize_dims,
 )
 from ffops.ops._common import rows_last_contiguous, stat_dtype, wire
@@ -235,3 +236,56 @@ def goodness_and_normalize(h: torch.Tensor, mode: str = "l2", eps: float = 1e-8,
     y, sumsq, features = _normalize_rows(h, mode, eps, impl)
     g = sumsq * _mean_scale(goodness, features)
     return g.to(h.dtype), y
+
+
+def cwc_loss(
+    h: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    reduction: str = "mean",
+    return_goodness: bool = False,
+):
+    """Channel-wise competitive (CwC) loss of a conv FF layer: no negative samples.
+
+    From CwComp (Papachristodoulou et al., "Convolutional Channel-wise Competitive Learning for the
+    Forward-Forward Algorithm", AAAI 2024; their ``CwC_CE`` criterion): the ``C`` channels of ``h``
+    form ``num_classes`` groups of ``C / num_classes`` consecutive channels, each group's goodness
+    ``G[n, k]`` is the mean of ``h^2`` over its channels and positions, and the loss is
+    ``cross_entropy(G, labels)``. ``G`` comes from ffops' fused goodness kernels (one pass over
+    ``h``; the backward is one more, ``dh = h * coef[n, k]``); the cross-entropy over the small
+    ``[N, num_classes]`` matrix is torch's. Summing ``G`` over layers and taking the argmax is the
+    layer-wise prediction of that line of work.
+
+    Args:
+        h: activity ``[N, C, ...]`` (e.g. ``[N, C, H, W]``), ``C`` a multiple of ``num_classes``.
+        labels: int64 ``[N]`` class of each sample, in ``[0, num_classes)``.
+        num_classes: number of channel groups (classes), at least 2.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` over the batch, as ``F.cross_entropy``.
+        return_goodness: also return ``G`` (``[N, num_classes]``, float32 for low-precision ``h``).
+
+    Returns:
+        The loss, or ``(loss, G)``.
+    """
+    op = "ffops.cwc_loss"
+    check_float_tensor(op, "h", h, min_ndim=2)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"{op}: num_classes must be an int >= 2, got {num_classes!r}")
+    if h.shape[1] % num_classes:
+        raise ValueError(
+            f"{op}: the channels of h (dim 1, {h.shape[1]}) must be a multiple of num_classes ({num_classes})"
+        )
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (h.shape[0],):
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"{op}: labels must be an int64 [{h.shape[0]}] tensor (one class per sample), got {got}")
+    check_same_device(op, "h", h, {"labels": labels})
+    check_choice(op, "reduction", reduction, LOSS_REDUCTIONS)
+    impl = _backend.resolve(h.device)
+    if impl == "reference":
+        loss, g = reference.cwc_loss(h, labels, num_classes, reduction)
+    else:
+        groups = h.reshape(h.shape[0] * num_classes, -1)
+        g = KERNELS[impl].goodness_fwd(rows_last_contiguous(groups), _mean_scale("mean", groups.shape[1]))
+        g = g.view(h.shape[0], num_classes)
+        loss = torch.nn.functional.cross_entropy(g, labels, reduction=reduction).to(h.dtype)
+    return (loss, g) if return_goodness else loss

@@ -80,3 +80,17 @@ def goodness_and_normalize(h: torch.Tensor, mode: str = "l2", eps: float = 1e-8,
     sq = flat.square()
     g = sq.sum(1) if goodness == "sum" else sq.mean(1)
     return g.to(h.dtype), y
+
+
+def cwc_loss(h: torch.Tensor, labels: torch.Tensor, num_classes: int, reduction: str = "mean"):
+    """Channel-wise competitive loss (CwComp: Papachristodoulou et al., "Convolutional Channel-wise
+    Competitive Learning for the Forward-Forward Algorithm", AAAI 2024; their ``CwC_CE`` criterion).
+
+    The ``C`` channels of ``h`` ``[N, C, ...]`` form ``num_classes`` groups of ``C / num_classes``
+    consecutive channels; ``G[n, k]`` is the mean of ``h^2`` over group ``k`` (its channels and all
+    positions) and the loss is ``cross_entropy(G, labels)``: no negative samples. Returns
+    ``(loss, G)``: the loss in ``h``'s dtype, ``G`` in float32 for low-precision ``h``.
+    """
+    g = _acc(h).reshape(h.shape[0], num_classes, -1).square().mean(2)
+    loss = F.cross_entropy(g, labels, reduction=reduction)
+    return loss.to(h.dtype), g
