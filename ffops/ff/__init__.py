@@ -1,6 +1,8 @@
 """Forward-Forward training on ffops' fused layers.
 
 * ``FFNet(sizes, ...)``: a stack of ffops.nn.FFLinear layers, e.g. ``FFNet([784, 500, 500])``.
+* ``FFConvNet(in_channels, channels)``: conv FF blocks with the channel-wise competitive loss
+  (``CwCBlock``; CwComp, AAAI 2024), block-local, no negatives; ``predict`` by summed group goodness.
 * ``FFTrainer(model, mode=..., negatives=...)`` with ``fit(...)`` / ``evaluate`` / ``predict`` and
   ``Callback`` hooks; ``train(sizes_or_model, images, labels, ...)`` builds and fits one.
 * Labels and negatives: ``overlay_labels``, ``neutral_overlay``, ``random_wrong_labels``,
@@ -12,6 +14,7 @@
 """
 
 from ffops.ff.checkpoint import load_checkpoint, save_checkpoint
+from ffops.ff.conv import CwCBlock, FFConvNet
 from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels, overlay_rows
 from ffops.ff.model import FFNet, default_threshold
 from ffops.ff.negatives import (
@@ -29,6 +32,8 @@ from ffops.nn.ff import OverlayRows
 
 __all__ = [
     "Callback",
+    "CwCBlock",
+    "FFConvNet",
     "FFNet",
     "FFTrainer",
     "LinearHead",
