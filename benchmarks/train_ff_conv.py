@@ -52,8 +52,7 @@ def accuracies(net: FFConvNet, images: torch.Tensor, labels: torch.Tensor, batch
     for i in range(0, len(images), batch):
         x, y = images[i : i + batch], labels[i : i + batch]
         summed = 0
-        for b, out in enumerate(net.block_outputs(x)):
-            g = out.reshape(len(out), net.num_classes, -1).square().mean(2)
+        for b, g in enumerate(net.block_goodness(x)):
             per_block[b] += (g.argmax(1) == y).sum().item()
             summed = summed + g
         total += (summed.argmax(1) == y).sum().item()
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
         order = torch.randperm(len(tr_x))
         for i in range(0, len(tr_x), args.batch):
             idx = order[i : i + args.batch]
-            losses, _ = net.losses(tr_x[idx], tr_y[idx])
+            losses = net.losses(tr_x[idx], tr_y[idx])
             opt.zero_grad()
             sum(losses).backward()
             opt.step()

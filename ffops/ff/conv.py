@@ -9,6 +9,7 @@ receives the detached output of the block below, so no gradient crosses blocks. 
 groups' goodness over the blocks and takes the argmax (CwComp's goodness-accumulation predictor).
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -100,25 +101,25 @@ class FFConvNet(nn.Module):
             x = x.detach()
         return outs
 
-    def losses(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The local loss of every block and the groups' goodness summed over blocks ``[N, classes]``.
-
-        ``sum(losses).backward()`` trains every block on its own loss only (the blocks' inputs are
-        detached), so one optimizer over all parameters is block-local training."""
-        losses, total = [], None
-        for block, y in zip(self.blocks, self.block_outputs(x)):
-            loss, g = block.loss(y, labels)
-            losses.append(loss)
-            total = g.detach().float() if total is None else total + g.detach().float()
-        return losses, total
+    def losses(self, x: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        """The local loss of every block. ``sum(losses).backward()`` trains every block on its own
+        loss only (the blocks' inputs are detached), so one optimizer over all parameters is
+        block-local training."""
+        return [block.loss(y, labels)[0] for block, y in zip(self.blocks, self.block_outputs(x))]
 
     @torch.no_grad()
+    def block_goodness(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's group goodness ``[N, num_classes]`` (float32 for low-precision x)."""
+        return [
+            goodness(
+                y.reshape(len(y), self.num_classes, math.prod(y.shape[1:]) // self.num_classes), "mean", dims=(2,)
+            ).float()
+            for y in self.block_outputs(x)
+        ]
+
     def goodness(self, x: torch.Tensor) -> torch.Tensor:
-        """The groups' goodness summed over blocks, ``[N, num_classes]`` (float32 for low-precision x)."""
-        total = 0
-        for y in self.block_outputs(x):
-            total = total + goodness(y.reshape(len(y), self.num_classes, -1), "mean", dims=(2,)).float()
-        return total
+        """The groups' goodness summed over blocks, ``[N, num_classes]``."""
+        return torch.stack(self.block_goodness(x)).sum(0)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class of each image: the argmax of the goodness summed over blocks."""

@@ -284,7 +284,7 @@ def cwc_loss(
     if impl == "reference":
         loss, g = reference.cwc_loss(h, labels, num_classes, reduction)
     else:
-        groups = h.reshape(h.shape[0] * num_classes, -1)
+        groups = h.reshape(h.shape[0] * num_classes, math.prod(h.shape[1:]) // num_classes)
         g = KERNELS[impl].goodness_fwd(rows_last_contiguous(groups), _mean_scale("mean", groups.shape[1]))
         g = g.view(h.shape[0], num_classes)
         loss = torch.nn.functional.cross_entropy(g, labels, reduction=reduction).to(h.dtype)

@@ -91,6 +91,6 @@ def cwc_loss(h: torch.Tensor, labels: torch.Tensor, num_classes: int, reduction:
     positions) and the loss is ``cross_entropy(G, labels)``: no negative samples. Returns
     ``(loss, G)``: the loss in ``h``'s dtype, ``G`` in float32 for low-precision ``h``.
     """
-    g = _acc(h).reshape(h.shape[0], num_classes, -1).square().mean(2)
+    g = _acc(h).reshape(h.shape[0], num_classes, math.prod(h.shape[1:]) // num_classes).square().mean(2)
     loss = F.cross_entropy(g, labels, reduction=reduction)
     return loss.to(h.dtype), g

@@ -21,7 +21,7 @@ def test_block_shapes_and_loss_match_cwc_loss():
 
 def test_no_gradient_crosses_blocks():
     net = FFConvNet(1, [10, 20], num_classes=10)
-    losses, _ = net.losses(torch.randn(3, 1, 12, 12), torch.tensor([1, 2, 3]))
+    losses = net.losses(torch.randn(3, 1, 12, 12), torch.tensor([1, 2, 3]))
     losses[1].backward()
     assert all(p.grad is None for p in net.blocks[0].parameters())
     assert all(p.grad is not None for p in net.blocks[1].parameters())
@@ -62,7 +62,7 @@ def test_learns_mnist_subset():
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(5):
         for i in range(0, len(x), 50):
-            losses, _ = net.losses(x[i : i + 50], y[i : i + 50])
+            losses = net.losses(x[i : i + 50], y[i : i + 50])
             opt.zero_grad()
             sum(losses).backward()
             opt.step()

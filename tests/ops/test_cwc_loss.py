@@ -89,3 +89,9 @@ def test_cwc_loss_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         ffops.cwc_loss(args["h"], args["labels"], args["num_classes"], reduction=args["reduction"])
+
+
+def test_cwc_loss_empty_batch(backend_device):
+    h = torch.empty(0, 4, 2, 2, device=backend_device[1])
+    loss, g = ffops.cwc_loss(h, torch.empty(0, dtype=torch.long), 2, reduction="none", return_goodness=True)
+    assert loss.shape == (0,) and g.shape == (0, 2)
