@@ -4,7 +4,7 @@
 // no Triton twin). The C++ kernels of op group <op> register per device in csrc/cpu/<op>*.cpp and
 // csrc/cuda/<op>_cuda.cpp (argument checks shared by both: csrc/<op>.h, csrc/common.h); fake (meta)
 // implementations are registered from Python (ffops/ops/); autograd is in C++ for both sets
-// (csrc/goodness.cpp, ff_linear.cpp, packed_act.cpp, ms_norm.cpp; the sparse layer's is a Python
+// (csrc/goodness.cpp, ff_linear.cpp, packed_act.cpp, ms_norm.cpp, cwc_block.cpp; the sparse layer's is a Python
 // autograd.Function).
 #include <Python.h>
 #include <torch/library.h>
@@ -114,6 +114,30 @@ TORCH_LIBRARY(ffops, m) {
   //   dx = rstd * (grad_y - a - y * b)  in dx_dtype (the dtype of the forward's x), contiguous.
   // grad_y [R, K] (unit last stride) has y's dtype; y contiguous.
   def_op(m, "ms_norm_bwd(Tensor grad_y, Tensor y, Tensor rstd, bool center, ScalarType dx_dtype) -> Tensor");
+
+  // ---- cwc_block: the epilogue of a channel-wise competitive conv FF block (csrc/cpu/cwc_block.cpp,
+  // csrc/cuda/cwc_block*.{cu,cpp}; specification ffops/reference/cwc_block.py) ---------------------
+  // z [N, C, H, W] in channels_last memory format (float32 / float64 / float16 / bfloat16); A as
+  // above. p = relu(z), 2x2 max-pooled (floor) when `pool` ([N, C, Ho, Wo]); then batch norm with
+  // weight, bias [C] (A): batch statistics mean[c], var[c] (biased) over (N, Ho, Wo) when mean and
+  // var are None, else the given ones; y = (p - mean) / sqrt(var + eps) * weight + bias; and
+  // g[n, k] = mean of y^2 over the C / num_classes channels of group k and all positions (A).
+  // Returns (y, g, p, idx, mean, var): y and p channels_last of z's dtype, idx uint8 [N, C, Ho, Wo]
+  // channels_last (which of the 2x2 window held the max, row-major; [0] without pool), mean and var
+  // [C] (A; copies of the given ones).
+  def_op(m,
+         "cwc_block_fwd(Tensor z, Tensor weight, Tensor bias, Tensor? mean, Tensor? var, int num_classes, bool pool, "
+         "float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Backward: dy = grad_y + grad_g[n, k] * 2 y / (C / num_classes * Ho * Wo) (either may be None),
+  // xhat = (p - mean) * rstd, rstd = 1 / sqrt(var + eps), over (N, Ho, Wo) (M values per channel):
+  //   dweight = sum dy * xhat, dbias = sum dy (A [C]);
+  //   dp = weight * rstd * (dy - dbias / M - xhat * dweight / M)   (batch_stats; else weight * rstd * dy)
+  //   dz = dp at the window position idx when p > 0, else 0 (zeros in the rows / columns the pool
+  //   drops); dz [N, C, height, width] channels_last of p's dtype. Returns (dz, dweight, dbias).
+  def_op(m,
+         "cwc_block_bwd(Tensor? grad_y, Tensor? grad_g, Tensor p, Tensor idx, Tensor weight, Tensor bias, Tensor mean, "
+         "Tensor var, int num_classes, bool pool, bool batch_stats, float eps, int height, int width) "
+         "-> (Tensor, Tensor, Tensor)");
 
   // ---- sparse_linear: sparse linear layer (csrc/cpu/sparse_linear.cpp, csrc/cuda/sparse_linear*.{cu,cpp}) --
   // The weight W [N, M] is unstructured-sparse in CSR: crow [N + 1], col [nnz] (column indices

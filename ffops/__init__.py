@@ -14,6 +14,7 @@ from ffops._backend import (
     set_backend,
     use_backend,
 )
+from ffops.ops.cwc_block import cwc_block
 from ffops.ops.ff_linear import ff_linear, ff_linear_overlay
 from ffops.ops.goodness import cwc_loss, ff_loss, ff_normalize, goodness, goodness_and_normalize
 from ffops.ops.ms_norm import ms_layernorm, ms_rmsnorm
@@ -25,6 +26,7 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "available",
+    "cwc_block",
     "cwc_loss",
     "fewbit",
     "ff_linear",
