@@ -1,4 +1,52 @@
-"""The PNG of an FF training run: error curves, and positive / negative goodness histograms per layer."""
+"""The PNGs of FF training runs: error curves, and positive / negative goodness histograms per layer
+(MLP runs); error curves per predictor and block (conv runs)."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: pip install matplotlib (or pip install ffops[plot])") from exc
+    return plt
+
+
+def plot_conv_history(history: list, path, title: str = "") -> None:
+    """Left: validation (dashed) and test (solid) error per epoch of the conv net's predictors;
+    right: validation error of each block's goodness alone and the blocks' mean losses. Needs matplotlib."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = [r["epoch"] for r in history]
+    ax = axes[0]
+    for color, method in zip(("C0", "C1", "C2"), ("goodness", "last", "head")):
+        for split, style in (("valid", "--"), ("test", "-")):
+            points = [(e, 100 * r[split][method]) for e, r in zip(epochs, history) if method in r.get(split, {})]
+            if points:
+                ax.plot(*zip(*points), color + style, marker="o", markersize=3, label=f"{split} {method}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "error")
+    ax = axes[1]
+    blocks = sorted(k for k in history[-1].get("valid", {}) if k.startswith("block_")) if history else []
+    for i, key in enumerate(blocks):
+        ax.plot(epochs, [100 * r["valid"][key] for r in history], f"C{i}-", marker="o", markersize=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation error of the block alone (%)")
+    ax.grid(True, alpha=0.3)
+    if blocks:
+        ax.legend(fontsize=8)
+    twin = ax.twinx()
+    for i in range(len(history[0]["loss"]) if history else 0):
+        twin.plot(epochs, [r["loss"][i] for r in history], f"C{i}:", linewidth=1)
+    twin.set_ylabel("mean loss (dotted)")
+    ax.set_title("blocks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_ff_history(history: list, path, title: str = "") -> None:

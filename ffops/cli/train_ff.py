@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ffops import ff
 from ffops.cli import args as cli_args
+from ffops.cli import train_ff_conv
 from ffops.cli.args import UsageError
 from ffops.cli.progress import Progress
 from ffops.ff.step import COLLAB_LAYERS, MODES
@@ -23,12 +24,53 @@ EXAMPLES = """examples:
   python -m ffops train-ff --dataset mnist --layers 784,2000,2000,2000,2000 --epochs 60 --negatives head --eval-every 5
   python -m ffops train-ff --dataset fashion-mnist --device cuda --out runs/fashion
   python -m ffops train-ff --resume runs/fashion/checkpoint.pt --epochs 60
+  python -m ffops train-ff --arch conv --dataset fashion-mnist --epochs 30 --head --bf16 --channels-last
 """
+
+# the MLP path's defaults of options the conv path defaults differently (None in the parser)
+MLP_DEFAULTS = {"lr": 3e-3, "batch_size": 100}
+# options only one architecture takes: giving one to the other is an error, not ignored
+MLP_ONLY = (
+    "layers",
+    "mode",
+    "collab_layers",
+    "collab_weight",
+    "skip_first",
+    "loss",
+    "alpha",
+    "goodness",
+    "norm",
+    "threshold",
+    "negatives",
+    "input_dropout",
+    "peer_weight",
+    "eval_every",
+)
+CONV_ONLY = (
+    "channels",
+    "groups",
+    "pool",
+    "kernel_size",
+    "head",
+    "augment",
+    "padding",
+    "schedule",
+    "bf16",
+    "channels_last",
+    "valid",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EXAMPLES
+    p.add_argument(
+        "--arch",
+        default="mlp",
+        choices=("mlp", "conv"),
+        help="mlp: FFNet of fused FF linears with label overlay; conv: FFConvNet of channel-wise "
+        "competitive conv blocks (default: mlp)",
+    )
     p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"), help="(default: mnist)")
     p.add_argument("--data-root", default=None, help="directory of IDX files (default: the packaged data)")
     p.add_argument(
@@ -44,7 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="epochs of the schedule (default 30; with --resume: the resumed run's)",
     )
     p.add_argument(
-        "--batch-size", type=cli_args.positive_int, default=100, help="positive samples per step (as many negatives)"
+        "--batch-size",
+        type=cli_args.positive_int,
+        default=None,
+        help="samples per step (mlp: positive samples, as many negatives; default 100, conv 128)",
     )
     p.add_argument(
         "--device",
@@ -83,7 +128,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(unsupervised) (default: hard)",
     )
     p.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"), help="(default: adam)")
-    p.add_argument("--lr", type=cli_args.positive_float, default=3e-3, help="(default: 3e-3)")
+    p.add_argument("--lr", type=cli_args.positive_float, default=None, help="(default: 3e-3, conv 0.01)")
     p.add_argument(
         "--weight-decay", type=cli_args.nonnegative_float, default=0.0, help="the optimizer's weight decay (default 0)"
     )
@@ -117,6 +162,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="go on with an interrupted run from its checkpoint.pt (saved after every epoch) with the "
         "run's own settings; only --epochs, --eval-every, --device, --threads and --out may be given anew",
     )
+    train_ff_conv.add_conv_arguments(p)
 
 
 class _ConsoleCallback(ff.Callback):
@@ -205,7 +251,7 @@ def _resumed_args(args: argparse.Namespace, defaults: dict) -> tuple[argparse.Na
             "--resume takes the run's own settings; these options differ from the run's: "
             + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (run: {saved.get(k)})" for k in changed)
         )
-    merged = dict(saved)
+    merged = {**defaults, **saved}  # a run saved before an option existed has its default
     merged.update({k: getattr(args, k) for k in _RESUME_OPTIONS if getattr(args, k) is not None})
     merged["out"] = args.out or str(path.parent)
     return argparse.Namespace(**merged), state
@@ -220,9 +266,23 @@ def run(args: argparse.Namespace) -> int:
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
     state = None
     if args.resume:
-        args, state = _resumed_args(args, vars(parser.parse_args([])))
+        args, state = _resumed_args(args, defaults)
+    arch = getattr(args, "arch", "mlp")  # checkpoints of runs before --arch are MLP runs
+    others = [k for k in (CONV_ONLY if arch == "mlp" else MLP_ONLY) if getattr(args, k, None) != defaults[k]]
+    if others:
+        raise UsageError(f"--arch {arch} does not take " + ", ".join(f"--{k.replace('_', '-')}" for k in others))
+    if arch == "conv":
+        if args.epochs is None:
+            args.epochs = 30
+        if args.device is None:
+            args.device = "cpu"
+        return train_ff_conv.run_conv(args, state)
+    for name, default in MLP_DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
     for name, default in (("epochs", 30), ("eval_every", 1), ("device", "cpu")):
         if getattr(args, name, None) is None:
             setattr(args, name, default)

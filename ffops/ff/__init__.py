@@ -2,7 +2,8 @@
 
 * ``FFNet(sizes, ...)``: a stack of ffops.nn.FFLinear layers, e.g. ``FFNet([784, 500, 500])``.
 * ``FFConvNet(in_channels, channels)``: conv FF blocks with the channel-wise competitive loss
-  (``CwCBlock``; CwComp, AAAI 2024), block-local, no negatives; ``predict`` by summed group goodness.
+  (``CwCBlock``; CwComp, AAAI 2024), block-local, no negatives; ``predict`` by summed group goodness,
+  the last block's, or a local softmax head; ``ConvFFTrainer`` trains it (augmentation: ``augment``).
 * ``FFTrainer(model, mode=..., negatives=...)`` with ``fit(...)`` / ``evaluate`` / ``predict`` and
   ``Callback`` hooks; ``train(sizes_or_model, images, labels, ...)`` builds and fits one.
 * Labels and negatives: ``overlay_labels``, ``neutral_overlay``, ``random_wrong_labels``,
@@ -13,8 +14,10 @@
 * ``save_checkpoint`` / ``load_checkpoint``; DDP helpers in ``ffops.ff.distributed``.
 """
 
+from ffops.ff.augment import augment, random_crop, random_hflip
 from ffops.ff.checkpoint import load_checkpoint, save_checkpoint
 from ffops.ff.conv import CwCBlock, FFConvNet
+from ffops.ff.conv_train import ConvFFTrainer
 from ffops.ff.labels import neutral_overlay, overlay_all_labels, overlay_labels, overlay_rows
 from ffops.ff.model import FFNet, default_threshold
 from ffops.ff.negatives import (
@@ -32,12 +35,14 @@ from ffops.nn.ff import OverlayRows
 
 __all__ = [
     "Callback",
+    "ConvFFTrainer",
     "CwCBlock",
     "FFConvNet",
     "FFNet",
     "FFTrainer",
     "LinearHead",
     "OverlayRows",
+    "augment",
     "default_threshold",
     "goodness_per_label",
     "gumbel_noise",
@@ -53,6 +58,8 @@ __all__ = [
     "overlay_labels",
     "overlay_rows",
     "predict",
+    "random_crop",
+    "random_hflip",
     "random_wrong_labels",
     "save_checkpoint",
     "saved_bytes_per_step",

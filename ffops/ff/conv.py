@@ -6,22 +6,32 @@ BatchNorm``; its ``C`` output channels are split into ``num_classes`` groups, ea
 is the mean square of its channels, and the block's local loss is the cross-entropy of the groups'
 goodness against the label (``ffops.cwc_loss``): no negative samples, no label overlay. Every block
 receives the detached output of the block below, so no gradient crosses blocks. Prediction sums the
-groups' goodness over the blocks and takes the argmax (CwComp's goodness-accumulation predictor).
+groups' goodness over the blocks and takes the argmax (CwComp's goodness-accumulation predictor);
+``predict(x, "last")`` uses the last block's goodness alone (CwComp's "GA" predictor), and
+``predict(x, "head")`` a linear softmax head trained on the detached output of the last block
+(CwComp's "Sf" predictor; no gradient reaches the blocks from it either).
+
+CwComp's CFSE net for 28 x 28 images is ``FFConvNet(1, [20, 80, 240, 480], groups=[1, 10, 1, 10],
+pool=[False, True, False, True])``: grouped convolutions (one group per class) alternate with full
+ones, and pooling follows the grouped ones.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ffops.ops.goodness import cwc_loss, goodness
+from ffops.ops.cwc_block import cwc_block
 
 
 class CwCBlock(nn.Module):
-    """``conv -> ReLU -> max-pool 2x2 (if pool) -> BatchNorm`` with the CwC loss on its output.
+    """``conv -> ReLU -> max-pool 2x2 (if pool) -> BatchNorm`` and the class-group goodness of its output.
 
-    ``out_channels`` must be a multiple of ``num_classes`` (one group of channels per class).
+    Everything after the convolution is one fused op, ``ffops.cwc_block`` (channels_last); the norm's
+    parameters and running statistics live in ``self.norm`` (an ``nn.BatchNorm2d``, eps 1e-4 as
+    CwComp's). ``out_channels`` must be a multiple of ``num_classes`` (one group of channels per
+    class); ``groups`` is the convolution's (CwComp's CFSE blocks use one group per class).
     """
 
     def __init__(
@@ -32,6 +42,7 @@ class CwCBlock(nn.Module):
         *,
         kernel_size: int = 3,
         padding: int | None = None,
+        groups: int = 1,
         pool: bool = True,
         device=None,
         dtype=None,
@@ -41,30 +52,58 @@ class CwCBlock(nn.Module):
             raise ValueError(
                 f"CwCBlock: out_channels ({out_channels}) must be a multiple of num_classes ({num_classes})"
             )
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"CwCBlock: groups ({groups}) must divide in_channels ({in_channels}) and out_channels ({out_channels})"
+            )
         padding = kernel_size // 2 if padding is None else padding
         self.num_classes = num_classes
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, device=device, dtype=dtype)
-        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.pool = bool(pool)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, groups=groups, device=device, dtype=dtype
+        )
         self.norm = nn.BatchNorm2d(out_channels, eps=1e-4, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.pool(torch.relu(self.conv(x))))
+    def forward_goodness(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, G)``: the block's output and its group goodness ``[N, num_classes]`` (float32 for
+        low-precision x); ``cross_entropy(G, labels)`` is the block's CwC loss."""
+        norm = self.norm
+        if norm.training and norm.track_running_stats:
+            norm.num_batches_tracked.add_(1)
+        return cwc_block(
+            self.conv(x),
+            norm.weight,
+            norm.bias,
+            norm.running_mean,
+            norm.running_var,
+            num_classes=self.num_classes,
+            pool=self.pool,
+            training=norm.training,
+            momentum=norm.momentum,
+            eps=norm.eps,
+        )
 
-    def loss(self, y: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cwc_loss, G)`` of this block's output ``y``; ``G`` is ``[N, num_classes]``."""
-        return cwc_loss(y, labels, self.num_classes, return_goodness=True)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_goodness(x)[0]
+
+
+PREDICTORS = ("goodness", "last", "head")
 
 
 class FFConvNet(nn.Module):
-    """A stack of CwC blocks: ``FFConvNet(1, [20, 80, 240, 480])`` is CwComp's channel plan for
-    28 x 28 images (pooling after every block but the first, as ``pool`` says).
+    """A stack of CwC blocks: ``FFConvNet(1, [20, 80, 240])`` pools after every block but the first;
+    see the module docstring for CwComp's CFSE channel plan.
 
     Args:
         in_channels: channels of the input images (1 for MNIST / Fashion-MNIST).
         channels: output channels of each block, each a multiple of ``num_classes``.
         num_classes: classes = channel groups per block.
         kernel_size: of every convolution (same padding).
+        groups: the convolution groups of each block (default: 1 everywhere).
         pool: one bool per block (default: no pooling in the first block, 2x2 max-pool after the rest).
+        image_size: ``(height, width)`` or one int for square inputs; needed only by ``head``.
+        head: add a linear softmax head on the flattened, detached output of the last block
+            (scaled by 1 / sqrt(features)).
     """
 
     def __init__(
@@ -74,7 +113,10 @@ class FFConvNet(nn.Module):
         *,
         num_classes: int = 10,
         kernel_size: int = 3,
+        groups: Sequence[int] | None = None,
         pool: Sequence[bool] | None = None,
+        image_size: int | Sequence[int] | None = None,
+        head: bool = False,
         device=None,
         dtype=None,
     ):
@@ -82,45 +124,111 @@ class FFConvNet(nn.Module):
         channels = list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in channels):
             raise ValueError(f"FFConvNet: channels must be a non-empty list of positive ints, got {channels}")
-        pool = [i > 0 for i in range(len(channels))] if pool is None else list(pool)
+        pool = [i > 0 for i in range(len(channels))] if pool is None else [bool(p) for p in pool]
         if len(pool) != len(channels):
             raise ValueError(f"FFConvNet: pool needs one bool per block ({len(channels)}), got {len(pool)}")
+        groups = [1] * len(channels) if groups is None else list(groups)
+        if len(groups) != len(channels) or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in groups):
+            raise ValueError(f"FFConvNet: groups needs one positive int per block ({len(channels)}), got {groups}")
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        if head and image_size is None:
+            raise ValueError("FFConvNet: head=True needs image_size (the head's input size depends on it)")
+        self.config = {
+            "in_channels": in_channels,
+            "channels": channels,
+            "num_classes": num_classes,
+            "kernel_size": kernel_size,
+            "groups": groups,
+            "pool": pool,
+            "image_size": None if image_size is None else list(image_size),
+            "head": head,
+        }
         self.num_classes = num_classes
         ins = [in_channels] + channels[:-1]
         self.blocks = nn.ModuleList(
-            CwCBlock(i, o, num_classes, kernel_size=kernel_size, pool=p, device=device, dtype=dtype)
-            for i, o, p in zip(ins, channels, pool)
+            CwCBlock(i, o, num_classes, kernel_size=kernel_size, groups=g, pool=p, device=device, dtype=dtype)
+            for i, o, g, p in zip(ins, channels, groups, pool)
         )
+        self.head = None
+        if head:
+            height, width = image_size
+            for p in pool:  # same padding keeps the size; each 2x2 pool halves it (floor)
+                height, width = (height // 2, width // 2) if p else (height, width)
+            if height == 0 or width == 0:
+                raise ValueError(f"FFConvNet: image_size {tuple(image_size)} is pooled to nothing by {pool}")
+            self.head = nn.Linear(channels[-1] * height * width, num_classes, device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, config: dict, **kwargs) -> "FFConvNet":
+        """The net ``FFConvNet(**config)`` (the ``config`` attribute of a net; e.g. from a checkpoint)."""
+        config = dict(config)
+        return cls(config.pop("in_channels"), config.pop("channels"), **config, **kwargs)
+
+    def _outputs_and_goodness(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each block's output and group goodness; every block gets the detached output below."""
+        outs, goodness = [], []
+        for block in self.blocks:
+            x, g = block.forward_goodness(x)
+            outs.append(x)
+            goodness.append(g)
+            x = x.detach()
+        return outs, goodness
 
     def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each block's output; every block gets the detached output of the one below."""
-        outs = []
+        return self._outputs_and_goodness(x)[0]
+
+    def iter_losses(self, x: torch.Tensor, labels: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Yields the local loss of every block in turn, ``cross_entropy(G, labels)`` (CwComp's
+        CwC_CE), and last the head's cross-entropy if the net has a head. A block runs when its
+        loss is asked for, on the detached output of the block below: calling ``backward`` on each
+        loss as it comes frees that block's saved tensors before the next block runs, so the memory
+        saved for backward stays one block's worth whatever the depth."""
         for block in self.blocks:
-            x = block(x)
-            outs.append(x)
-            x = x.detach()
-        return outs
+            y, g = block.forward_goodness(x)
+            yield nn.functional.cross_entropy(g, labels)
+            x = y.detach()
+        if self.head is not None:
+            yield nn.functional.cross_entropy(self._head_logits(x), labels)
 
     def losses(self, x: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        """The local loss of every block. ``sum(losses).backward()`` trains every block on its own
-        loss only (the blocks' inputs are detached), so one optimizer over all parameters is
+        """All of ``iter_losses``. ``sum(losses).backward()`` trains every block on its own loss only
+        (the blocks' and the head's inputs are detached), so one optimizer over all parameters is
         block-local training."""
-        return [block.loss(y, labels)[0] for block, y in zip(self.blocks, self.block_outputs(x))]
+        return list(self.iter_losses(x, labels))
+
+    def _head_logits(self, y: torch.Tensor) -> torch.Tensor:
+        # features scaled by 1/sqrt(F): an Adam step (~lr per weight) then moves a logit by
+        # O(lr * sqrt(F)), not O(lr * F), so one learning rate suits the blocks and a wide head
+        return self.head(y.flatten(1) * (1.0 / math.sqrt(self.head.in_features)))
 
     @torch.no_grad()
     def block_goodness(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each block's group goodness ``[N, num_classes]`` (float32 for low-precision x)."""
-        return [
-            goodness(
-                y.reshape(len(y), self.num_classes, math.prod(y.shape[1:]) // self.num_classes), "mean", dims=(2,)
-            ).float()
-            for y in self.block_outputs(x)
-        ]
+        return [g.float() for g in self._outputs_and_goodness(x)[1]]
 
     def goodness(self, x: torch.Tensor) -> torch.Tensor:
         """The groups' goodness summed over blocks, ``[N, num_classes]``."""
         return torch.stack(self.block_goodness(x)).sum(0)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class of each image: the argmax of the goodness summed over blocks."""
-        return self.goodness(x).argmax(1)
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every predictor's class scores ``[N, num_classes]`` (float32) from one pass: ``goodness``
+        (summed over blocks), ``last`` (the last block's goodness), ``head`` (the head's logits, if
+        any), and ``block_<i>`` (block i's goodness alone, 1-based)."""
+        outs, goodness = self._outputs_and_goodness(x)
+        per_block = [g.float() for g in goodness]
+        scores = {"goodness": torch.stack(per_block).sum(0), "last": per_block[-1]}
+        if self.head is not None:
+            scores["head"] = self._head_logits(outs[-1]).float()
+        scores.update({f"block_{b + 1}": g for b, g in enumerate(per_block)})
+        return scores
+
+    def predict(self, x: torch.Tensor, method: str = "goodness") -> torch.Tensor:
+        """Class of each image: the argmax of ``method``'s scores (see ``scores``)."""
+        if method not in PREDICTORS:
+            raise ValueError(f"FFConvNet.predict: method must be one of {PREDICTORS}, got {method!r}")
+        if method == "head" and self.head is None:
+            raise ValueError("FFConvNet.predict: method 'head' needs a net built with head=True")
+        return self.scores(x)[method].argmax(1)

@@ -1,5 +1,7 @@
 """ffops.ff.FFConvNet: CwC blocks, block-local gradients, prediction, and learning on real images."""
 
+import copy
+
 import pytest
 import torch
 
@@ -8,15 +10,25 @@ from ffops.data import load_mnist
 from ffops.ff import CwCBlock, FFConvNet
 
 
-def test_block_shapes_and_loss_match_cwc_loss():
+def test_block_matches_its_torch_modules_and_cwc_loss():
+    """The fused epilogue is conv -> relu -> max_pool2d -> the BatchNorm2d module, in train and
+    eval mode (running statistics updated as the module's own), and G is cwc_loss's goodness."""
+    torch.manual_seed(0)
     block = CwCBlock(1, 20, 10)
+    twin = copy.deepcopy(block)
     x = torch.randn(4, 1, 28, 28)
     labels = torch.tensor([0, 3, 9, 5])
-    y = block(x)
-    assert y.shape == (4, 20, 14, 14)
-    loss, g = block.loss(y, labels)
-    torch.testing.assert_close(loss, ffops.cwc_loss(y, labels, 10))
-    assert g.shape == (4, 10)
+    for mode in (True, False):
+        block.train(mode), twin.train(mode)
+        y, g = block.forward_goodness(x)
+        expected = twin.norm(torch.nn.functional.max_pool2d(torch.relu(twin.conv(x)), 2))
+        assert y.shape == (4, 20, 14, 14) and g.shape == (4, 10)
+        torch.testing.assert_close(y, expected)
+        loss, g_ref = ffops.cwc_loss(expected, labels, 10, return_goodness=True)
+        torch.testing.assert_close(g, g_ref)
+        torch.testing.assert_close(torch.nn.functional.cross_entropy(g, labels), loss)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            torch.testing.assert_close(getattr(block.norm, name), getattr(twin.norm, name))
 
 
 def test_no_gradient_crosses_blocks():
