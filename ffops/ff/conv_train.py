@@ -119,9 +119,13 @@ class ConvFFTrainer:
         return torch.stack(losses).tolist()
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    def evaluate(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000, *, flip_tta: bool = False
+    ) -> dict[str, float]:
         """Error (a fraction) of every predictor of ``FFConvNet.scores`` (``goodness``, ``last``,
-        ``head``, ``block_<i>``), in eval mode (BatchNorm's running statistics)."""
+        ``head``, ``block_<i>``), in eval mode (BatchNorm's running statistics). ``flip_tta``: each
+        predictor scores an image by the sum of its scores on the image and on its mirror image
+        (test-time augmentation; for data whose classes are mirror-symmetric, as Fashion-MNIST's)."""
         was_training = self.model.training
         self.model.eval()
         wrong: dict[str, int] = {}
@@ -130,6 +134,9 @@ class ConvFFTrainer:
                 x, y = self._prepare(images[i : i + batch_size]), labels[i : i + batch_size].to(self.device)
                 with self._autocast():
                     scores = self.model.scores(x)
+                    if flip_tta:
+                        mirrored = self.model.scores(x.flip(-1))
+                        scores = {name: s + mirrored[name] for name, s in scores.items()}
                 for name, s in scores.items():
                     wrong[name] = wrong.get(name, 0) + int((s.argmax(1) != y).sum())
         finally:

@@ -110,3 +110,14 @@ def test_saved_memory_of_a_step_is_flat_in_depth():
             trainer.train_step(x, y)
         peaks.append(tracker.peak)
     assert peaks[0] == peaks[1] > 0
+
+
+def test_flip_tta_sums_the_scores_of_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    net = _net().eval()
+    trainer = ConvFFTrainer(net)
+    x, y = _prototype_images(50)
+    with torch.no_grad():
+        scores = {k: v + net.scores(x.flip(-1))[k] for k, v in net.scores(x).items()}
+    expected = {k: int((s.argmax(1) != y).sum()) / len(y) for k, s in scores.items()}
+    assert trainer.evaluate(x, y, flip_tta=True) == expected
