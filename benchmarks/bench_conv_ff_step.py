@@ -14,14 +14,15 @@ channels_last (the faster layout for every contender). Contenders share the init
 * ``eager``: ``conv -> relu -> max_pool2d -> BatchNorm2d -> y.reshape(N, K, -1).square().mean(2)``
   and ``cross_entropy``, the same modules;
 * ``compile``: each block's eager loss function under ``torch.compile`` (default mode).
-float32 and bfloat16 autocast (convolutions in bf16) for all alike; ``harness.time_callables``
+float32 and bfloat16 autocast (convolutions in bf16) for all alike, on ``--device`` (cpu or cuda);
+``harness.time_callables``
 (warm-up, interleaved rounds, median); ratios = contender median / ffops median.
 
 Memory: the peak of the bytes saved for backward during one step (ffops.memory.SavedTensorTracker)
 for nets of 2, 4 and 8 blocks of 40 channels, FF (block-local backward) beside backprop of the same
 net (no detach, the sum of the blocks' losses, one backward).
 
-Writes ``benchmarks/results/bench_conv_ff_step_<cpu>.json``.
+Writes ``benchmarks/results/bench_conv_ff_step_<device name>.json``.
 """
 
 import argparse
@@ -53,6 +54,7 @@ def ffops_block_loss(block, x, labels):
 
 
 def make_step(net, block_fns, images, labels, bf16):
+    device_type = images.device.type
     """One block-local training step of ``net`` with the per-block loss functions ``block_fns``."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
@@ -60,12 +62,12 @@ def make_step(net, block_fns, images, labels, bf16):
         opt.zero_grad(set_to_none=True)
         x = images
         for fn in block_fns:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
                 y, loss = fn(x, labels)
             loss.backward()
             x = y.detach()
         if net.head is not None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(net._head_logits(x), labels)
             loss.backward()
         opt.step()
@@ -75,10 +77,11 @@ def make_step(net, block_fns, images, labels, bf16):
 
 def speed(args) -> list[dict]:
     torch.manual_seed(0)
+    device = torch.device(args.device)
     base = FFConvNet(1, RECIPE["channels"], groups=RECIPE["groups"], pool=RECIPE["pool"], image_size=28, head=True)
-    base = base.to(memory_format=torch.channels_last)
-    images = torch.rand(args.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (args.batch,))
+    base = base.to(device, memory_format=torch.channels_last)
+    images = torch.rand(args.batch, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (args.batch,), device=device)
     results = []
     for bf16 in (False, True):
         nets = {name: copy.deepcopy(base) for name in ("ffops", "eager", "compile")}
@@ -96,9 +99,15 @@ def speed(args) -> list[dict]:
         result = harness.time_callables(
             f"conv FF step, batch {args.batch}, {dtype}",
             steps,
-            torch.device("cpu"),
+            device,
             metric="step",
-            info={"net": RECIPE, "batch": args.batch, "dtype": dtype, "threads": torch.get_num_threads()},
+            info={
+                "net": RECIPE,
+                "batch": args.batch,
+                "dtype": dtype,
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+            },
             budget_s=args.budget,
             warmup=2,
         )
@@ -113,12 +122,12 @@ def speed(args) -> list[dict]:
 
 def memory(args) -> list[dict]:
     rows = []
-    images = torch.rand(args.batch, 1, 28, 28)
-    labels = torch.randint(0, 10, (args.batch,))
+    images = torch.rand(args.batch, 1, 28, 28, device=args.device)
+    labels = torch.randint(0, 10, (args.batch,), device=args.device)
     print("\nsaved for backward, peak over one step (MiB)")
     for depth in (2, 4, 8):
         torch.manual_seed(0)
-        net = FFConvNet(1, [40] * depth, pool=[False, True] + [False] * (depth - 2))
+        net = FFConvNet(1, [40] * depth, pool=[False, True] + [False] * (depth - 2), device=args.device)
         with SavedTensorTracker() as ff:
             x = images
             for block in net.blocks:
@@ -143,13 +152,15 @@ def main(argv=None) -> None:
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timed rounds per dtype")
     p.add_argument("--quick", action="store_true", help="5 s of timed rounds per dtype")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     args = p.parse_args(argv)
     if args.quick:
         args.budget = 5.0
     if args.threads:
         torch.set_num_threads(args.threads)
-    payload = {"meta": harness.metadata(torch.device("cpu")), "speed": speed(args), "memory": memory(args)}
-    path = harness.write_json(harness.results_path("bench_conv_ff_step", torch.device("cpu")), payload)
+    device = torch.device(args.device)
+    payload = {"meta": harness.metadata(device), "speed": speed(args), "memory": memory(args)}
+    path = harness.write_json(harness.results_path("bench_conv_ff_step", device), payload)
     print(f"\nwrote {path}")
 
 

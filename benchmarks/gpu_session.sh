@@ -87,6 +87,7 @@ run_limited 60 "$OUT/bench.log" $PY -m benchmarks.bench_overhead --device cuda -
 run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_ff_ops --device cuda --budget 0.5 --no-compile
 run_limited 60 "$OUT/bench.log" $PY -m benchmarks.bench_memory --device cuda --budget 0.5
 run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_sparse --device cuda --quick
+run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_conv_ff_step --device cuda --quick
 
 step "packing" | tee -a "$OUT/bench.log"
 find runs -name checkpoint.pt -delete 2>/dev/null
