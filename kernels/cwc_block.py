@@ -102,20 +102,36 @@ def _dy(p, gy_ptr, off, mask, gk, a, b, HAS_GY: tl.constexpr, acc_ty: tl.constex
 
 
 @triton.jit
+def _channel_vector(ptr, k, kmask):
+    """ptr[k] as a [1, BLOCK_C] row (0 past the channels)."""
+    return tl.load(ptr + k, mask=kmask, other=0)[None, :]
+
+
+@triton.jit
+def _dy_tile(p_ptr, gy_ptr, gk_ptr, a_ptr, b_ptr, C, PIX, NBLK, HAS_GY: tl.constexpr, ROWS: tl.constexpr,
+             BLOCK_C: tl.constexpr, acc_ty: tl.constexpr):  # fmt: skip
+    """This program's tile of the backward: its sample i, pixels s, channels k (and kmask), mask,
+    offsets, p, a and dy (masked-out entries of dy are not zeroed)."""
+    i, s, k, mask = _tile(tl.program_id(0), tl.program_id(1), PIX, C, ROWS, BLOCK_C, NBLK)
+    kmask = k < C
+    off = (i * PIX + s)[:, None].to(tl.int64) * C + k[None, :]
+    p = tl.load(p_ptr + off, mask=mask, other=0).to(acc_ty)
+    a = _channel_vector(a_ptr, k, kmask)
+    gk = tl.load(gk_ptr + i * C + k, mask=kmask, other=0)[None, :]
+    d = _dy(p, gy_ptr, off, mask, gk, a, _channel_vector(b_ptr, k, kmask), HAS_GY, acc_ty)
+    return i, s, k, kmask, mask, off, p, a, d
+
+
+@triton.jit
 def _bwd_sums_kernel(
     p_ptr, gy_ptr, gk_ptr, a_ptr, b_ptr, mean_ptr, part_dy_ptr, part_dyx_ptr, C, PIX, NBLK,
     HAS_GY: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr, acc_ty: tl.constexpr,
 ):  # fmt: skip
-    pid_r, pid_c = tl.program_id(0), tl.program_id(1)
-    i, s, k, mask = _tile(pid_r, pid_c, PIX, C, ROWS, BLOCK_C, NBLK)
-    kmask = k < C
-    off = (i * PIX + s)[:, None].to(tl.int64) * C + k[None, :]
-    p = tl.load(p_ptr + off, mask=mask, other=0).to(acc_ty)
-    gk = tl.load(gk_ptr + i * C + k, mask=kmask, other=0)[None, :]
-    a = tl.load(a_ptr + k, mask=kmask, other=0)[None, :]
-    b = tl.load(b_ptr + k, mask=kmask, other=0)[None, :]
-    d = tl.where(mask, _dy(p, gy_ptr, off, mask, gk, a, b, HAS_GY, acc_ty), 0.0)
-    mean = tl.load(mean_ptr + k, mask=kmask, other=0)[None, :]
+    _, _, k, kmask, mask, _, p, _, d = _dy_tile(p_ptr, gy_ptr, gk_ptr, a_ptr, b_ptr, C, PIX, NBLK, HAS_GY, ROWS,
+                                                BLOCK_C, acc_ty)  # fmt: skip
+    d = tl.where(mask, d, 0.0)
+    mean = _channel_vector(mean_ptr, k, kmask)
+    pid_r = tl.program_id(0)
     tl.store(part_dy_ptr + pid_r * C + k, tl.sum(d, axis=0), mask=kmask)
     tl.store(part_dyx_ptr + pid_r * C + k, tl.sum(d * (p - mean), axis=0), mask=kmask)
 
@@ -126,17 +142,9 @@ def _bwd_dz_kernel(
     POOL: tl.constexpr, HAS_GY: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
     acc_ty: tl.constexpr, RNE: tl.constexpr,
 ):  # fmt: skip
-    pid_r, pid_c = tl.program_id(0), tl.program_id(1)
-    i, s, k, mask = _tile(pid_r, pid_c, PIX, C, ROWS, BLOCK_C, NBLK)
-    kmask = k < C
-    off = (i * PIX + s)[:, None].to(tl.int64) * C + k[None, :]
-    p = tl.load(p_ptr + off, mask=mask, other=0).to(acc_ty)
-    gk = tl.load(gk_ptr + i * C + k, mask=kmask, other=0)[None, :]
-    a = tl.load(a_ptr + k, mask=kmask, other=0)[None, :]
-    b = tl.load(b_ptr + k, mask=kmask, other=0)[None, :]
-    c0 = tl.load(c0_ptr + k, mask=kmask, other=0)[None, :]
-    c1 = tl.load(c1_ptr + k, mask=kmask, other=0)[None, :]
-    d = _dy(p, gy_ptr, off, mask, gk, a, b, HAS_GY, acc_ty)
+    i, s, k, kmask, mask, off, p, a, d = _dy_tile(p_ptr, gy_ptr, gk_ptr, a_ptr, b_ptr, C, PIX, NBLK, HAS_GY, ROWS,
+                                                  BLOCK_C, acc_ty)  # fmt: skip
+    c0, c1 = _channel_vector(c0_ptr, k, kmask), _channel_vector(c1_ptr, k, kmask)
     dp = tl.where(p > 0, a * d + c0 + c1 * p, 0.0)
     if POOL:
         q = tl.load(idx_ptr + off, mask=mask, other=0).to(tl.int32)

@@ -16,7 +16,7 @@ from pathlib import Path
 from ffops.cli import args as cli_args
 from ffops.cli.args import UsageError
 from ffops.cli.progress import Progress
-from ffops.ff import Callback
+from ffops.ff import Callback, save_checkpoint
 
 # defaults of the conv path where the MLP path has its own (None in the shared parser)
 CONV_DEFAULTS = {"lr": 0.01, "batch_size": 128}
@@ -122,17 +122,9 @@ class _SaveEachEpoch(Callback):
 
 def save_run(out: Path, trainer, log: dict) -> None:
     """log.json (with the history so far) and checkpoint.pt (with the command's arguments, for --resume)."""
-    import os
-
-    import torch
-
     log["history"] = trainer.history
     (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
-    state = trainer.state_dict()
-    state["cli_args"] = log["args"]
-    tmp = out / "checkpoint.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / "checkpoint.pt")
+    save_checkpoint(out / "checkpoint.pt", trainer, cli_args=log["args"])
 
 
 def run_conv(args: argparse.Namespace, state: dict | None) -> int:

@@ -4,11 +4,12 @@ import os
 
 import torch
 
+from ffops.ff.conv_train import ConvFFTrainer
 from ffops.ff.model import FFNet
 from ffops.ff.train import FFTrainer
 
 
-def save_checkpoint(path, trainer: FFTrainer, **extra) -> None:
+def save_checkpoint(path, trainer: FFTrainer | ConvFFTrainer, **extra) -> None:
     """Save ``trainer.state_dict()`` (plus ``extra`` entries, e.g. the CLI's arguments) to ``path``,
     atomically (a temporary file renamed into place)."""
     state = trainer.state_dict()
