@@ -8,8 +8,9 @@ Run from the repository root::
 Each recipe trains from seed 0 on the first ``--train-size`` images of the dataset's 50k training part
 (the last 10k of the 60k training images are the validation split; the test set is never used),
 with a cosine schedule over ``--epochs``, and is scored on the validation split by each predictor:
-summed goodness, the last block's goodness, and the softmax head. One line per recipe is appended
-to ``benchmarks/results/conv_ff_recipe_sweep_<dataset>_<train-size>_<epochs>ep_cpu.jsonl``.
+summed goodness, the last block's goodness, and the softmax head (when the recipe has one). One
+line per recipe is appended to
+``benchmarks/results/conv_ff_recipe_sweep_<dataset>_<train-size>_<epochs>ep_cpu.jsonl``.
 A short run is a proxy: it ranks how fast a recipe learns (augmentation pays only in long runs).
 """
 
@@ -35,7 +36,13 @@ RECIPES = {
     "cfse-adamw": (CFSE, {**TRAIN, "optimizer": "adamw", "weight_decay": 0.05}),
     "plain-3": ({"channels": [20, 80, 240], "groups": [1, 1, 1], "pool": [0, 1, 1], "head": True}, TRAIN),
     "cfse-wide": ({**CFSE, "channels": [40, 160, 480, 960]}, {**TRAIN, "bf16": True, "channels_last": True}),
+    # Hinton's label overlay (as input planes) with SymBa's loss instead of CwC; no head
+    "cfse-symba": (
+        {**CFSE, "head": False, "objective": "symba"},
+        {**TRAIN, "lr": 3e-3, "bf16": True, "channels_last": True},
+    ),
 }
+PREDICTORS = ("goodness", "last", "head")
 
 
 def main(argv=None) -> None:
@@ -70,10 +77,11 @@ def main(argv=None) -> None:
         history = trainer.fit(*train, valid=valid, epochs=args.epochs, batch_size=args.batch)
         seconds = time.perf_counter() - t0
         last = history[-1]["valid"]
+        best = min((m for m in PREDICTORS if m in last), key=lambda m: last[m])
         print(
-            f"{name:>14}: valid err goodness {100 * last['goodness']:.2f}%, last {100 * last['last']:.2f}%, head "
-            f"{100 * last['head']:.2f}%  (per epoch: head {[round(100 * r['valid']['head'], 2) for r in history]})  "
-            f"{seconds:.0f} s",
+            f"{name:>14}: valid err "
+            + ", ".join(f"{m} {100 * last[m]:.2f}%" for m in PREDICTORS if m in last)
+            + f"  (per epoch: {best} {[round(100 * r['valid'][best], 2) for r in history]})  {seconds:.0f} s",
             flush=True,
         )
         row = {

@@ -29,7 +29,8 @@ EXAMPLES = """examples:
 
 # the MLP path's defaults of options the conv path defaults differently (None in the parser)
 MLP_DEFAULTS = {"lr": 3e-3, "batch_size": 100}
-# options only one architecture takes: giving one to the other is an error, not ignored
+# options only one architecture takes: giving one to the other is an error, not ignored (--alpha,
+# SymBa's scale, is taken by both: by --loss symba of mlp and --objective symba of conv)
 MLP_ONLY = (
     "layers",
     "mode",
@@ -37,7 +38,6 @@ MLP_ONLY = (
     "collab_weight",
     "skip_first",
     "loss",
-    "alpha",
     "goodness",
     "norm",
     "threshold",
@@ -47,6 +47,7 @@ MLP_ONLY = (
     "eval_every",
 )
 CONV_ONLY = (
+    "objective",
     "channels",
     "groups",
     "pool",
@@ -274,6 +275,9 @@ def run(args: argparse.Namespace) -> int:
     others = [k for k in (CONV_ONLY if arch == "mlp" else MLP_ONLY) if getattr(args, k, None) != defaults[k]]
     if others:
         raise UsageError(f"--arch {arch} does not take " + ", ".join(f"--{k.replace('_', '-')}" for k in others))
+    symba = getattr(args, "objective", "cwc") == "symba" if arch == "conv" else args.loss == "symba"
+    if args.alpha != defaults["alpha"] and not symba:
+        raise UsageError("--alpha is SymBa's scale: it needs --loss symba (mlp) or --objective symba (conv)")
     if arch == "conv":
         if args.epochs is None:
             args.epochs = 30

@@ -35,6 +35,13 @@ def add_conv_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``--arch conv`` (an error with ``--arch mlp``)."""
     g = p.add_argument_group("conv net (--arch conv)")
     g.add_argument(
+        "--objective",
+        default="cwc",
+        choices=("cwc", "symba"),
+        help="cwc: channel-wise competitive blocks (CwComp); symba: label planes overlaid on the input, "
+        "per-sample goodness, SymBa's loss with --alpha, random wrong labels as negatives (default: cwc)",
+    )
+    g.add_argument(
         "--channels",
         type=cli_args.size_list(1),
         default=None,
@@ -136,6 +143,7 @@ def run_conv(args: argparse.Namespace, state: dict | None) -> int:
     from ffops.ff import ConvFFTrainer, FFConvNet
 
     args = _with_defaults(args)
+    objective = getattr(args, "objective", "cwc")  # checkpoints of runs before --objective are cwc runs
     plots = cli_args.has_module("matplotlib")
     if not plots:
         print("warning: matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
@@ -169,6 +177,8 @@ def run_conv(args: argparse.Namespace, state: dict | None) -> int:
                 pool=args.pool,
                 image_size=side,
                 head=args.head,
+                objective=objective,
+                alpha=args.alpha,
                 device=args.device,
             )
             trainer = ConvFFTrainer(
@@ -199,7 +209,7 @@ def run_conv(args: argparse.Namespace, state: dict | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(
         f"{args.dataset}: {len(train_x)} train / {0 if valid is None else len(valid[0])} valid / {len(test[0])} test; "
-        f"blocks {args.channels} groups {args.groups} pool {args.pool}{' + head' if args.head else ''}; "
+        f"{objective} blocks {args.channels} groups {args.groups} pool {args.pool}{' + head' if args.head else ''}; "
         f"{args.optimizer} lr {args.lr} {args.schedule}; augment {args.augment}; device {args.device}"
         f"{'; bf16' if args.bf16 else ''}{'; channels_last' if args.channels_last else ''}",
         flush=True,

@@ -15,6 +15,7 @@ import torch
 
 from ffops.ff.augment import AUGMENTATIONS, augment
 from ffops.ff.conv import FFConvNet
+from ffops.ff.negatives import random_wrong_labels
 from ffops.ff.train import Callback
 
 SCHEDULES = ("constant", "cosine")
@@ -30,7 +31,8 @@ class ConvFFTrainer:
         augment: ``none`` | ``crop`` | ``crop-flip`` (``ffops.ff.augment``), ``padding`` pixels.
         bf16: bfloat16 autocast of the blocks on the model's device.
         channels_last: NHWC memory format for weights and batches.
-        seed: seeds the batch order and the augmentation (the model's init is the caller's).
+        seed: seeds the batch order, the augmentation and (objective ``symba``) the negative
+            labels; the model's init is the caller's.
         callbacks: ``ffops.ff.Callback`` objects (``on_epoch_start``, ``on_batch_end``, ...).
     """
 
@@ -88,6 +90,7 @@ class ConvFFTrainer:
         self.callbacks = list(callbacks or [])
         self._data_gen = torch.Generator().manual_seed(seed)
         self._augment_gen = torch.Generator().manual_seed(seed + 1)
+        self._negative_gen = torch.Generator().manual_seed(seed + 2)
         self.history: list[dict] = []
 
     @property
@@ -106,8 +109,12 @@ class ConvFFTrainer:
         x = augment(
             self._prepare(images), self.config["augment"], padding=self.config["padding"], generator=self._augment_gen
         )
+        labels = labels.to(self.device)
+        negatives = None
+        if self.model.objective == "symba":
+            negatives = random_wrong_labels(labels, self.model.num_classes, generator=self._negative_gen)
         self.optimizer.zero_grad(set_to_none=True)
-        losses, pending = [], self.model.iter_losses(x, labels.to(self.device))
+        losses, pending = [], self.model.iter_losses(x, labels, negatives)
         while True:
             with self._autocast():  # the block's forward; its backward outside autocast
                 loss = next(pending, None)
@@ -223,7 +230,11 @@ class ConvFFTrainer:
             "model_config": dict(self.model.config),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generators": {"data": self._data_gen.get_state(), "augment": self._augment_gen.get_state()},
+            "generators": {
+                "data": self._data_gen.get_state(),
+                "augment": self._augment_gen.get_state(),
+                "negatives": self._negative_gen.get_state(),
+            },
             "history": list(self.history),
         }
 
@@ -232,6 +243,8 @@ class ConvFFTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self._data_gen.set_state(state["generators"]["data"].cpu())
         self._augment_gen.set_state(state["generators"]["augment"].cpu())
+        if "negatives" in state["generators"]:  # absent in checkpoints of cwc runs saved before symba
+            self._negative_gen.set_state(state["generators"]["negatives"].cpu())
         self.history = list(state["history"])
 
     @classmethod

@@ -38,6 +38,16 @@ def test_command_writes_log_checkpoint_and_png(data_root, tmp_path, capsys):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_symba_objective_run(data_root, tmp_path, capsys):
+    out = tmp_path / "symba"
+    argv = ARGS + ["--data-root", str(data_root), "--epochs", "1", "--valid", "100", "--out", str(out)]
+    assert main(argv + ["--objective", "symba", "--alpha", "4"]) == 0
+    assert "symba blocks [10, 20]" in capsys.readouterr().out
+    log = json.loads((out / "log.json").read_text())
+    assert log["model"]["objective"] == "symba" and log["model"]["alpha"] == 4.0
+    assert set(log["history"][-1]["test"]) == {"goodness", "last", "block_1", "block_2"}
+
+
 def test_interrupted_run_resumes_to_the_same_weights(data_root, tmp_path, monkeypatch, capsys):
     common = ARGS + ["--data-root", str(data_root), "--epochs", "2", "--valid", "100"]
     assert main(common + ["--out", str(tmp_path / "whole")]) == 0
@@ -72,6 +82,10 @@ def test_interrupted_run_resumes_to_the_same_weights(data_root, tmp_path, monkey
         (["--arch", "conv", "--valid", "100", "--channels", "10,20", "--pool", "1"], "one bool per block"),
         (["--arch", "conv", "--valid", "400"], "--valid 400 leaves no training images"),
         (["--arch", "conv", "--pool", "2"], "0 / 1 flags"),
+        (["--arch", "conv", "--alpha", "4"], "--alpha is SymBa's scale: it needs"),
+        (["--loss", "softplus", "--alpha", "4"], "--alpha is SymBa's scale: it needs"),
+        (["--objective", "symba"], "--arch mlp does not take --objective"),
+        (["--arch", "conv", "--objective", "symba", "--head", "--valid", "100"], "head=True needs objective"),
     ],
 )
 def test_option_mistakes(argv, message, data_root, tmp_path, capsys):
