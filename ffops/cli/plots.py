@@ -15,7 +15,8 @@ def _pyplot():
 
 def plot_conv_history(history: list, path, title: str = "") -> None:
     """Left: validation (dashed) and test (solid) error per epoch of the conv net's predictors;
-    right: validation error of each block's goodness alone and the blocks' mean losses. Needs matplotlib."""
+    right: validation (else test) error of each block's goodness alone and the blocks' mean losses.
+    Needs matplotlib."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = [r["epoch"] for r in history]
@@ -31,11 +32,13 @@ def plot_conv_history(history: list, path, title: str = "") -> None:
     ax.legend(fontsize=8)
     ax.set_title(title or "error")
     ax = axes[1]
-    blocks = sorted(k for k in history[-1].get("valid", {}) if k.startswith("block_")) if history else []
+    # per-block errors on the validation split; on the test set for a run without one (--valid 0)
+    split = "valid" if history and "valid" in history[-1] else "test"
+    blocks = sorted(k for k in history[-1].get(split, {}) if k.startswith("block_")) if history else []
     for i, key in enumerate(blocks):
-        ax.plot(epochs, [100 * r["valid"][key] for r in history], f"C{i}-", marker="o", markersize=3, label=key)
+        ax.plot(epochs, [100 * r[split][key] for r in history], f"C{i}-", marker="o", markersize=3, label=key)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation error of the block alone (%)")
+    ax.set_ylabel(f"{'validation' if split == 'valid' else 'test'} error of the block alone (%)")
     ax.grid(True, alpha=0.3)
     if blocks:
         ax.legend(fontsize=8)
