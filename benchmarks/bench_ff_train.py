@@ -22,8 +22,8 @@ weights, in one process:
                  loss.backward(), Adam step, x_sumsq handed to the next layer;
   ffops-rows     the same FFLinear layers on the materialized rows cat([x_pos, x_neg]) (context:
                  the fused layer alone, without sharing the images);
-  ffops[cuda]    on a GPU with the CUDA C++ kernels built: ffops' step on the CUDA backend (cuBLAS
-                 GEMMs + CUDA epilogues) instead of auto's Triton kernels.
+  ffops[triton]  on a GPU with Triton: ffops' step on the Triton kernels instead of auto's CUDA C++
+                 ones (cuBLAS GEMMs + CUDA epilogues).
 
 Metric: seconds per training step (harness.time_callables: warm-up, interleaved rounds, median
 and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels: ffops' library
@@ -123,15 +123,15 @@ def build_steps(sizes, batch: ff.OverlayRows, device, compile_: bool) -> dict:
         "eager-fair": lambda: ff_eager.eager_ff_step_fair(nets["eager-fair"], opts["eager-fair"], x_pos, x_neg),
         "eager-port": lambda: ff_eager.eager_ff_step(nets["eager-port"], opts["eager-port"], x_pos, x_neg),
     }
-    if device.type == "cuda" and _backend.CPP_CUDA:
-        cuda_layers = copy.deepcopy(ffops_layers)
-        cuda_opts = ff_eager.make_optimizers(cuda_layers)
+    if device.type == "cuda" and _backend.CPP_CUDA and _backend.TRITON_OK:
+        triton_layers = copy.deepcopy(ffops_layers)
+        triton_opts = ff_eager.make_optimizers(triton_layers)
 
-        def cuda_step():
-            with ffops.use_backend("cuda"):
-                return ffops_step(cuda_layers, cuda_opts, batch, n_pos)
+        def triton_step():
+            with ffops.use_backend("triton"):
+                return ffops_step(triton_layers, triton_opts, batch, n_pos)
 
-        steps["ffops[cuda]"] = cuda_step
+        steps["ffops[triton]"] = triton_step
     if compile_:
         layer_loss = ff_eager.compiled_layer_loss()
         steps["compile-fair"] = lambda: ff_eager.eager_ff_step_fair(

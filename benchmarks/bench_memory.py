@@ -101,12 +101,13 @@ def _ops_cases(device, dtype, rows, cols):
 
 
 def _with_cuda_backend(contenders, device):
-    """On a GPU with the CUDA kernels built, each ffops contender once more on the CUDA backend
-    (auto runs Triton there)."""
-    if device.type != "cuda" or not ffops.available().get("cuda"):
+    """On a GPU where both kernel sets run, each ffops contender once more on the Triton backend
+    (auto runs the CUDA C++ kernels there)."""
+    available = ffops.available()
+    if device.type != "cuda" or not (available.get("cuda") and available.get("triton")):
         return contenders
     return contenders + [
-        Contender(f"{c.name} [cuda]", c.fn, context=functools.partial(ffops.use_backend, "cuda"))
+        Contender(f"{c.name} [triton]", c.fn, context=functools.partial(ffops.use_backend, "triton"))
         for c in contenders
         if c.name.startswith("ffops")
     ]

@@ -2,49 +2,49 @@
 
 On the H100 of 2026-11-27 every ffops op cost ~0.3 ms forward and ~0.5 ms backward whatever its
 size (benchmarks/results/gpu_session_h100_bench.log). This splits one call into the layers it
-passes through, for each backend built for the device, next to the same math in plain torch:
+passes through, for each backend built for the device, next to torch's own op:
 
-  eager      the same math in torch ops (what a Python-level op competes with)
-  public     the ffops function: argument checks, backend choice, torch.library op, autograd
-  op         the torch.library kernel op alone (under no_grad: no autograd, no public checks)
+  native     torch's own counterpart (F.gelu, F.silu, F.layer_norm, F.rms_norm; for goodness and
+             ff_linear, the same math in torch ops)
+  public     the ffops function: argument checks, backend choice, the dispatcher op, C++ autograd
+  op         the kernel operator alone (under no_grad: no autograd, no public checks)
   launcher   Triton backend only: the Python launcher function alone (config + kernel launch)
 
-Microseconds per forward (no_grad) and per forward + backward, each the median of rounds of many
-calls with one synchronize per round: the tensors are tiny, so this is host time.
+Microseconds per forward (no_grad) and per forward + backward (``out.sum().backward()``, the same
+for every contender), each the median over rounds of ``--calls`` calls with one synchronize per
+round; the contenders of an op run interleaved, round by round (benchmarks.harness.time_callables),
+so the drift of a noisy machine hits them alike. The tensors are tiny, so this is host time.
 
-    python -m benchmarks.bench_overhead [--device cuda] [--rounds 7] [--calls 200]
+Target (issue 14, CPU): the public fwd+bwd of every memory op (regelu2, resilu2, fewbit, ms_layernorm,
+ms_rmsnorm) at most 1.2x its native counterpart; the last lines say which meet it. JSON:
+``benchmarks/results/bench_overhead_<device>.json``.
+
+    python -m benchmarks.bench_overhead [--device cuda] [--calls 200] [--budget 3]
 """
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 import ffops
+from benchmarks import harness
 from ffops import _backend
-from ffops.ops import ff_linear, goodness, ms_norm
+from ffops.ops import ff_linear, goodness, ms_norm, packed_act
 
 ROWS, FEATURES = 16, 64
 EPS = 1e-5
+MEMORY_OPS = ("regelu2", "resilu2", "fewbit", "ms_layernorm", "ms_rmsnorm")
+TARGET = 1.2  # public fwd+bwd over native, memory ops, CPU
 
 
-def _per_call_us(fn, device, rounds: int, calls: int) -> float:
-    for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+def _repeated(fn, calls: int):
+    def run():
         for _ in range(calls):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        samples.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(samples)
+
+    return run
 
 
 def _fwd_bwd(fn, leaves):
@@ -57,19 +57,77 @@ def _fwd_bwd(fn, leaves):
     return run
 
 
+def _no_grad(fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+
+    return run
+
+
 def _cases(device):
-    """(name, leaves, eager fn, public fn, {kernels key: op fn under no_grad}, triton launcher fn)."""
-    x = torch.randn(ROWS, FEATURES, device=device).relu_().requires_grad_()
+    """(name, leaves, native fn, public fn, {kernel set: op fn}, triton launcher fn)."""
+    x = torch.randn(ROWS, FEATURES, device=device).requires_grad_()
     w = (torch.randn(FEATURES, FEATURES, device=device) / FEATURES**0.5).requires_grad_()
     b = torch.zeros(FEATURES, device=device, requires_grad=True)
     scale = torch.rand(ROWS, device=device) + 0.5
     n_pos = ROWS // 2
+    fewbit_borders, fewbit_levels = packed_act.shipped_table("gelu", 3)
+    gelu = packed_act.FUNCTIONS.index("gelu")
 
-    def eager_linear():
+    def native_ff_linear():
         h = torch.relu(F.linear(x * scale[:, None], w, b))
         return h.detach(), h.square().sum(1)  # like ff_linear: the gradient flows through sumsq
 
-    cases = [
+    def packed_ops(fn, borders, levels, bits):
+        return {k: (lambda v=v: v.packed_act_fwd(x, fn, borders, levels, bits)) for k, v in packed_act.KERNELS.items()}
+
+    def packed_launcher(fn, borders, levels, bits):
+        return lambda tk: tk.packed_act.packed_act_fwd(x, fn, borders, levels, bits)
+
+    regelu2_borders, regelu2_levels = packed_act.REGELU2
+    resilu2_borders, resilu2_levels = packed_act.RESILU2
+    return [
+        (
+            "regelu2",
+            [x],
+            lambda: F.gelu(x),
+            lambda: ffops.regelu2(x),
+            packed_ops(gelu, list(regelu2_borders), list(regelu2_levels), 2),
+            packed_launcher(gelu, list(regelu2_borders), list(regelu2_levels), 2),
+        ),
+        (
+            "resilu2",
+            [x],
+            lambda: F.silu(x),
+            lambda: ffops.resilu2(x),
+            packed_ops(packed_act.FUNCTIONS.index("silu"), list(resilu2_borders), list(resilu2_levels), 2),
+            packed_launcher(packed_act.FUNCTIONS.index("silu"), list(resilu2_borders), list(resilu2_levels), 2),
+        ),
+        (
+            "fewbit",
+            [x],
+            lambda: F.gelu(x),
+            lambda: ffops.fewbit(x, "gelu", 3),
+            packed_ops(gelu, list(fewbit_borders), list(fewbit_levels), 3),
+            packed_launcher(gelu, list(fewbit_borders), list(fewbit_levels), 3),
+        ),
+        (
+            "ms_layernorm",
+            [x],
+            lambda: F.layer_norm(x, (FEATURES,), eps=EPS),
+            lambda: ffops.ms_layernorm(x, EPS),
+            {k: (lambda v=v: v.ms_norm_fwd(x, EPS, True, None)) for k, v in ms_norm.KERNELS.items()},
+            lambda tk: tk.ms_norm.ms_norm_fwd(x, EPS, True, None),
+        ),
+        (
+            "ms_rmsnorm",
+            [x],
+            lambda: F.rms_norm(x, (FEATURES,), eps=EPS),
+            lambda: ffops.ms_rmsnorm(x, EPS),
+            {k: (lambda v=v: v.ms_norm_fwd(x, EPS, False, None)) for k, v in ms_norm.KERNELS.items()},
+            lambda tk: tk.ms_norm.ms_norm_fwd(x, EPS, False, None),
+        ),
         (
             "goodness",
             [x],
@@ -81,21 +139,12 @@ def _cases(device):
         (
             "ff_linear",
             [x, w, b],
-            eager_linear,
+            native_ff_linear,
             lambda: ffops.ff_linear(x, w, b, x_scale=scale, n_pos=n_pos),
             {k: (lambda v=v: v.ff_linear_fwd(x, scale, w, b, n_pos)) for k, v in ff_linear.KERNELS.items()},
             lambda tk: tk.ff_linear.ff_linear_fwd(x, scale, w, b, n_pos),
         ),
-        (
-            "ms_layernorm",
-            [x],
-            lambda: F.layer_norm(x, (FEATURES,), eps=EPS),
-            lambda: ffops.ms_layernorm(x, EPS),
-            {k: (lambda v=v: v.ms_norm_fwd(x, EPS, True, None)) for k, v in ms_norm.KERNELS.items()},
-            lambda tk: tk.ms_norm.ms_norm_fwd(x, EPS, True),
-        ),
     ]
-    return cases
 
 
 def _backends(device) -> list[str]:
@@ -106,52 +155,88 @@ def _backends(device) -> list[str]:
     return [n for n in names if avail.get(n)]
 
 
-def run(device, rounds: int, calls: int) -> list[tuple]:
+def _in_backend(backend: str, fn):
+    def run():
+        with ffops.use_backend(backend):
+            fn()
+
+    return run
+
+
+def run(device, calls: int, budget_s: float, ops: list[str]) -> list[dict]:
+    """One row per (op, layer): ``fwd_us`` and ``fwdbwd_us`` (None where not measured)."""
     rows = []
-    backends = _backends(device)
-    for name, leaves, eager, public, ops, launcher in _cases(device):
+    for name, leaves, native, public, kernel_ops, launcher in _cases(device):
+        if name not in ops:
+            continue
+        fwd = {"native": native}
+        both = {"native": _fwd_bwd(native, leaves)}
+        for backend in _backends(device):
+            # use_backend wraps a whole round of calls: its enter / exit is not in the per-call time
+            fwd[f"public [{backend}]"] = (backend, public)
+            both[f"public [{backend}]"] = (backend, _fwd_bwd(public, leaves))
+            key = "triton" if backend == "triton" else "cpp"
+            if key in kernel_ops:
+                fwd[f"op [{backend}]"] = (backend, kernel_ops[key])
+            if backend == "triton":
+                from ffops import kernels as tk
 
-        def measure(fn, grad):
-            if grad:
-                return _per_call_us(_fwd_bwd(fn, leaves), device, rounds, calls)
-            with torch.no_grad():
-                return _per_call_us(fn, device, rounds, calls)
+                fwd["launcher [triton]"] = (backend, lambda launcher=launcher: launcher(tk))
 
-        rows.append((name, "eager", measure(eager, False), measure(eager, True)))
-        for backend in backends:
-            with ffops.use_backend(backend):
-                rows.append((name, f"public [{backend}]", measure(public, False), measure(public, True)))
-                key = "triton" if backend == "triton" else "cpp"
-                if key in ops:
-                    rows.append((name, f"op [{backend}]", measure(ops[key], False), None))
-                if backend == "triton":
-                    from ffops import kernels as tk
+        def timed(fns, grad):
+            blocks = {}
+            for layer, fn in fns.items():
+                backend, fn = fn if isinstance(fn, tuple) else (None, fn)
+                block = _repeated(fn if grad else _no_grad(fn), calls)
+                blocks[layer] = block if backend is None else _in_backend(backend, block)
+            result = harness.time_callables(name, blocks, device, budget_s=budget_s, min_repeats=5, warmup=2)
+            return {layer: harness.median(result, layer, "call") / calls * 1e6 for layer in fns}
 
-                    rows.append((name, "launcher [triton]", measure(lambda: launcher(tk), False), None))
+        fwd_us, both_us = timed(fwd, False), timed(both, True)
+        for layer in fwd:
+            rows.append({"op": name, "layer": layer, "fwd_us": fwd_us[layer], "fwdbwd_us": both_us.get(layer)})
     return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--calls", type=int, default=200, help="calls per timed round (default 200)")
+    p.add_argument("--budget", type=float, default=3.0, help="seconds of rounds per op and phase (default 3)")
+    p.add_argument("--ops", default=",".join((*MEMORY_OPS, "goodness", "ff_linear")), help="comma-separated")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"bench_overhead: {name}, torch {torch.__version__}, inputs [{ROWS}, {FEATURES}] float32; "
-        "us per call (median of rounds)"
+        f"bench_overhead: {harness.device_name(device)}, torch {torch.__version__}, inputs [{ROWS}, {FEATURES}] "
+        "float32; us per call (median of interleaved rounds)"
     )
-    rows = run(device, args.rounds, args.calls)
-    print(f"{'op':13s} {'layer':18s} {'fwd us':>8s} {'fwd+bwd us':>11s} {'x eager fwd':>11s}")
-    eager_fwd = {}
-    for op, layer, fwd, fwdbwd in rows:
-        eager_fwd.setdefault(op, fwd)
-        both = "-" if fwdbwd is None else f"{fwdbwd:.1f}"
-        print(f"{op:13s} {layer:18s} {fwd:8.1f} {both:>11s} {fwd / eager_fwd[op]:11.2f}")
+    rows = run(device, args.calls, args.budget, args.ops.split(","))
+    header = f"{'op':13s} {'layer':18s} {'fwd us':>8s} {'fwd+bwd us':>11s}"
+    print(f"{header} {'fwd x native':>12s} {'fwd+bwd x native':>16s}")
+    native = {r["op"]: r for r in rows if r["layer"] == "native"}
+    for r in rows:
+        n = native[r["op"]]
+        r["fwd_x_native"] = r["fwd_us"] / n["fwd_us"]
+        r["fwdbwd_x_native"] = None if r["fwdbwd_us"] is None else r["fwdbwd_us"] / n["fwdbwd_us"]
+        both = "-" if r["fwdbwd_us"] is None else f"{r['fwdbwd_us']:.1f}"
+        both_x = "-" if r["fwdbwd_x_native"] is None else f"{r['fwdbwd_x_native']:.2f}"
+        print(f"{r['op']:13s} {r['layer']:18s} {r['fwd_us']:8.1f} {both:>11s} {r['fwd_x_native']:12.2f} {both_x:>16s}")
+    verdicts = []
+    if device.type == "cpu":
+        for r in rows:
+            if r["op"] in MEMORY_OPS and r["layer"] == "public [cpu]":
+                met = r["fwdbwd_x_native"] <= TARGET
+                verdicts.append({"op": r["op"], "fwdbwd_x_native": r["fwdbwd_x_native"], "met": met})
+        if verdicts:
+            print(
+                f"target: public fwd+bwd <= {TARGET}x native for every memory op: "
+                + ", ".join(f"{v['op']} {v['fwdbwd_x_native']:.2f}x" for v in verdicts)
+                + (" -> MET" if all(v["met"] for v in verdicts) else " -> MISSED")
+            )
+    payload = {"meta": harness.metadata(device), "calls": args.calls, "rows": rows, "target": verdicts}
+    print(f"wrote {harness.write_json(harness.results_path('bench_overhead', device), payload)}")
     return 0
 
 

@@ -81,7 +81,7 @@ if [[ "${TESTS_ONLY:-0}" == 1 ]]; then ls -la "$OUT"; step "done (tests only)"; 
 run_limited 150 "$OUT/bench.log" $PY -m benchmarks.bench_ff_train --device cuda --budget 5
 
 # 4. where the per-call host time goes (eager vs public op vs kernel op vs Triton launcher)
-run_limited 60 "$OUT/bench.log" $PY -m benchmarks.bench_overhead --device cuda --rounds 5 --calls 100
+run_limited 120 "$OUT/bench.log" $PY -m benchmarks.bench_overhead --device cuda --calls 100 --budget 2
 
 # 5. the op benchmarks, short budgets, whatever time is left
 run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_ff_ops --device cuda --budget 0.5 --no-compile

@@ -38,6 +38,23 @@ inline at::Tensor empty_stat(const at::Tensor& h) {
   return at::empty({h.size(0)}, h.options().dtype(stat_type(h.scalar_type())));
 }
 
+// The rows of t [..., K] as a 2-D view [rows, K], rows the product of the leading sizes (1 for a 1-D t).
+// The leading dimensions must be viewable as one: the public functions pass N-D tensors contiguous.
+inline at::Tensor as_rows(const at::Tensor& t) {
+  if (t.dim() == 2) return t;
+  TORCH_CHECK(t.dim() >= 1, "ffops: expected a tensor with at least 1 dimension, got a 0-D tensor");
+  TORCH_CHECK(t.is_contiguous(), "ffops: a tensor of ", t.dim(), " dimensions must be contiguous, got strides ",
+              t.strides());
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
+  return t.view({rows, t.size(-1)});
+}
+
+// One per-row statistic of t [..., K], shaped as t's leading dimensions (as torch's layer_norm rstd).
+inline at::Tensor empty_row_stat(const at::Tensor& t) {
+  return at::empty(t.sizes().slice(0, t.dim() - 1), t.options().dtype(stat_type(t.scalar_type())));
+}
+
 inline void check_float_contiguous(const at::Tensor& t, const char* name) {
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), "ffops: ", name, " must be floating point, got ", t.scalar_type());
   TORCH_CHECK(t.is_contiguous(), "ffops: ", name, " must be contiguous");
@@ -51,6 +68,9 @@ inline at::Tensor rows_last_contiguous(const at::Tensor& t) {
   const bool unit = TORCH_GUARD_OR_FALSE(t.sym_size(1).sym_le(1)) || TORCH_GUARD_OR_FALSE(t.sym_stride(1).sym_eq(1));
   return unit ? t : t.contiguous();
 }
+
+// A gradient for a kernel that takes rows of [..., K]: 2-D with a unit last stride, or N-D contiguous.
+inline at::Tensor rows_operand(const at::Tensor& t) { return t.dim() == 2 ? rows_last_contiguous(t) : t.contiguous(); }
 
 // An optional gradient argument of a backward kernel: t made contiguous, or None when t is undefined
 // (a gradient that reached no output: set_materialize_grads(false)).

@@ -52,6 +52,7 @@ class MSNorm : public torch::autograd::Function<MSNorm<kTriton>> {
     auto [y, rstd] = ms_norm_fwd_op<kTriton>().call(x, eps, center, out_dtype);
     ctx->save_for_backward({y, rstd});
     ctx->mark_non_differentiable({rstd});
+    ctx->set_materialize_grads(false);  // no zero-filled gradient for unused outputs
     ctx->saved_data["center"] = center;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
     return {y, rstd};
@@ -67,8 +68,7 @@ class MSNorm : public torch::autograd::Function<MSNorm<kTriton>> {
     } else if (TORCH_GUARD_OR_FALSE(y.sym_numel().sym_eq(0))) {
       dx = at::empty_symint(y.sym_sizes(), y.options().dtype(x_dtype));  // an empty gradient may carry any strides
     } else {
-      dx = ms_norm_bwd_op<kTriton>().call(rows_last_contiguous(grads[0]), y, rstd, ctx->saved_data["center"].toBool(),
-                                          x_dtype);
+      dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), y, rstd, ctx->saved_data["center"].toBool(), x_dtype);
     }
     return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
   }

@@ -50,6 +50,7 @@ class PackedAct : public torch::autograd::Function<PackedAct<kTriton>> {
     auto [y, codes] = packed_act_fwd_op<kTriton>().call(x, fn, borders, levels, bits);
     ctx->save_for_backward({codes});
     ctx->mark_non_differentiable({codes});
+    ctx->set_materialize_grads(false);  // no zero-filled gradient for unused outputs
     ctx->saved_data["levels"] = std::move(levels);
     ctx->saved_data["bits"] = bits;
     return {y, codes};

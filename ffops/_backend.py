@@ -1,8 +1,9 @@
 """Which implementation runs an op: the backend setting and what is built.
 
 Backends:
-  ``auto``       (default) CPU tensors -> C++ CPU kernels; CUDA tensors -> Triton, else CUDA C++.
-                 Falls back to ``reference`` where nothing is built for the device.
+  ``auto``       (default) CPU tensors -> C++ CPU kernels; CUDA tensors -> CUDA C++ kernels, else
+                 Triton (one dispatcher call per op with its autograd in C++: the least host
+                 time). Falls back to ``reference`` where nothing is built for the device.
   ``reference``  pure torch (the specification).
   ``cpu``        C++ CPU kernels (``ffops._C``).
   ``cuda``       CUDA C++ kernels (``ffops._C`` built with CUDA).
@@ -127,9 +128,9 @@ def resolve(device: torch.device) -> str:
         if kind == "cpu":
             return "cpp" if CPP_CPU else "reference"
         if kind == "cuda":
-            if TRITON_OK:
-                return "triton"
-            return "cpp" if CPP_CUDA else "reference"
+            if CPP_CUDA:
+                return "cpp"
+            return "triton" if TRITON_OK else "reference"
         return "reference"
     if name == "triton":
         if kind == "cuda" or (kind == "cpu" and TRITON_INTERPRET):

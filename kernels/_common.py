@@ -7,6 +7,7 @@ Host helpers are plain Python: ``triton.cdiv`` / ``triton.next_power_of_2`` are
 """
 
 import functools
+import math
 import os
 
 import torch
@@ -66,6 +67,14 @@ def assert_rows(h: torch.Tensor) -> None:
     """A 2-D float matrix with a contiguous last dimension (any row stride)."""
     assert h.dim() == 2 and h.dtype in FLOAT_DTYPES, (h.shape, h.dtype)
     assert h.size(1) <= 1 or h.stride(1) == 1, h.stride()
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """The rows of t [..., K] as a 2-D view [rows, K] (t itself when 2-D; N-D t must be contiguous)."""
+    if t.dim() == 2:
+        return t
+    assert t.dim() >= 1 and t.is_contiguous(), (t.shape, t.stride())
+    return t.view(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 def assert_stat(v: torch.Tensor, h: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ import triton.language as tl
 from ffops.kernels._common import (
     RNE_BY_HAND,
     acc_dtype,
+    as_rows,
     assert_rows,
     cast,
     col_ids,
@@ -163,23 +164,25 @@ def _ms_norm_bwd_kernel(
 
 
 def ms_norm_fwd(x, eps, center, out_dtype=None):
-    """(y, rstd) of the MS norm over the rows of x [R, K]; y in out_dtype (default x's dtype)."""
-    assert_rows(x)
+    """(y, rstd) of the MS norm over the rows of x [..., K]; y in out_dtype (default x's dtype) and
+    x's shape, rstd shaped as x's leading dimensions."""
+    xr = as_rows(x)
+    assert_rows(xr)
     out_dtype = out_dtype or x.dtype
     assert (out_dtype == torch.float64) == (x.dtype == torch.float64), (x.dtype, out_dtype)
-    R, K = x.shape
-    y = torch.empty((R, K), dtype=out_dtype, device=x.device)
-    rstd = torch.empty(R, dtype=acc_dtype(x.dtype), device=x.device)
+    R, K = xr.shape
+    y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    rstd = torch.empty(x.shape[:-1], dtype=acc_dtype(x.dtype), device=x.device)
     if R == 0:
         return y, rstd
     grid, rows, block, one_pass, num_warps = row_config(R, K, x.dtype)
     _ms_norm_fwd_kernel[grid](
-        x,
+        xr,
         y,
         rstd,
         R,
         K,
-        x.stride(0),
+        xr.stride(0),
         float(eps),
         CENTER=center,
         ROWS=rows,
@@ -192,24 +195,25 @@ def ms_norm_fwd(x, eps, center, out_dtype=None):
 
 
 def ms_norm_bwd(grad_y, y, rstd, center, dx_dtype):
-    """dx = rstd * (grad_y - [center] mean(grad_y) - y * mean(grad_y * y)) in dx_dtype."""
-    assert_rows(y)
-    assert_rows(grad_y)
+    """dx = rstd * (grad_y - [center] mean(grad_y) - y * mean(grad_y * y)) in dx_dtype, y's shape."""
     assert y.is_contiguous() and grad_y.shape == y.shape and grad_y.dtype == y.dtype
-    R, K = y.shape
-    assert rstd.shape == (R,) and rstd.dtype == acc_dtype(y.dtype) and rstd.is_contiguous()
-    dx = torch.empty((R, K), dtype=dx_dtype, device=y.device)
+    y_rows, grad_rows = as_rows(y), as_rows(grad_y)
+    assert_rows(y_rows)
+    assert_rows(grad_rows)
+    R, K = y_rows.shape
+    assert rstd.numel() == R and rstd.dtype == acc_dtype(y.dtype) and rstd.is_contiguous()
+    dx = torch.empty(y.shape, dtype=dx_dtype, device=y.device)
     if R == 0 or K == 0:
         return dx
     grid, rows, block, one_pass, num_warps = row_config(R, K, y.dtype)
     _ms_norm_bwd_kernel[grid](
-        grad_y,
+        grad_rows,
         y,
         rstd,
         dx,
         R,
         K,
-        grad_y.stride(0),
+        grad_rows.stride(0),
         CENTER=center,
         ROWS=rows,
         BLOCK=block,

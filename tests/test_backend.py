@@ -19,6 +19,17 @@ def test_default_is_auto_and_cpu_tensors_use_cpp():
     assert _backend.resolve(torch.device("cpu")) == expected
 
 
+@pytest.mark.parametrize(
+    "cpp_cuda,triton_ok,expected",
+    [(True, True, "cpp"), (False, True, "triton"), (True, False, "cpp"), (False, False, "reference")],
+)
+def test_auto_sends_cuda_tensors_to_cuda_cpp_first(monkeypatch, cpp_cuda, triton_ok, expected):
+    """CUDA C++ has one dispatcher call per op; Triton only where CUDA C++ is not built."""
+    monkeypatch.setattr(_backend, "CPP_CUDA", cpp_cuda)
+    monkeypatch.setattr(_backend, "TRITON_OK", triton_ok)
+    assert _backend.resolve(torch.device("cuda", 0)) == expected
+
+
 def test_use_backend_restores_previous():
     with ffops.use_backend("reference"):
         assert ffops.get_backend() == "reference"

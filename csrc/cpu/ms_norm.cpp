@@ -157,16 +157,17 @@ void dispatch_second(at::ScalarType t, F&& f) {
 
 std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, bool center,
                                                std::optional<at::ScalarType> out_dtype) {
-  check_rows(x, "x");
+  const at::Tensor xr = as_rows(x);  // x [..., K] as rows; y and rstd keep x's leading shape
+  check_rows(xr, "x");
   const at::ScalarType ot = ms_out_type(x, out_dtype);
   at::Tensor y = empty_large(x.sizes(), x.options().dtype(ot));
-  at::Tensor rstd = empty_stat(x);
-  const int64_t rows = x.size(0), k = x.size(1), ld = x.stride(0);
+  at::Tensor rstd = empty_row_stat(x);
+  const int64_t rows = xr.size(0), k = xr.size(1), ld = xr.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffops_ms_norm_fwd", [&] {
     using A = opmath_t<scalar_t>;
     dispatch_second<scalar_t>(ot, [&](auto o) {
       using O = decltype(o);
-      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      const scalar_t* xp = xr.const_data_ptr<scalar_t>();
       O* yp = y.mutable_data_ptr<O>();
       A* rp = rstd.mutable_data_ptr<A>();
       const A inv_k = k > 0 ? A(1) / static_cast<A>(k) : A(0), e = static_cast<A>(eps);
@@ -187,13 +188,14 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, 
 at::Tensor ms_norm_bwd(const at::Tensor& grad_y, const at::Tensor& y, const at::Tensor& rstd, bool center,
                        at::ScalarType dx_dtype) {
   check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
+  const at::Tensor gr_rows = as_rows(grad_y), y_rows = as_rows(y);
   at::Tensor dx = empty_large(y.sizes(), y.options().dtype(dx_dtype));
-  const int64_t rows = y.size(0), k = y.size(1), ldg = grad_y.stride(0);
+  const int64_t rows = y_rows.size(0), k = y_rows.size(1), ldg = gr_rows.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "ffops_ms_norm_bwd", [&] {
     using A = opmath_t<scalar_t>;
     dispatch_second<scalar_t>(dx_dtype, [&](auto d) {
       using D = decltype(d);
-      const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
+      const scalar_t* gp = gr_rows.const_data_ptr<scalar_t>();
       const scalar_t* yp = y.const_data_ptr<scalar_t>();
       const A* rp = rstd.const_data_ptr<A>();
       D* dp = dx.mutable_data_ptr<D>();

@@ -23,14 +23,15 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, bool center,
                                                std::optional<at::ScalarType> out_dtype) {
   check_cuda(x, "x");
-  check_rows(x, "x");
+  const at::Tensor xr = as_rows(x);  // x [..., K] as rows; y and rstd keep x's leading shape
+  check_rows(xr, "x");
   const at::ScalarType ot = ms_out_type(x, out_dtype);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty(x.sizes(), x.options().dtype(ot));
-  at::Tensor rstd = empty_stat(x);
+  at::Tensor rstd = empty_row_stat(x);
   check_launch(
-      launch_ms_norm_fwd(dtype_of(x.scalar_type()), dtype_of(ot), x.const_data_ptr(), x.size(0), x.size(1), x.stride(0),
-                         eps, center, y.mutable_data_ptr(), rstd.mutable_data_ptr(), current_stream()),
+      launch_ms_norm_fwd(dtype_of(x.scalar_type()), dtype_of(ot), xr.const_data_ptr(), xr.size(0), xr.size(1),
+                         xr.stride(0), eps, center, y.mutable_data_ptr(), rstd.mutable_data_ptr(), current_stream()),
       "ms_norm_fwd");
   return {y, rstd};
 }
@@ -40,10 +41,11 @@ at::Tensor ms_norm_bwd(const at::Tensor& grad_y, const at::Tensor& y, const at::
   check_cuda(y, "y");
   check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
   const c10::cuda::CUDAGuard guard(y.device());
+  const at::Tensor gr_rows = as_rows(grad_y), y_rows = as_rows(y);
   at::Tensor dx = at::empty(y.sizes(), y.options().dtype(dx_dtype));
-  check_launch(launch_ms_norm_bwd(dtype_of(y.scalar_type()), dtype_of(dx_dtype), grad_y.const_data_ptr(),
-                                  grad_y.stride(0), y.const_data_ptr(), rstd.const_data_ptr(), y.size(0), y.size(1),
-                                  center, dx.mutable_data_ptr(), current_stream()),
+  check_launch(launch_ms_norm_bwd(dtype_of(y.scalar_type()), dtype_of(dx_dtype), gr_rows.const_data_ptr(),
+                                  gr_rows.stride(0), y.const_data_ptr(), rstd.const_data_ptr(), y_rows.size(0),
+                                  y_rows.size(1), center, dx.mutable_data_ptr(), current_stream()),
                "ms_norm_bwd");
   return dx;
 }

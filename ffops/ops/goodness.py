@@ -73,8 +73,10 @@ KERNELS = wire(
 
 
 def _per_sample_rows(h: torch.Tensor) -> torch.Tensor:
-    """``h`` as ``[batch, features]`` rows (a view when the layout allows)."""
-    return rows_last_contiguous(h.reshape(h.shape[0], math.prod(list(h.shape[1:]))))
+    """``h`` as ``[batch, features]`` rows (a view when the layout allows; ``h`` itself when 2-D, so
+    no view node joins the autograd graph)."""
+    rows = h if h.dim() == 2 else h.reshape(h.shape[0], math.prod(list(h.shape[1:])))
+    return rows_last_contiguous(rows)
 
 
 def _mean_scale(reduction: str, features: int) -> float:
@@ -105,9 +107,10 @@ def goodness(h: torch.Tensor, reduction: str = "sum", dims=None) -> torch.Tensor
     kept = tuple(d for d in range(h.dim()) if d not in dims)
     out_shape = [h.shape[d] for d in kept]
     features = math.prod([h.shape[d] for d in dims])
-    rows = h.permute(kept + dims).reshape(math.prod(out_shape), features)
+    # [N, D] over dim 1 goes to the kernel as it is: each permute / reshape would be an autograd node
+    rows = h if dims == (1,) and h.dim() == 2 else h.permute(kept + dims).reshape(math.prod(out_shape), features)
     g = KERNELS[impl].goodness_fwd(rows_last_contiguous(rows), _mean_scale(reduction, features))
-    return g.reshape(out_shape).to(h.dtype)
+    return (g if g.dim() == len(out_shape) else g.reshape(out_shape)).to(h.dtype)
 
 
 def ff_loss(
@@ -203,7 +206,7 @@ def _normalize_rows(h, mode, eps, impl):
     features = rows.shape[1]
     norm_scale = 1.0 if mode == "l2" or features == 0 else 1.0 / features
     y, sumsq = KERNELS[impl].normalize_fwd(rows, norm_scale, eps)
-    return y.view(h.shape), sumsq, features
+    return (y if h.dim() == 2 else y.view(h.shape)), sumsq, features
 
 
 def ff_normalize(h: torch.Tensor, mode: str = "l2", eps: float = 1e-8) -> torch.Tensor:

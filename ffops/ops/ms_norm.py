@@ -11,8 +11,6 @@ schemas and math: csrc/ops.cpp; autograd: csrc/ms_norm.cpp; kernels: csrc/cpu/ms
 csrc/cuda/ms_norm.cu, kernels/ms_norm.py. The pure-torch specification is ffops.reference.ms_norm.
 """
 
-import math
-
 import torch
 
 from ffops import _backend
@@ -22,7 +20,7 @@ from ffops.reference import ms_norm as reference
 
 
 def _fake_ms_norm_fwd(x, eps, center, out_dtype):
-    return x.new_empty(x.shape, dtype=out_dtype or x.dtype), x.new_empty((x.shape[0],), dtype=stat_dtype(x.dtype))
+    return x.new_empty(x.shape, dtype=out_dtype or x.dtype), x.new_empty(x.shape[:-1], dtype=stat_dtype(x.dtype))
 
 
 def _fake_ms_norm_bwd(grad_y, y, rstd, center, dx_dtype):
@@ -61,12 +59,11 @@ def _ms_norm(op: str, x: torch.Tensor, eps: float, center: bool, out_dtype) -> t
     impl = _backend.resolve(x.device)
     if impl == "reference":
         return reference.ms_norm(x, eps, center, dtype)
-    if x.dim() == 2:  # no reshape and view around the op: each would be one more autograd node
-        y, _ = KERNELS[impl].ms_norm_fwd(rows_last_contiguous(x), eps, center, None if dtype == x.dtype else dtype)
-        return y
-    rows = rows_last_contiguous(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))
-    y, _ = KERNELS[impl].ms_norm_fwd(rows, eps, center, None if dtype == x.dtype else dtype)
-    return y.view(x.shape)
+    # the kernels take x [..., K] as it is (2-D: any row stride; N-D: contiguous), so no reshape or
+    # view joins the autograd graph: one node per call, like torch's layer_norm
+    x = rows_last_contiguous(x) if x.dim() == 2 else x.contiguous()
+    y, _ = KERNELS[impl].ms_norm_fwd(x, eps, center, None if dtype == x.dtype else dtype)
+    return y
 
 
 def ms_layernorm(x: torch.Tensor, eps: float = 1e-5, *, out_dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -20,12 +20,15 @@ def _samples(device, dtype=torch.float32):
     strided = torch.randn(5, 40, device=device, dtype=dtype)[:, :37].requires_grad_(True)
     rstd = torch.rand(5, device=device, dtype=stat_dtype(dtype)) + 0.5
     y = torch.randn(5, 37, device=device, dtype=dtype)
+    x3 = torch.randn(2, 3, 37, device=device, dtype=dtype, requires_grad=True)  # N-D: rows of the last dim
+    y3, rstd3 = y[:3].reshape(3, 1, 37).contiguous(), rstd[:3].reshape(3, 1).contiguous()
     return {
-        "ms_norm_fwd": [(x, 1e-5, True, None), (strided, 1e-6, False, None)]
+        "ms_norm_fwd": [(x, 1e-5, True, None), (strided, 1e-6, False, None), (x3, 1e-5, False, None)]
         + ([(x, 1e-5, True, torch.bfloat16)] if dtype != torch.float64 else []),
         "ms_norm_bwd": [
             (torch.randn_like(y), y, rstd, True, dtype),
             (torch.randn_like(y), y, rstd, False, dtype),
+            (torch.randn_like(y3), y3, rstd3, True, dtype),
         ],
     }
 
@@ -126,7 +129,11 @@ def test_bad_input_raises_clear_error(call, exc, pattern):
 @pytest.mark.skipif("cpp" not in KERNELS, reason="ffops._C not built")
 def test_kernel_checks_guard_direct_calls():
     op = torch.ops.ffops
-    with pytest.raises(RuntimeError, match="x must be 2-D"):
-        op.ms_norm_fwd(X[0], 1e-5, True, None)
+    with pytest.raises(RuntimeError, match="at least 1 dimension, got a 0-D tensor"):
+        op.ms_norm_fwd(X[0, 0], 1e-5, True, None)
+    with pytest.raises(RuntimeError, match="3 dimensions must be contiguous"):
+        op.ms_norm_fwd(torch.randn(2, 4, 8).transpose(0, 1), 1e-5, True, None)
+    with pytest.raises(RuntimeError, match="rstd must be a contiguous tensor of 4 per-row values"):
+        op.ms_norm_bwd(X, X, torch.ones(3), True, torch.float32)
     with pytest.raises(RuntimeError, match="out_dtype must be float32"):
         op.ms_norm_fwd(X, 1e-5, True, torch.float64)
