@@ -10,8 +10,8 @@ passes through, for each backend built for the device, next to torch's own op:
   op         the kernel operator alone (under no_grad: no autograd, no public checks)
   launcher   Triton backend only: the Python launcher function alone (config + kernel launch)
 
-Microseconds per forward (no_grad) and per forward + backward (``out.sum().backward()``, the same
-for every contender), each the median over rounds of ``--calls`` calls with one synchronize per
+Microseconds per forward (no_grad) and per forward + backward (from fixed upstream gradients, the
+same for every contender), each the median over rounds of ``--calls`` calls with one synchronize per
 round; the contenders of an op run interleaved, round by round (benchmarks.harness.time_callables),
 so the drift of a noisy machine hits them alike. The tensors are tiny, so this is host time.
 
@@ -48,13 +48,20 @@ def _repeated(fn, calls: int):
 
 
 def _fwd_bwd(fn, leaves):
+    """Forward, then backward from fixed upstream gradients (contiguous, drawn once, as
+    benchmarks.harness does): no extra op such as a sum and its expanded gradient is timed."""
+    grads = [torch.randn_like(o) for o in _as_tuple(fn()) if o.requires_grad]
+
     def run():
-        out = fn()
-        sum(o.sum() for o in (out if isinstance(out, tuple) else (out,)) if o.requires_grad).backward()
+        torch.autograd.backward([o for o in _as_tuple(fn()) if o.requires_grad], grads)
         for t in leaves:
             t.grad = None
 
     return run
+
+
+def _as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
 
 
 def _no_grad(fn):

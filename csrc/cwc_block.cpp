@@ -10,6 +10,7 @@
 #include <optional>
 #include <tuple>
 
+#include "backward_dispatch.h"
 #include "common.h"
 
 namespace ffops {
@@ -60,6 +61,7 @@ class CwCBlock : public torch::autograd::Function<CwCBlock<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &grad_y = grads[0], &grad_g = grads[1];
     if (!grad_y.defined() && !grad_g.defined())

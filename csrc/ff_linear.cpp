@@ -18,6 +18,7 @@
 #include <optional>
 #include <tuple>
 
+#include "backward_dispatch.h"
 #include "common.h"
 
 namespace ffops {
@@ -87,6 +88,7 @@ class FFLinear : public torch::autograd::Function<FFLinear<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &x_scale = saved[1], &h = saved[2];
     if (!grads[1].defined() && !grads[2].defined())
@@ -120,6 +122,7 @@ class FFLinearOverlay : public torch::autograd::Function<FFLinearOverlay<kTriton
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &base = saved[0], &labels = saved[1], &on = saved[2], &x_scale = saved[3], &h = saved[4];
     variable_list out(8);

@@ -17,6 +17,7 @@
 #include <optional>
 #include <tuple>
 
+#include "backward_dispatch.h"
 #include "common.h"
 
 namespace ffops {
@@ -77,6 +78,7 @@ class Goodness : public torch::autograd::Function<Goodness<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const at::Tensor h = ctx->get_saved_variables()[0];
     at::Tensor dh;
     if (grads[0].defined()) {
@@ -104,6 +106,7 @@ class FFLoss : public torch::autograd::Function<FFLoss<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &h = saved[0], &g = saved[1], &target = saved[2];
     const at::Tensor &grad_g = grads[0], &grad_loss = grads[1];
@@ -139,6 +142,7 @@ class Normalize : public torch::autograd::Function<Normalize<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &h = saved[0], &s = saved[1];
     const at::Tensor &grad_y = grads[0], &grad_s = grads[1];

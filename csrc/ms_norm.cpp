@@ -17,6 +17,7 @@
 #include <optional>
 #include <tuple>
 
+#include "backward_dispatch.h"
 #include "common.h"
 
 namespace ffops {
@@ -59,6 +60,7 @@ class MSNorm : public torch::autograd::Function<MSNorm<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &y = saved[0], &rstd = saved[1];
     const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());

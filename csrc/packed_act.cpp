@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backward_dispatch.h"
 #include "common.h"
 
 namespace ffops {
@@ -57,6 +58,7 @@ class PackedAct : public torch::autograd::Function<PackedAct<kTriton>> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BackwardDispatchGuard below_autograd;
     const at::Tensor codes = ctx->get_saved_variables()[0];
     at::Tensor dx;
     if (grads[0].defined()) {
