@@ -4,14 +4,17 @@
 // and the Triton launchers (ffops::triton_<op>, registered from Python). The formula is written once,
 // templated on the set (kTriton): its forward and backward call the kernels of the same set. A Python
 // autograd formula (torch.library.register_autograd) costs tens of microseconds per call, several
-// times the whole op on small tensors; this costs what a built-in op's does.
+// times the whole op on small tensors; this costs what a built-in op's does (a hand-written node, as
+// torch's generated ops have).
 //
 // What autograd saves is the point of this op: ms_norm_fwd saves only its outputs y and rstd (y is
 // the tensor the caller hands on, so the next linear layer's saved input is the same storage);
 // backward: ms_norm_bwd.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -23,7 +26,6 @@
 namespace ffops {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Typed handles of the set's operators, looked up on first use (the Triton set's kernels are
@@ -44,43 +46,55 @@ const auto& ms_norm_bwd_op() {
   return op;
 }
 
+// The backward node, written as torch's generated ones are (a torch::autograd::Function costs several
+// microseconds more per call: its context, saved_data map and output wrapping).
 template <bool kTriton>
-class MSNorm : public torch::autograd::Function<MSNorm<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, double eps, bool center,
-                               std::optional<at::ScalarType> out_dtype) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, rstd] = ms_norm_fwd_op<kTriton>().call(x, eps, center, out_dtype);
-    ctx->save_for_backward({y, rstd});
-    ctx->mark_non_differentiable({rstd});
-    ctx->set_materialize_grads(false);  // no zero-filled gradient for unused outputs
-    ctx->saved_data["center"] = center;
-    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    return {y, rstd};
+struct MSNormBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable y, rstd;
+  bool center = true;
+  at::ScalarType x_dtype = at::kFloat;
+
+  std::string name() const override { return kTriton ? "ffops::TritonMSNormBackward" : "ffops::MSNormBackward"; }
+
+  void release_variables() override {
+    y.reset_data();
+    rstd.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &y = saved[0], &rstd = saved[1];
-    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    const at::Tensor saved_y = y.unpack(this->getptr()), saved_rstd = rstd.unpack();
     at::Tensor dx;
     if (!grads[0].defined()) {
       // no gradient reached y
-    } else if (TORCH_GUARD_OR_FALSE(y.sym_numel().sym_eq(0))) {
-      dx = at::empty_symint(y.sym_sizes(), y.options().dtype(x_dtype));  // an empty gradient may carry any strides
+    } else if (TORCH_GUARD_OR_FALSE(saved_y.sym_numel().sym_eq(0))) {
+      dx = at::empty_symint(saved_y.sym_sizes(), saved_y.options().dtype(x_dtype));  // any strides will do
     } else {
-      dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), y, rstd, ctx->saved_data["center"].toBool(), x_dtype);
+      dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), saved_y, saved_rstd, center, x_dtype);
     }
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx};
   }
 };
 
 template <bool kTriton>
 std::tuple<at::Tensor, at::Tensor> ms_norm_fwd_autograd(const at::Tensor& x, double eps, bool center,
                                                         std::optional<at::ScalarType> out_dtype) {
-  auto out = MSNorm<kTriton>::apply(x, eps, center, out_dtype);
-  return {out[0], out[1]};
+  at::Tensor y, rstd;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, rstd) = ms_norm_fwd_op<kTriton>().call(x, eps, center, out_dtype);
+  }
+  if (torch::autograd::compute_requires_grad(x)) {
+    TORCH_CHECK(!x._fw_grad(/*level=*/0).defined(), "ffops: ms_norm has no forward-mode AD formula");
+    auto node = c10::make_intrusive<MSNormBackward<kTriton>>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x));
+    node->center = center;
+    node->x_dtype = x.scalar_type();
+    torch::autograd::set_history(y, node);  // y's gradient flows to node; rstd is not differentiable
+    node->y = torch::autograd::SavedVariable(y, /*is_output=*/true);
+    node->rstd = torch::autograd::SavedVariable(rstd, /*is_output=*/false);
+  }
+  return {y, rstd};
 }
 
 }  // namespace

@@ -5,12 +5,14 @@
 // Python). The formula is written once, templated on the set (kTriton): its forward and backward call
 // the kernels of the same set. A Python autograd formula (torch.library.register_autograd) costs tens
 // of microseconds per call, several times the whole op on small tensors; this costs what a built-in
-// op's does.
+// op's does (a hand-written node, as torch's generated ops have).
 //
 // What autograd saves is the point of this op: packed_act_fwd saves only its packed codes (bits per
 // element); backward: packed_act_bwd.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -22,7 +24,6 @@
 namespace ffops {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Typed handles of the set's operators, looked up on first use (the Triton set's kernels are
@@ -42,30 +43,25 @@ const auto& packed_act_bwd_op() {
   return op;
 }
 
+// The backward node, written as torch's generated ones are (a torch::autograd::Function costs several
+// microseconds more per call: its context, saved_data map and output wrapping).
 template <bool kTriton>
-class PackedAct : public torch::autograd::Function<PackedAct<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, int64_t fn, std::vector<double> borders,
-                               std::vector<double> levels, int64_t bits) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, codes] = packed_act_fwd_op<kTriton>().call(x, fn, borders, levels, bits);
-    ctx->save_for_backward({codes});
-    ctx->mark_non_differentiable({codes});
-    ctx->set_materialize_grads(false);  // no zero-filled gradient for unused outputs
-    ctx->saved_data["levels"] = std::move(levels);
-    ctx->saved_data["bits"] = bits;
-    return {y, codes};
-  }
+struct PackedActBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable codes;
+  std::vector<double> levels;
+  int64_t bits = 0;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  std::string name() const override { return kTriton ? "ffops::TritonPackedActBackward" : "ffops::PackedActBackward"; }
+
+  void release_variables() override { codes.reset_data(); }
+
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const at::Tensor codes = ctx->get_saved_variables()[0];
     at::Tensor dx;
     if (grads[0].defined()) {
-      dx = packed_act_bwd_op<kTriton>().call(grads[0].contiguous(), codes, ctx->saved_data["levels"].toDoubleVector(),
-                                             ctx->saved_data["bits"].toInt());
+      dx = packed_act_bwd_op<kTriton>().call(grads[0].contiguous(), codes.unpack(), levels, bits);
     }
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx};
   }
 };
 
@@ -73,8 +69,21 @@ template <bool kTriton>
 std::tuple<at::Tensor, at::Tensor> packed_act_fwd_autograd(const at::Tensor& x, int64_t fn,
                                                            at::ArrayRef<double> borders, at::ArrayRef<double> levels,
                                                            int64_t bits) {
-  auto out = PackedAct<kTriton>::apply(x, fn, borders.vec(), levels.vec(), bits);
-  return {out[0], out[1]};
+  at::Tensor y, codes;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, codes) = packed_act_fwd_op<kTriton>().call(x, fn, borders, levels, bits);
+  }
+  if (torch::autograd::compute_requires_grad(x)) {
+    TORCH_CHECK(!x._fw_grad(/*level=*/0).defined(), "ffops: the packed activations have no forward-mode AD formula");
+    auto node = c10::make_intrusive<PackedActBackward<kTriton>>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x));
+    node->levels = levels.vec();
+    node->bits = bits;
+    torch::autograd::set_history(y, node);  // y's gradient flows to node; codes are not differentiable
+    node->codes = torch::autograd::SavedVariable(codes, /*is_output=*/false);
+  }
+  return {y, codes};
 }
 
 }  // namespace
