@@ -10,7 +10,7 @@
 #include <optional>
 #include <tuple>
 
-#include "backward_dispatch.h"
+#include "autograd_node.h"
 #include "common.h"
 
 namespace ffops {

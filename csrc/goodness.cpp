@@ -6,24 +6,22 @@
 // (kTriton): its forward and backward call the kernels of the same set.
 //
 // A Python formula (torch.library.register_autograd) runs on every call, gradient or not, and costs
-// tens of microseconds, which on a GPU is more than the kernels; these cost what a built-in op's
-// autograd does. Gradients that do not reach an output arrive undefined (set_materialize_grads(false))
-// and are skipped rather than filled with zeros.
+// tens of microseconds, which on a GPU is more than the kernels; these are hand-written nodes
+// (csrc/autograd_node.h) that cost what a built-in op's autograd does. Gradients that do not reach an
+// output arrive undefined and are skipped rather than filled with zeros.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
-#include "backward_dispatch.h"
+#include "autograd_node.h"
 #include "common.h"
 
 namespace ffops {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Opt = std::optional<at::Tensor>;
 
@@ -67,113 +65,134 @@ const auto& normalize_bwd_op() {
 
 // g = scale * sum_k h^2: dh = (2 scale dg) * h.
 template <bool kTriton>
-class Goodness : public torch::autograd::Function<Goodness<kTriton>> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, double scale) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->set_materialize_grads(false);
-    ctx->save_for_backward({h});
-    ctx->saved_data["scale"] = scale;
-    return goodness_fwd_op<kTriton>().call(h, scale);
-  }
+struct GoodnessBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable h;
+  double scale = 1.0;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  std::string name() const override { return kTriton ? "ffops::TritonGoodnessBackward" : "ffops::GoodnessBackward"; }
+  void release_variables() override { h.reset_data(); }
+
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const at::Tensor h = ctx->get_saved_variables()[0];
     at::Tensor dh;
-    if (grads[0].defined()) {
-      dh = row_scale_op<kTriton>().call(h, ((2.0 * ctx->saved_data["scale"].toDouble()) * grads[0]).contiguous());
-    }
-    return {dh, at::Tensor()};
+    if (grads[0].defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * grads[0]).contiguous());
+    return {dh};
   }
 };
 
 // loss = softplus(z), z = coef * (t - g), t = target or theta: dloss/dg = -coef sigmoid(z),
 // dloss/dt = coef sigmoid(z); then dh as for the goodness.
 template <bool kTriton>
-class FFLoss : public torch::autograd::Function<FFLoss<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& h, double scale, double coef, double theta,
-                               const Opt& target) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->set_materialize_grads(false);
-    auto [g, loss] = ff_loss_fwd_op<kTriton>().call(h, scale, coef, theta, target);
-    ctx->save_for_backward({h, g, target.value_or(at::Tensor())});
-    ctx->saved_data["scale"] = scale;
-    ctx->saved_data["coef"] = coef;
-    ctx->saved_data["theta"] = theta;
-    return {g, loss};
+struct FFLossBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable h, g, target;
+  double scale = 1.0, coef = 1.0, theta = 0.0;
+
+  std::string name() const override { return kTriton ? "ffops::TritonFFLossBackward" : "ffops::FFLossBackward"; }
+
+  void release_variables() override {
+    h.reset_data();
+    g.reset_data();
+    target.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &h = saved[0], &g = saved[1], &target = saved[2];
     const at::Tensor &grad_g = grads[0], &grad_loss = grads[1];
-    const double coef = ctx->saved_data["coef"].toDouble();
     at::Tensor dg = grad_g, dtarget;
     if (grad_loss.defined()) {
-      const at::Tensor t_minus_g = target.defined() ? target - g : ctx->saved_data["theta"].toDouble() - g;
+      const at::Tensor saved_g = g.unpack(this->getptr()), saved_target = target.unpack();
+      const at::Tensor t_minus_g = saved_target.defined() ? saved_target - saved_g : theta - saved_g;
       const at::Tensor dloss_dz = at::sigmoid(coef * t_minus_g) * grad_loss;
       dg = dg.defined() ? dg - coef * dloss_dz : -coef * dloss_dz;
-      if (target.defined()) dtarget = coef * dloss_dz;
+      if (saved_target.defined()) dtarget = coef * dloss_dz;
     }
     at::Tensor dh;
-    if (dg.defined()) {
-      dh = row_scale_op<kTriton>().call(h, ((2.0 * ctx->saved_data["scale"].toDouble()) * dg).contiguous());
-    }
-    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), dtarget};
+    if (dg.defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * dg).contiguous());
+    return {dh, dtarget};
   }
 };
 
 // (y, s) = (h / (sqrt(norm_scale s) + eps), sum_k h^2); backward in normalize_bwd, or 2 ds h when
 // only s is used.
 template <bool kTriton>
-class Normalize : public torch::autograd::Function<Normalize<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& h, double norm_scale, double eps) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->set_materialize_grads(false);
-    auto [y, s] = normalize_fwd_op<kTriton>().call(h, norm_scale, eps);
-    ctx->save_for_backward({h, s});
-    ctx->saved_data["norm_scale"] = norm_scale;
-    ctx->saved_data["eps"] = eps;
-    return {y, s};
+struct NormalizeBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable h, s;
+  double norm_scale = 1.0, eps = 0.0;
+
+  std::string name() const override { return kTriton ? "ffops::TritonNormalizeBackward" : "ffops::NormalizeBackward"; }
+
+  void release_variables() override {
+    h.reset_data();
+    s.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &h = saved[0], &s = saved[1];
     const at::Tensor &grad_y = grads[0], &grad_s = grads[1];
     at::Tensor dh;
     if (grad_y.defined()) {
-      dh =
-          normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h, s,
-                                           ctx->saved_data["norm_scale"].toDouble(), ctx->saved_data["eps"].toDouble());
+      dh = normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h.unpack(),
+                                            s.unpack(this->getptr()), norm_scale, eps);
     } else if (grad_s.defined()) {
-      dh = row_scale_op<kTriton>().call(h, (2.0 * grad_s).contiguous());
+      dh = row_scale_op<kTriton>().call(h.unpack(), (2.0 * grad_s).contiguous());
     }
-    return {dh, at::Tensor(), at::Tensor()};
+    return {dh};
   }
 };
 
 template <bool kTriton>
 at::Tensor goodness_fwd_autograd(const at::Tensor& h, double scale) {
-  return Goodness<kTriton>::apply(h, scale);
+  at::Tensor g;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    g = goodness_fwd_op<kTriton>().call(h, scale);
+  }
+  if (auto node = make_backward_node<GoodnessBackward<kTriton>>("goodness", h)) {
+    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+    node->scale = scale;
+    torch::autograd::set_history(g, node);
+  }
+  return g;
 }
 
 template <bool kTriton>
 std::tuple<at::Tensor, at::Tensor> ff_loss_fwd_autograd(const at::Tensor& h, double scale, double coef, double theta,
                                                         const Opt& target) {
-  auto out = FFLoss<kTriton>::apply(h, scale, coef, theta, target);
-  return {out[0], out[1]};
+  at::Tensor g, loss;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(g, loss) = ff_loss_fwd_op<kTriton>().call(h, scale, coef, theta, target);
+  }
+  const at::Tensor target_or_undefined = target.value_or(at::Tensor());
+  if (auto node = make_backward_node<FFLossBackward<kTriton>>("ff_loss", h, target_or_undefined)) {
+    node->scale = scale;
+    node->coef = coef;
+    node->theta = theta;
+    torch::autograd::set_history(g, node);     // output 0
+    torch::autograd::set_history(loss, node);  // output 1
+    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+    node->g = torch::autograd::SavedVariable(g, /*is_output=*/true);
+    node->target = torch::autograd::SavedVariable(target_or_undefined, /*is_output=*/false);
+  }
+  return {g, loss};
 }
 
 template <bool kTriton>
 std::tuple<at::Tensor, at::Tensor> normalize_fwd_autograd(const at::Tensor& h, double norm_scale, double eps) {
-  auto out = Normalize<kTriton>::apply(h, norm_scale, eps);
-  return {out[0], out[1]};
+  at::Tensor y, s;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, s) = normalize_fwd_op<kTriton>().call(h, norm_scale, eps);
+  }
+  if (auto node = make_backward_node<NormalizeBackward<kTriton>>("ff_normalize", h)) {
+    node->norm_scale = norm_scale;
+    node->eps = eps;
+    torch::autograd::set_history(y, node);  // output 0
+    torch::autograd::set_history(s, node);  // output 1
+    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+    node->s = torch::autograd::SavedVariable(s, /*is_output=*/true);
+  }
+  return {y, s};
 }
 
 }  // namespace

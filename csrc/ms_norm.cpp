@@ -12,15 +12,12 @@
 // backward: ms_norm_bwd.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/functions/utils.h>
-#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
-#include "backward_dispatch.h"
+#include "autograd_node.h"
 #include "common.h"
 
 namespace ffops {
@@ -46,8 +43,7 @@ const auto& ms_norm_bwd_op() {
   return op;
 }
 
-// The backward node, written as torch's generated ones are (a torch::autograd::Function costs several
-// microseconds more per call: its context, saved_data map and output wrapping).
+// The backward node (csrc/autograd_node.h).
 template <bool kTriton>
 struct MSNormBackward final : torch::autograd::Node {
   torch::autograd::SavedVariable y, rstd;
@@ -84,10 +80,7 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd_autograd(const at::Tensor& x, dou
     at::AutoDispatchBelowADInplaceOrView guard;
     std::tie(y, rstd) = ms_norm_fwd_op<kTriton>().call(x, eps, center, out_dtype);
   }
-  if (torch::autograd::compute_requires_grad(x)) {
-    TORCH_CHECK(!x._fw_grad(/*level=*/0).defined(), "ffops: ms_norm has no forward-mode AD formula");
-    auto node = c10::make_intrusive<MSNormBackward<kTriton>>();
-    node->set_next_edges(torch::autograd::collect_next_edges(x));
+  if (auto node = make_backward_node<MSNormBackward<kTriton>>("ms_norm", x)) {
     node->center = center;
     node->x_dtype = x.scalar_type();
     torch::autograd::set_history(y, node);  // y's gradient flows to node; rstd is not differentiable

@@ -10,15 +10,12 @@
 // What autograd saves is the point of this op: packed_act_fwd saves only its packed codes (bits per
 // element); backward: packed_act_bwd.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/functions/utils.h>
-#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <tuple>
 #include <vector>
 
-#include "backward_dispatch.h"
+#include "autograd_node.h"
 #include "common.h"
 
 namespace ffops {
@@ -43,8 +40,7 @@ const auto& packed_act_bwd_op() {
   return op;
 }
 
-// The backward node, written as torch's generated ones are (a torch::autograd::Function costs several
-// microseconds more per call: its context, saved_data map and output wrapping).
+// The backward node (csrc/autograd_node.h).
 template <bool kTriton>
 struct PackedActBackward final : torch::autograd::Node {
   torch::autograd::SavedVariable codes;
@@ -74,10 +70,7 @@ std::tuple<at::Tensor, at::Tensor> packed_act_fwd_autograd(const at::Tensor& x, 
     at::AutoDispatchBelowADInplaceOrView guard;
     std::tie(y, codes) = packed_act_fwd_op<kTriton>().call(x, fn, borders, levels, bits);
   }
-  if (torch::autograd::compute_requires_grad(x)) {
-    TORCH_CHECK(!x._fw_grad(/*level=*/0).defined(), "ffops: the packed activations have no forward-mode AD formula");
-    auto node = c10::make_intrusive<PackedActBackward<kTriton>>();
-    node->set_next_edges(torch::autograd::collect_next_edges(x));
+  if (auto node = make_backward_node<PackedActBackward<kTriton>>("packed_act", x)) {
     node->levels = levels.vec();
     node->bits = bits;
     torch::autograd::set_history(y, node);  // y's gradient flows to node; codes are not differentiable

@@ -1,0 +1,46 @@
+// The plumbing of the C++ autograd formulas (csrc/<op>.cpp): backward nodes written as torch's
+// generated ones are (make_backward_node; a torch::autograd::Function costs several microseconds more
+// per call: its context, saved_data map and output wrapping), and how their backward calls the
+// kernel ops (BackwardDispatchGuard).
+#pragma once
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/util/Exception.h>
+#include <c10/util/intrusive_ptr.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
+#include <optional>
+
+namespace ffops {
+
+// A backward node NodeT whose gradients flow to `inputs` (an undefined input gets no edge), or null when
+// no input needs a gradient (grad mode off, or none requires grad). The caller fills the node's saved
+// state and attaches it to the differentiable outputs in order (torch::autograd::set_history). No
+// formula here is forward-mode: a dual input is an error naming the op.
+template <typename NodeT, typename... Inputs>
+c10::intrusive_ptr<NodeT> make_backward_node(const char* op, const Inputs&... inputs) {
+  if (!torch::autograd::compute_requires_grad(inputs...)) return {};
+  TORCH_CHECK(!(torch::autograd::isFwGradDefined(inputs) || ...), "ffops: ", op, " has no forward-mode AD formula");
+  auto node = c10::make_intrusive<NodeT>();
+  node->set_next_edges(torch::autograd::collect_next_edges(inputs...));
+  return node;
+}
+
+// Put first in a backward formula: its kernel ops then dispatch straight to the device kernels, past
+// the Autograd key, whose fallback for ops without a formula of their own boxes every call (a few
+// microseconds each). Not when the backward is itself differentiated (create_graph: grad mode on),
+// where autograd must see those calls.
+class BackwardDispatchGuard {
+ public:
+  BackwardDispatchGuard() {
+    if (!at::GradMode::is_enabled()) below_autograd_.emplace();
+  }
+
+ private:
+  std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_;
+};
+
+}  // namespace ffops
