@@ -7,12 +7,11 @@
 // ff_label_rows is inference only and has no autograd.
 //
 // A Python formula (torch.library.register_autograd) runs on every call, gradient or not, and costs
-// tens of microseconds, which on a GPU is more than the kernels; these cost what a built-in op's
-// autograd does. Gradients that do not reach an output arrive undefined (set_materialize_grads(false))
-// and are skipped rather than filled with zeros.
+// tens of microseconds, which on a GPU is more than the kernels; these are hand-written nodes
+// (csrc/autograd_node.h) that cost what a built-in op's autograd does. Gradients that do not reach an
+// output arrive undefined and are skipped rather than filled with zeros.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -24,7 +23,6 @@
 namespace ffops {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Opt = std::optional<at::Tensor>;
 
@@ -71,68 +69,61 @@ at::Tensor grad_sumsq_or_zeros(const at::Tensor& grad, const at::Tensor& h) {
 }
 
 // The fused FF layer: h (non-differentiable, the next layer's input), sumsq and pos_mean, whose
-// gradients become the weight and bias gradients in ff_linear_bwd. x and x_scale get none.
+// gradients become the weight and bias gradients in ff_linear_bwd. x and x_scale get none: the node's
+// edges go to weight and bias only.
 template <bool kTriton>
-class FFLinear : public torch::autograd::Function<FFLinear<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const Opt& x_scale, const at::Tensor& weight,
-                               const Opt& bias, int64_t n_pos) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->set_materialize_grads(false);
-    auto [h, sumsq, pos_mean] = ff_linear_fwd_op<kTriton>().call(x, x_scale, weight, bias, n_pos);
-    ctx->mark_non_differentiable({h});
-    ctx->save_for_backward({x, x_scale.value_or(at::Tensor()), h});
-    ctx->saved_data["n_pos"] = n_pos;
-    ctx->saved_data["has_bias"] = bias.has_value();
-    return {h, sumsq, pos_mean};
+struct FFLinearBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable x, x_scale, h;
+  int64_t n_pos = 0;
+
+  std::string name() const override { return kTriton ? "ffops::TritonFFLinearBackward" : "ffops::FFLinearBackward"; }
+
+  void release_variables() override {
+    x.reset_data();
+    x_scale.reset_data();
+    h.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  // grads: of sumsq and pos_mean; returns the gradients of weight and bias
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &x_scale = saved[1], &h = saved[2];
-    if (!grads[1].defined() && !grads[2].defined())
-      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
+    const at::Tensor saved_h = h.unpack();
     auto [grad_w, grad_b] =
-        ff_linear_bwd_op<kTriton>().call(x, defined_or_none(x_scale), h, grad_sumsq_or_zeros(grads[1], h),
-                                         defined_or_none(grads[2]), ctx->saved_data["n_pos"].toInt());
-    return {at::Tensor(), at::Tensor(), grad_w, ctx->saved_data["has_bias"].toBool() ? grad_b : at::Tensor(),
-            at::Tensor()};
+        ff_linear_bwd_op<kTriton>().call(x.unpack(), defined_or_none(x_scale.unpack()), saved_h,
+                                         grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), n_pos);
+    return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
   }
 };
 
 // ff_linear on the label overlays of shared inputs (same outputs and gradients as FFLinear on the
 // materialized rows); base, labels, on and x_scale get no gradient.
 template <bool kTriton>
-class FFLinearOverlay : public torch::autograd::Function<FFLinearOverlay<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& base, const at::Tensor& labels,
-                               const at::Tensor& on, const Opt& x_scale, const at::Tensor& weight, const Opt& bias,
-                               int64_t num_classes, int64_t n_pos) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->set_materialize_grads(false);
-    auto [h, sumsq, pos_mean] =
-        overlay_fwd_op<kTriton>().call(base, labels, on, x_scale, weight, bias, num_classes, n_pos);
-    ctx->mark_non_differentiable({h});
-    ctx->save_for_backward({base, labels, on, x_scale.value_or(at::Tensor()), h});
-    ctx->saved_data["num_classes"] = num_classes;
-    ctx->saved_data["n_pos"] = n_pos;
-    ctx->saved_data["has_bias"] = bias.has_value();
-    return {h, sumsq, pos_mean};
+struct FFLinearOverlayBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable base, labels, on, x_scale, h;
+  int64_t num_classes = 0, n_pos = 0;
+
+  std::string name() const override {
+    return kTriton ? "ffops::TritonFFLinearOverlayBackward" : "ffops::FFLinearOverlayBackward";
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  void release_variables() override {
+    base.reset_data();
+    labels.reset_data();
+    on.reset_data();
+    x_scale.reset_data();
+    h.reset_data();
+  }
+
+  // grads: of sumsq and pos_mean; returns the gradients of weight and bias
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &base = saved[0], &labels = saved[1], &on = saved[2], &x_scale = saved[3], &h = saved[4];
-    variable_list out(8);
-    if (!grads[1].defined() && !grads[2].defined()) return out;
+    if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
+    const at::Tensor saved_h = h.unpack();
     auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(
-        base, labels, on, defined_or_none(x_scale), h, grad_sumsq_or_zeros(grads[1], h), defined_or_none(grads[2]),
-        ctx->saved_data["num_classes"].toInt(), ctx->saved_data["n_pos"].toInt());
-    out[4] = grad_w;
-    if (ctx->saved_data["has_bias"].toBool()) out[5] = grad_b;
-    return out;
+        base.unpack(), labels.unpack(), on.unpack(), defined_or_none(x_scale.unpack()), saved_h,
+        grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), num_classes, n_pos);
+    return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
   }
 };
 
@@ -140,8 +131,20 @@ template <bool kTriton>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd_autograd(const at::Tensor& x, const Opt& x_scale,
                                                                       const at::Tensor& weight, const Opt& bias,
                                                                       int64_t n_pos) {
-  auto out = FFLinear<kTriton>::apply(x, x_scale, weight, bias, n_pos);
-  return {out[0], out[1], out[2]};
+  at::Tensor h, sumsq, pos_mean;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(h, sumsq, pos_mean) = ff_linear_fwd_op<kTriton>().call(x, x_scale, weight, bias, n_pos);
+  }
+  if (auto node = make_backward_node<FFLinearBackward<kTriton>>("ff_linear", weight, bias.value_or(at::Tensor()))) {
+    node->n_pos = n_pos;
+    torch::autograd::set_history(sumsq, node);     // output 0; h is not differentiable
+    torch::autograd::set_history(pos_mean, node);  // output 1
+    node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
+    node->x_scale = torch::autograd::SavedVariable(x_scale.value_or(at::Tensor()), /*is_output=*/false);
+    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+  }
+  return {h, sumsq, pos_mean};
 }
 
 template <bool kTriton>
@@ -149,8 +152,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> overlay_fwd_autograd(const at::Te
                                                                     const at::Tensor& on, const Opt& x_scale,
                                                                     const at::Tensor& weight, const Opt& bias,
                                                                     int64_t num_classes, int64_t n_pos) {
-  auto out = FFLinearOverlay<kTriton>::apply(base, labels, on, x_scale, weight, bias, num_classes, n_pos);
-  return {out[0], out[1], out[2]};
+  at::Tensor h, sumsq, pos_mean;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(h, sumsq, pos_mean) =
+        overlay_fwd_op<kTriton>().call(base, labels, on, x_scale, weight, bias, num_classes, n_pos);
+  }
+  if (auto node = make_backward_node<FFLinearOverlayBackward<kTriton>>("ff_linear_overlay", weight,
+                                                                       bias.value_or(at::Tensor()))) {
+    node->num_classes = num_classes;
+    node->n_pos = n_pos;
+    torch::autograd::set_history(sumsq, node);     // output 0; h is not differentiable
+    torch::autograd::set_history(pos_mean, node);  // output 1
+    node->base = torch::autograd::SavedVariable(base, /*is_output=*/false);
+    node->labels = torch::autograd::SavedVariable(labels, /*is_output=*/false);
+    node->on = torch::autograd::SavedVariable(on, /*is_output=*/false);
+    node->x_scale = torch::autograd::SavedVariable(x_scale.value_or(at::Tensor()), /*is_output=*/false);
+    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+  }
+  return {h, sumsq, pos_mean};
 }
 
 }  // namespace
