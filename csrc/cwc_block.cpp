@@ -4,7 +4,6 @@
 // launchers (ffops::triton_cwc_block_*, registered from Python). See csrc/goodness.cpp for why C++.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -16,7 +15,6 @@
 namespace ffops {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Opt = std::optional<at::Tensor>;
 using Six = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -40,48 +38,57 @@ const auto& bwd_op() {
 // Differentiable in z, weight and bias through y and g; p, idx, mean and var are saved state and
 // statistics (not differentiable).
 template <bool kTriton>
-class CwCBlock : public torch::autograd::Function<CwCBlock<kTriton>> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& z, const at::Tensor& weight,
-                               const at::Tensor& bias, const Opt& mean, const Opt& var, int64_t num_classes, bool pool,
-                               double eps) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->set_materialize_grads(false);
-    auto [y, g, p, idx, batch_mean, batch_var] =
-        fwd_op<kTriton>().call(z, weight, bias, mean, var, num_classes, pool, eps);
-    ctx->save_for_backward({p, idx, weight, bias, batch_mean, batch_var});
-    ctx->saved_data["num_classes"] = num_classes;
-    ctx->saved_data["pool"] = pool;
-    ctx->saved_data["batch_stats"] = !mean.has_value();
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["height"] = z.size(2);
-    ctx->saved_data["width"] = z.size(3);
-    ctx->mark_non_differentiable({p, idx, batch_mean, batch_var});
-    return {y, g, p, idx, batch_mean, batch_var};
+struct CwCBlockBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable p, idx, weight, bias, batch_mean, batch_var;
+  int64_t num_classes = 0, height = 0, width = 0;
+  bool pool = true, batch_stats = true;
+  double eps = 0.0;
+
+  std::string name() const override { return kTriton ? "ffops::TritonCwCBlockBackward" : "ffops::CwCBlockBackward"; }
+
+  void release_variables() override {
+    for (auto* v : {&p, &idx, &weight, &bias, &batch_mean, &batch_var}) v->reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  // grads: of y and g; returns the gradients of z, weight and bias
+  variable_list apply(variable_list&& grads) override {
     const BackwardDispatchGuard below_autograd;
-    const auto saved = ctx->get_saved_variables();
     const at::Tensor &grad_y = grads[0], &grad_g = grads[1];
-    if (!grad_y.defined() && !grad_g.defined())
-      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-              at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!grad_y.defined() && !grad_g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
     const Opt gy = grad_y.defined() ? Opt(grad_y.contiguous(at::MemoryFormat::ChannelsLast)) : std::nullopt;
-    auto [dz, dweight, dbias] =
-        bwd_op<kTriton>().call(gy, defined_or_none(grad_g), saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
-                               ctx->saved_data["num_classes"].toInt(), ctx->saved_data["pool"].toBool(),
-                               ctx->saved_data["batch_stats"].toBool(), ctx->saved_data["eps"].toDouble(),
-                               ctx->saved_data["height"].toInt(), ctx->saved_data["width"].toInt());
-    return {dz, dweight, dbias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    auto [dz, dweight, dbias] = bwd_op<kTriton>().call(
+        gy, defined_or_none(grad_g), p.unpack(), idx.unpack(), weight.unpack(), bias.unpack(), batch_mean.unpack(),
+        batch_var.unpack(), num_classes, pool, batch_stats, eps, height, width);
+    return {dz, dweight, dbias};
   }
 };
 
 template <bool kTriton>
 Six cwc_block_fwd_autograd(const at::Tensor& z, const at::Tensor& weight, const at::Tensor& bias, const Opt& mean,
                            const Opt& var, int64_t num_classes, bool pool, double eps) {
-  auto out = CwCBlock<kTriton>::apply(z, weight, bias, mean, var, num_classes, pool, eps);
-  return {out[0], out[1], out[2], out[3], out[4], out[5]};
+  at::Tensor y, g, p, idx, batch_mean, batch_var;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, g, p, idx, batch_mean, batch_var) =
+        fwd_op<kTriton>().call(z, weight, bias, mean, var, num_classes, pool, eps);
+  }
+  if (auto node = make_backward_node<CwCBlockBackward<kTriton>>("cwc_block", z, weight, bias)) {
+    node->num_classes = num_classes;
+    node->pool = pool;
+    node->batch_stats = !mean.has_value();
+    node->eps = eps;
+    node->height = z.size(2);
+    node->width = z.size(3);
+    torch::autograd::set_history(y, node);  // output 0
+    torch::autograd::set_history(g, node);  // output 1; the rest are not differentiable
+    node->p = torch::autograd::SavedVariable(p, /*is_output=*/false);
+    node->idx = torch::autograd::SavedVariable(idx, /*is_output=*/false);
+    node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
+    node->bias = torch::autograd::SavedVariable(bias, /*is_output=*/false);
+    node->batch_mean = torch::autograd::SavedVariable(batch_mean, /*is_output=*/false);
+    node->batch_var = torch::autograd::SavedVariable(batch_var, /*is_output=*/false);
+  }
+  return {y, g, p, idx, batch_mean, batch_var};
 }
 
 }  // namespace
