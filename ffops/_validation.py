@@ -53,6 +53,8 @@ def check_choice(op: str, name: str, value, choices) -> None:
 
 
 def check_finite_real(op: str, name: str, value, *, positive: bool = False) -> float:
+    if type(value) is float and math.isfinite(value) and (value > 0 or not positive):
+        return value  # the common case, without the numbers.Real ABC check (on every op call)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{op}: {name} must be a real number (float), got {type(value).__name__}")
     value = float(value)

@@ -39,7 +39,7 @@ def _packed(x: torch.Tensor, fn: str, borders, levels, bits: int) -> torch.Tenso
     impl = _backend.resolve(x.device)
     if impl == "reference":
         return reference.packed_activation(x, fn, borders, levels, bits)
-    y, _ = KERNELS[impl].packed_act_fwd(x.contiguous(), FUNCTIONS.index(fn), list(borders), list(levels), bits)
+    y, _ = KERNELS[impl].packed_act_fwd(x.contiguous(), FUNCTIONS.index(fn), borders, levels, bits)
     return y
 
 
