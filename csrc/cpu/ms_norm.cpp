@@ -187,8 +187,7 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, 
 
 at::Tensor ms_norm_bwd(const at::Tensor& grad_y, const at::Tensor& y, const at::Tensor& rstd, bool center,
                        at::ScalarType dx_dtype) {
-  check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
-  const at::Tensor gr_rows = as_rows(grad_y), y_rows = as_rows(y);
+  const auto [gr_rows, y_rows] = check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
   at::Tensor dx = empty_large(y.sizes(), y.options().dtype(dx_dtype));
   const int64_t rows = y_rows.size(0), k = y_rows.size(1), ldg = gr_rows.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "ffops_ms_norm_bwd", [&] {

@@ -39,9 +39,8 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd(const at::Tensor& x, double eps, 
 at::Tensor ms_norm_bwd(const at::Tensor& grad_y, const at::Tensor& y, const at::Tensor& rstd, bool center,
                        at::ScalarType dx_dtype) {
   check_cuda(y, "y");
-  check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
+  const auto [gr_rows, y_rows] = check_ms_norm_bwd_args(grad_y, y, rstd, dx_dtype);
   const c10::cuda::CUDAGuard guard(y.device());
-  const at::Tensor gr_rows = as_rows(grad_y), y_rows = as_rows(y);
   at::Tensor dx = at::empty(y.sizes(), y.options().dtype(dx_dtype));
   check_launch(launch_ms_norm_bwd(dtype_of(y.scalar_type()), dtype_of(dx_dtype), gr_rows.const_data_ptr(),
                                   gr_rows.stride(0), y.const_data_ptr(), rstd.const_data_ptr(), y_rows.size(0),
