@@ -20,6 +20,8 @@ PARTS = {
     "ff_label_rows": "ff_linear",
     "ff_linear_overlay": "ff_linear",
     "sparse_linear_pattern": "sparse_linear",
+    "sparse_kernels": "sparse_linear",  # the sparse family's CPU kernels, shared by the linear layer and
+    "sparse_conv": "sparse_linear",  # the direct sparse convolution (CPU only)
 }
 
 

@@ -14,6 +14,7 @@ from torch.nn.modules.utils import _pair
 
 from ffops import _backend
 from ffops.nn._im2col import patches_feature_major
+from ffops.ops.sparse_conv import direct_conv_applies, sparse_conv2d_direct
 from ffops.ops.sparse_linear import CPU_DTYPES, sparse_linear, sparse_linear_t
 from ffops.ops.sparse_linear_pattern import (
     TransposedPattern,
@@ -258,13 +259,22 @@ def _conv_padding(conv: nn.Conv2d):
     return conv.padding
 
 
+ALGORITHMS = ("auto", "im2col")
+
+
 class SparseConv2d(_SparsePatternMixin, nn.Module):
     """A 2-D convolution whose weight ``[out, in / groups, kh, kw]`` is unstructured-sparse.
 
-    The input's patches are gathered (im2col) feature-major, ``[in * kh * kw, N * L]``, and the
-    weight is one CSR matrix ``[out, in * kh * kw]``; groups are its block-diagonal structure (a
-    nonzero of output channel o only in o's group's columns). Forward and backward run the sparse
-    kernels of ``ffops.sparse_linear``; the unfolding is dense (``kh * kw`` times the input).
+    The weight is one CSR matrix ``[out, in * kh * kw]``; groups are its block-diagonal structure (a
+    nonzero of output channel o only in o's group's columns). Two algorithms:
+
+    * direct (``algorithm="auto"`` on the CPU with the C++ kernels, stride 1): the sparse kernels
+      read every kernel tap as a shift of one padded copy of the input (``ffops.ops.sparse_conv``);
+      no patch matrix is built.
+    * im2col (``algorithm="im2col"``, and everywhere the direct path does not apply: GPU, stride > 1,
+      the Triton or reference backend): the input's patches are gathered feature-major,
+      ``[in * kh * kw, N * L]`` (``kh * kw`` times the input), and forward and backward run the
+      kernels of ``ffops.sparse_linear``.
     """
 
     def __init__(
@@ -281,11 +291,15 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         dilation=1,
         groups: int = 1,
         bias=True,
+        algorithm: str = "auto",
         device=None,
         dtype=None,
     ):
         super().__init__()
         op = "ffops.nn.SparseConv2d"
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"{op}: groups ({groups}) must divide in_channels ({in_channels}) and out_channels ({out_channels})"
@@ -334,9 +348,10 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         sparsity: float | None = None,
         mask: torch.Tensor | None = None,
         index_dtype: torch.dtype = torch.int32,
+        algorithm: str = "auto",
     ) -> "SparseConv2d":
         """Keep ``conv``'s weights on ``mask`` (the weight's shape), or its ``1 - sparsity`` largest
-        magnitudes, or (neither given) its nonzeros."""
+        magnitudes, or (neither given) its nonzeros. ``algorithm``: see the class."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"SparseConv2d.from_dense: expected an nn.Conv2d, got {type(conv).__name__}")
         padding = _conv_padding(conv)
@@ -364,6 +379,7 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
             dilation=conv.dilation,
             groups=g,
             bias=conv.bias if conv.bias is not None else False,
+            algorithm=algorithm,
             device=weight.device,
             dtype=weight.dtype,
         )
@@ -404,6 +420,19 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         x, values, bias, out_dtype = self._autocast(x)
         if values.dtype != x.dtype:
             raise TypeError(f"ffops.nn.SparseConv2d: x must have the layer's dtype ({values.dtype}), got {x.dtype}")
+        if self.algorithm == "auto" and direct_conv_applies(x, self.stride):
+            y = sparse_conv2d_direct(
+                x,
+                values,
+                self.crow_indices,
+                self.col_indices,
+                self.transposed,
+                bias,
+                self.kernel_size,
+                self.padding,
+                self.dilation,
+            )
+            return y if out_dtype is None else y.to(out_dtype)
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
         out_h = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
@@ -417,5 +446,5 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, nnz={self.nnz}, "
-            f"sparsity={self.sparsity:.3f}, bias={self.bias is not None}"
+            f"sparsity={self.sparsity:.3f}, bias={self.bias is not None}, algorithm={self.algorithm!r}"
         )
