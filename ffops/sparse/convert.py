@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ffops.nn.sparse import SparseConv2d, SparseLinear, _conv_padding
+from ffops.sparse.speed import LayerTiming, record_inputs, time_layer
 
 METHODS = ("magnitude", "existing")
 
@@ -23,6 +24,7 @@ class LayerChange:
     sparsity: float
     nnz: int
     reason: str = ""
+    timing: LayerTiming | None = None  # dense vs sparse fwd+bwd, when measured
 
 
 @dataclass
@@ -30,6 +32,7 @@ class SparsifyReport:
     """The layers that were swapped, and those left dense with the reason."""
 
     changes: list[LayerChange] = field(default_factory=list)
+    measured: bool = False  # whether sparsify timed the layers on an example input
 
     @property
     def swapped(self) -> list[LayerChange]:
@@ -40,13 +43,21 @@ class SparsifyReport:
         return [c for c in self.changes if c.action == "dense"]
 
     def __str__(self) -> str:
-        rows = [f"{'layer':<28} {'type':<13} {'shape':<20} {'action':<10} {'sparsity':>8} {'nnz':>10}  reason"]
+        head = f"{'layer':<28} {'type':<13} {'shape':<20} {'action':<10} {'sparsity':>8} {'nnz':>10}"
+        rows = [head + f" {'dense ms':>9} {'sparse ms':>9} {'speedup':>7}  reason"]
         for c in self.changes:
+            t = c.timing
+            times = f"{t.dense_ms:>9.3g} {t.sparse_ms:>9.3g} {t.speedup:>6.2f}x" if t else f"{'-':>9} {'-':>9} {'-':>7}"
             rows.append(
-                f"{c.name:<28} {c.kind:<13} {c.shape!s:<20} {c.action:<10} {c.sparsity:>8.3f} {c.nnz:>10}  {c.reason}"
+                f"{c.name:<28} {c.kind:<13} {c.shape!s:<20} {c.action:<10} {c.sparsity:>8.3f} {c.nnz:>10} "
+                f"{times}  {c.reason}"
             )
-        n = len(self.swapped)
-        rows.append(f"{n} layer(s) changed, {len(self.skipped)} left dense")
+        rows.append(f"{len(self.swapped)} layer(s) changed, {len(self.skipped)} left dense")
+        if not self.measured and any(c.action == "sparse" for c in self.changes):
+            rows.append(
+                "speed not measured: pass example_input=... to sparsify to time each layer and keep it dense "
+                "where the sparse kernels would be slower"
+            )
         return "\n".join(rows)
 
 
@@ -56,10 +67,47 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
+def _dense_change(name: str, module: nn.Module, reason: str, reached: float = 0.0, timing=None) -> LayerChange:
+    """A layer left as it was."""
+    shape = tuple(module.weight.shape)
+    return LayerChange(name, type(module).__name__, shape, "dense", reached, module.weight.numel(), reason, timing)
+
+
 def _target_sparsity(sparsity, name: str):
     if isinstance(sparsity, dict):
         return sparsity.get(name)
     return sparsity
+
+
+def _consider(name, module, sparsity, method, min_sparsity, measuring, inputs, repeats, min_speedup):
+    """``(LayerChange, the sparse layer or None)`` for one candidate layer of sparsify."""
+    target = None if method == "existing" else _target_sparsity(sparsity, name)
+    if isinstance(sparsity, dict) and name not in sparsity:
+        return _dense_change(name, module, "not in the sparsity dict"), None
+    if isinstance(module, nn.Conv2d):
+        try:
+            _conv_padding(module)
+        except ValueError as exc:
+            return _dense_change(name, module, str(exc)), None
+    keep = module.weight.detach() != 0 if target is None else None
+    reached = (1.0 - keep.float().mean().item()) if keep is not None else float(target)
+    if reached < min_sparsity:
+        reason = f"sparsity {reached:.3f} < min_sparsity {min_sparsity}: dense is faster"
+        return _dense_change(name, module, reason, reached), None
+    cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
+    new = cls.from_dense(module, sparsity=target)
+    new.train(module.training)
+    timing, reason = None, ""
+    if measuring and name not in inputs:
+        reason = "not run by example_input: speed not measured"
+    elif measuring:
+        timing = time_layer(module, new, inputs[name], repeats=repeats)
+        if timing.speedup < min_speedup:
+            reason = f"measured: sparse runs at {timing.speedup:.2f}x of dense speed (< min_speedup {min_speedup:g})"
+            return _dense_change(name, module, reason, reached, timing), None
+        reason = f"measured: {timing.speedup:.2f}x faster than dense"
+    shape = tuple(module.weight.shape)
+    return LayerChange(name, type(module).__name__, shape, "sparse", new.sparsity, new.nnz, reason, timing), new
 
 
 def sparsify(
@@ -68,6 +116,10 @@ def sparsify(
     method: str = "magnitude",
     layers=(nn.Linear, nn.Conv2d),
     min_sparsity: float = 0.8,
+    example_input=None,
+    repeats: int = 5,
+    min_speedup: float = 1.05,
+    verbose: bool = False,
 ) -> SparsifyReport:
     """Prune the model's ``layers`` and swap them, in place, for ``ffops.nn.SparseLinear`` / ``SparseConv2d``.
 
@@ -81,6 +133,17 @@ def sparsify(
         layers: the layer classes to consider (``nn.Linear``, ``nn.Conv2d`` or both).
         min_sparsity: layers whose resulting sparsity is below it stay dense: there the dense GEMM
             is faster than the sparse kernels (see benchmarks/bench_sparse.py).
+        example_input: a batch like the ones training will use (a tensor, or a tuple of ``model``'s
+            positional arguments). When given, every candidate layer is timed, dense against sparse,
+            on the input it receives (forward + backward, ``repeats`` interleaved rounds after
+            warm-up; ``ffops.sparse.speed``) and kept dense unless the sparse layer is at least
+            ``min_speedup`` times faster; the report lists the times. Costs a few seconds per
+            large layer.
+        repeats: timed rounds per layer when measuring (the median is compared).
+        min_speedup: the measured speedup (dense time / sparse time) a layer needs to be swapped;
+            the default 1.05 leaves a layer dense where the two are within timing noise (0: swap
+            every layer, e.g. for the memory, and still see the times).
+        verbose: print each layer's measurement as it is taken.
 
     Returns:
         a :class:`SparsifyReport` listing every considered layer: swapped, or left dense and why.
@@ -93,47 +156,31 @@ def sparsify(
         raise ValueError(f"ffops.sparse.sparsify: layers must be nn.Linear and/or nn.Conv2d classes, got {layers!r}")
     if not 0.0 <= min_sparsity <= 1.0:
         raise ValueError(f"ffops.sparse.sparsify: min_sparsity must be in [0, 1], got {min_sparsity}")
-    report = SparsifyReport()
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"ffops.sparse.sparsify: repeats must be a positive int, got {repeats!r}")
+    if isinstance(min_speedup, bool) or not isinstance(min_speedup, (int, float)) or not min_speedup >= 0:
+        raise ValueError(f"ffops.sparse.sparsify: min_speedup must be a number >= 0, got {min_speedup!r}")
+    report = SparsifyReport(measured=example_input is not None)
     candidates = [
         (n, m)
         for n, m in model.named_modules()
         if isinstance(m, layers) and not isinstance(m, (SparseLinear, SparseConv2d))
     ]
+    inputs = record_inputs(model, [n for n, _ in candidates], example_input) if example_input is not None else {}
     for name, module in candidates:
-        kind = type(module).__name__
-        shape = tuple(module.weight.shape)
-        target = None if method == "existing" else _target_sparsity(sparsity, name)
-        if isinstance(sparsity, dict) and name not in sparsity:
-            report.changes.append(
-                LayerChange(name, kind, shape, "dense", 0.0, module.weight.numel(), "not in the sparsity dict")
+        change, new = _consider(
+            name, module, sparsity, method, min_sparsity, example_input is not None, inputs, repeats, min_speedup
+        )
+        if verbose and change.timing is not None:
+            t = change.timing
+            print(
+                f"sparsify: {name} on {list(t.input_shape)}: dense {t.dense_ms:.3g} ms, sparse {t.sparse_ms:.3g} ms "
+                f"fwd+bwd ({t.speedup:.2f}x): {change.action}",
+                flush=True,
             )
-            continue
-        if isinstance(module, nn.Conv2d):
-            try:
-                _conv_padding(module)
-            except ValueError as exc:
-                report.changes.append(LayerChange(name, kind, shape, "dense", 0.0, module.weight.numel(), str(exc)))
-                continue
-        keep = module.weight.detach() != 0 if target is None else None
-        reached = (1.0 - keep.float().mean().item()) if keep is not None else float(target)
-        if reached < min_sparsity:
-            report.changes.append(
-                LayerChange(
-                    name,
-                    kind,
-                    shape,
-                    "dense",
-                    reached,
-                    module.weight.numel(),
-                    f"sparsity {reached:.3f} < min_sparsity {min_sparsity}: dense is faster",
-                )
-            )
-            continue
-        cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
-        new = cls.from_dense(module, sparsity=target)
-        new.train(module.training)
-        _replace(model, name, new)
-        report.changes.append(LayerChange(name, kind, shape, "sparse", new.sparsity, new.nnz))
+        if new is not None:
+            _replace(model, name, new)
+        report.changes.append(change)
     return report
 
 
