@@ -160,21 +160,22 @@ TORCH_LIBRARY(ffops, m) {
   // out = x.t().contiguous() for a 2-D x (CPU only: a fast transpose for the sparse layer's layouts).
   m.def("transpose_2d(Tensor x) -> Tensor");
 
-  // ---- sparse_conv2d: direct sparse convolution, stride 1, CPU only (csrc/cpu/sparse_conv.cpp;
+  // ---- sparse_conv2d: direct sparse convolution, CPU only (csrc/cpu/sparse_conv.cpp;
   // autograd csrc/sparse_conv.cpp; on other devices SparseConv2d runs im2col + sparse_linear) ----------
   // x [N, C, H, W] (any strides), float32 / float64; the weight [O, C, kh, kw] as a CSR matrix
   // [O, C * kh * kw] (crow, col, values as for sparse_linear; groups are its block structure) with its
-  // transposed pattern t_ptr [C * kh * kw + 1], t_row, t_perm [nnz]. Zero padding, stride 1:
-  //   y[n, o, a, b] = bias[o] + sum_{k in row o} values[k] * xpad[n, c_k, a + i_k dh, b + j_k dw]
+  // transposed pattern t_ptr [C * kh * kw + 1], t_row, t_perm [nnz]. Zero padding:
+  //   y[n, o, a, b] = bias[o] + sum_{k in row o} values[k] * xpad[n, c_k, a sh + i_k dh, b sw + j_k dw]
   // with col[k] = (c_k kh + i_k) kw + j_k. Returns y [N, O, OH, OW] contiguous, dtype of x.
   m.def(
       "sparse_conv2d_fwd(Tensor x, Tensor values, Tensor crow, Tensor col, Tensor t_ptr, Tensor t_row, "
-      "Tensor t_perm, Tensor? bias, int[2] kernel_size, int[2] padding, int[2] dilation) -> Tensor");
+      "Tensor t_perm, Tensor? bias, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
   // Backward: (dx [N, C, H, W] contiguous, dvalues [nnz]) of a loss with gradient grad_y at y; an output
   // that is not needed (need_dx / need_dvalues false) is returned as an empty [0] tensor.
   m.def(
       "sparse_conv2d_bwd(Tensor grad_y, Tensor x, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
-      "int[2] kernel_size, int[2] padding, int[2] dilation, bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
+      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool need_dx, bool need_dvalues) "
+      "-> (Tensor, Tensor)");
 
   // ---- randomized_linear: the random sketch of the RMM backward (csrc/cpu/randomized_linear.cpp,
   // csrc/cuda/randomized_linear*.{cu,cpp}; specification ffops/reference/randomized_linear.py) --------

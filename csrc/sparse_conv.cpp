@@ -20,23 +20,24 @@ using torch::autograd::variable_list;
 using Opt = std::optional<at::Tensor>;
 
 const auto& sparse_conv2d_fwd_op() {
-  static const auto op = find_op<at::Tensor(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const Opt&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef)>("ffops::sparse_conv2d_fwd");
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         const at::Tensor&, const at::Tensor&, const Opt&, at::IntArrayRef, at::IntArrayRef,
+                         at::IntArrayRef, at::IntArrayRef)>("ffops::sparse_conv2d_fwd");
   return op;
 }
 
 const auto& sparse_conv2d_bwd_op() {
   static const auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, bool)>("ffops::sparse_conv2d_bwd");
+      at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, bool)>("ffops::sparse_conv2d_bwd");
   return op;
 }
 
 // Gradients of x, values and bias; each only when its edge needs it.
 struct SparseConv2dBackward final : torch::autograd::Node {
   torch::autograd::SavedVariable x, values, t_ptr, t_row, t_perm;
-  std::vector<int64_t> kernel_size, padding, dilation;
+  std::vector<int64_t> kernel_size, stride, padding, dilation;
 
   std::string name() const override { return "ffops::SparseConv2dBackward"; }
 
@@ -57,7 +58,7 @@ struct SparseConv2dBackward final : torch::autograd::Node {
     if (need_dx || need_dvalues) {
       std::tie(dx, dvalues) =
           sparse_conv2d_bwd_op().call(grad_y, x.unpack(), values.unpack(), t_ptr.unpack(), t_row.unpack(),
-                                      t_perm.unpack(), kernel_size, padding, dilation, need_dx, need_dvalues);
+                                      t_perm.unpack(), kernel_size, stride, padding, dilation, need_dx, need_dvalues);
     }
     if (task_should_compute_output(2)) dbias = grad_y.sum({0, 2, 3});
     return {need_dx ? dx : at::Tensor(), need_dvalues ? dvalues : at::Tensor(), dbias};
@@ -67,15 +68,17 @@ struct SparseConv2dBackward final : torch::autograd::Node {
 at::Tensor sparse_conv2d_fwd_autograd(const at::Tensor& x, const at::Tensor& values, const at::Tensor& crow,
                                       const at::Tensor& col, const at::Tensor& t_ptr, const at::Tensor& t_row,
                                       const at::Tensor& t_perm, const Opt& bias, at::IntArrayRef kernel_size,
-                                      at::IntArrayRef padding, at::IntArrayRef dilation) {
+                                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   at::Tensor y;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    y = sparse_conv2d_fwd_op().call(x, values, crow, col, t_ptr, t_row, t_perm, bias, kernel_size, padding, dilation);
+    y = sparse_conv2d_fwd_op().call(x, values, crow, col, t_ptr, t_row, t_perm, bias, kernel_size, stride, padding,
+                                    dilation);
   }
   const at::Tensor bias_or_undefined = bias.value_or(at::Tensor());
   if (auto node = make_backward_node<SparseConv2dBackward>("sparse_conv2d", x, values, bias_or_undefined)) {
     node->kernel_size = kernel_size.vec();
+    node->stride = stride.vec();
     node->padding = padding.vec();
     node->dilation = dilation.vec();
     torch::autograd::set_history(y, node);

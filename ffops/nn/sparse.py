@@ -268,11 +268,12 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
     The weight is one CSR matrix ``[out, in * kh * kw]``; groups are its block-diagonal structure (a
     nonzero of output channel o only in o's group's columns). Two algorithms:
 
-    * direct (``algorithm="auto"`` on the CPU with the C++ kernels, stride 1): the sparse kernels
-      read every kernel tap as a shift of one padded copy of the input (``ffops.ops.sparse_conv``);
-      no patch matrix is built.
-    * im2col (``algorithm="im2col"``, and everywhere the direct path does not apply: GPU, stride > 1,
-      the Triton or reference backend): the input's patches are gathered feature-major,
+    * direct (``algorithm="auto"`` on the CPU with the C++ kernels): the sparse kernels read every
+      kernel tap as a shift of one padded copy of the input (strided: of one of its stride phases;
+      ``ffops.ops.sparse_conv``); no patch matrix is built.
+    * im2col (``algorithm="im2col"``, and everywhere the direct path does not apply: GPU, the Triton
+      or reference backend, kernels with no more taps than the stride skips such as a 1 x 1
+      stride-2 shortcut): the input's patches are gathered feature-major,
       ``[in * kh * kw, N * L]`` (``kh * kw`` times the input), and forward and backward run the
       kernels of ``ffops.sparse_linear``.
     """
@@ -420,7 +421,7 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         x, values, bias, out_dtype = self._autocast(x)
         if values.dtype != x.dtype:
             raise TypeError(f"ffops.nn.SparseConv2d: x must have the layer's dtype ({values.dtype}), got {x.dtype}")
-        if self.algorithm == "auto" and direct_conv_applies(x, self.stride):
+        if self.algorithm == "auto" and direct_conv_applies(x, self.kernel_size, self.stride):
             y = sparse_conv2d_direct(
                 x,
                 values,
@@ -429,6 +430,7 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
                 self.transposed,
                 bias,
                 self.kernel_size,
+                self.stride,
                 self.padding,
                 self.dilation,
             )

@@ -1,5 +1,5 @@
-"""The direct sparse convolution (CPU, stride 1; ffops.ops.sparse_conv) against F.conv2d with the dense
-weight: output, dx, the weight gradient at the nonzeros and db over kernel sizes, paddings (also wider
+"""The direct sparse convolution (CPU; ffops.ops.sparse_conv) against F.conv2d with the dense weight:
+output, dx, the weight gradient at the nonzeros and db over kernel sizes, strides, paddings (also wider
 than the kernel reaches), dilations, groups, dtypes, index dtypes, layouts and empty patterns; the
 gradients each input asks for only; its torch.library contract (opcheck, gradcheck); clear errors
 from the op; and that SparseConv2d takes it (and agrees with its im2col path)."""
@@ -17,8 +17,10 @@ from ffops.sparse import magnitude_mask
 pytestmark = pytest.mark.skipif(not DIRECT_OK, reason="ffops._C CPU kernels not built")
 
 
-def _layer(c, o, kernel, sparsity, *, padding, dilation, groups=1, bias=True, dtype=torch.float32, index=torch.int32):
-    conv = nn.Conv2d(c, o, kernel, padding=padding, dilation=dilation, groups=groups, bias=bias, dtype=dtype)
+def _layer(
+    c, o, kernel, sparsity, *, padding, dilation, stride=1, groups=1, bias=True, dtype=torch.float32, index=torch.int32
+):
+    conv = nn.Conv2d(c, o, kernel, stride, padding, dilation, groups=groups, bias=bias, dtype=dtype)
     mask = magnitude_mask(conv.weight.detach(), sparsity)
     return SparseConv2d.from_dense(conv, mask=mask, index_dtype=index)
 
@@ -32,6 +34,7 @@ def _direct(layer, x, bias=True):
         layer.transposed,
         layer.bias if bias else None,
         layer.kernel_size,
+        layer.stride,
         layer.padding,
         layer.dilation,
     )
@@ -39,7 +42,7 @@ def _direct(layer, x, bias=True):
 
 def _dense(layer, x):
     w = layer.dense_conv_weight()
-    return F.conv2d(x, w, layer.bias, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+    return F.conv2d(x, w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
 def _grads(fn, layer, x, grad_y):
@@ -50,23 +53,30 @@ def _grads(fn, layer, x, grad_y):
     return y.detach(), xl.grad, layer.values.grad.clone(), None if layer.bias is None else layer.bias.grad.clone()
 
 
-GEOMETRIES = [  # C, O, (H, W), kernel, padding, dilation, groups
-    (3, 5, (7, 9), (3, 3), (1, 1), (1, 1), 1),
-    (4, 6, (8, 5), (3, 3), (0, 0), (1, 1), 1),
-    (2, 3, (6, 6), (1, 1), (0, 0), (1, 1), 1),
-    (2, 3, (5, 4), (1, 1), (1, 2), (1, 1), 1),  # padding beyond the kernel's reach
-    (3, 4, (9, 11), (5, 3), (2, 1), (1, 1), 1),
-    (4, 4, (10, 9), (3, 3), (2, 2), (2, 2), 2),
-    (6, 4, (7, 8), (2, 4), (3, 1), (2, 3), 2),  # even and unequal kernels, dilation > padding
-    (8, 8, (4, 4), (3, 3), (1, 1), (1, 1), 4),
-    (16, 24, (13, 13), (3, 3), (1, 1), (1, 1), 1),
+GEOMETRIES = [  # C, O, (H, W), kernel, stride, padding, dilation, groups
+    (3, 5, (7, 9), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (4, 6, (8, 5), (3, 3), (1, 1), (0, 0), (1, 1), 1),
+    (2, 3, (6, 6), (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    (2, 3, (5, 4), (1, 1), (1, 1), (1, 2), (1, 1), 1),  # padding beyond the kernel's reach
+    (3, 4, (9, 11), (5, 3), (1, 1), (2, 1), (1, 1), 1),
+    (4, 4, (10, 9), (3, 3), (1, 1), (2, 2), (2, 2), 2),
+    (6, 4, (7, 8), (2, 4), (1, 1), (3, 1), (2, 3), 2),  # even and unequal kernels, dilation > padding
+    (8, 8, (4, 4), (3, 3), (1, 1), (1, 1), (1, 1), 4),
+    (16, 24, (13, 13), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (4, 6, (8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1),  # ResNet's downsampling 3 x 3
+    (4, 6, (9, 7), (1, 1), (2, 2), (0, 0), (1, 1), 1),  # and its 1 x 1 shortcut (odd sizes)
+    (3, 5, (11, 10), (3, 5), (3, 2), (2, 1), (1, 2), 1),
+    (4, 4, (12, 9), (4, 3), (2, 3), (0, 2), (2, 1), 2),
+    (2, 3, (5, 5), (3, 3), (4, 4), (1, 1), (1, 1), 1),  # stride beyond the kernel: inputs never read
 ]
 
 
-@pytest.mark.parametrize("c,o,hw,kernel,padding,dilation,groups", GEOMETRIES)
+@pytest.mark.parametrize("c,o,hw,kernel,stride,padding,dilation,groups", GEOMETRIES)
 @pytest.mark.parametrize("sparsity", [0.0, 0.8, 1.0])
-def test_direct_conv_equals_dense(c, o, hw, kernel, padding, dilation, groups, sparsity):
-    layer = _layer(c, o, kernel, sparsity, padding=padding, dilation=dilation, groups=groups, dtype=torch.float64)
+def test_direct_conv_equals_dense(c, o, hw, kernel, stride, padding, dilation, groups, sparsity):
+    layer = _layer(
+        c, o, kernel, sparsity, stride=stride, padding=padding, dilation=dilation, groups=groups, dtype=torch.float64
+    )
     x = torch.randn(3, c, *hw, dtype=torch.float64)
     y_ref = _dense(layer, x)
     grad_y = torch.randn_like(y_ref)
@@ -128,6 +138,9 @@ def test_empty_batch_and_nan_propagates():
     assert torch.isnan(y).any() == torch.isnan(_dense(layer, x)).any()
 
 
+GEOMETRY = ([3, 3], [1, 1], [1, 1], [1, 1])  # kernel_size, stride, padding, dilation
+
+
 def test_opcheck_and_gradcheck():
     layer = _layer(3, 4, 3, 0.6, padding=1, dilation=1, dtype=torch.float64)
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
@@ -138,17 +151,15 @@ def test_opcheck_and_gradcheck():
         layer.col_indices,
         *layer.transposed,
         layer.bias,
-        [3, 3],
-        [1, 1],
-        [1, 1],
+        *GEOMETRY,
     )
     torch.library.opcheck(torch.ops.ffops.sparse_conv2d_fwd.default, args)
     grad_y = torch.randn(2, 4, 5, 6, dtype=torch.float64)
-    bwd_args = (grad_y, x.detach(), layer.values.detach(), *layer.transposed, [3, 3], [1, 1], [1, 1])
+    bwd_args = (grad_y, x.detach(), layer.values.detach(), *layer.transposed, *GEOMETRY)
     torch.library.opcheck(torch.ops.ffops.sparse_conv2d_bwd.default, (*bwd_args, True, True))
     torch.library.opcheck(torch.ops.ffops.sparse_conv2d_bwd.default, (*bwd_args, False, True))
     assert torch.autograd.gradcheck(
-        lambda x, v, b: torch.ops.ffops.sparse_conv2d_fwd(x, v, *args[2:7], b, *args[8:]), (x, layer.values, layer.bias)
+        lambda x, v, b: torch.ops.ffops.sparse_conv2d_fwd(x, v, *args[2:7], b, *GEOMETRY), (x, layer.values, layer.bias)
     )
 
 
@@ -158,15 +169,17 @@ def test_op_errors_name_the_argument():
     op = torch.ops.ffops.sparse_conv2d_fwd
     base = (layer.values, layer.crow_indices, layer.col_indices, *t, None)
     with pytest.raises(RuntimeError, match=r"x must be \[N, C, H, W\]"):
-        op(torch.randn(3, 5, 5), *base, [3, 3], [1, 1], [1, 1])
+        op(torch.randn(3, 5, 5), *base, *GEOMETRY)
     with pytest.raises(RuntimeError, match="larger than the padded input"):
-        op(torch.randn(1, 3, 2, 2), *base, [3, 3], [0, 0], [1, 1])
+        op(torch.randn(1, 3, 2, 2), *base, [3, 3], [1, 1], [0, 0], [1, 1])
+    with pytest.raises(RuntimeError, match="stride must be positive"):
+        op(torch.randn(1, 3, 5, 5), *base, [3, 3], [0, 1], [1, 1], [1, 1])
     with pytest.raises(RuntimeError, match=r"t_ptr \(C \* kh \* kw \+ 1\) must have 37 entries"):
-        op(torch.randn(1, 4, 5, 5), *base, [3, 3], [1, 1], [1, 1])
+        op(torch.randn(1, 4, 5, 5), *base, *GEOMETRY)
     with pytest.raises(RuntimeError, match="values must have the dtype of x"):
-        op(torch.randn(1, 3, 5, 5, dtype=torch.float64), *base, [3, 3], [1, 1], [1, 1])
+        op(torch.randn(1, 3, 5, 5, dtype=torch.float64), *base, *GEOMETRY)
     with pytest.raises(RuntimeError, match="float32 or float64 on the CPU"):
-        op(torch.randn(1, 3, 5, 5, dtype=torch.bfloat16), *base, [3, 3], [1, 1], [1, 1])
+        op(torch.randn(1, 3, 5, 5, dtype=torch.bfloat16), *base, *GEOMETRY)
 
 
 def test_sparse_conv2d_takes_the_direct_path_and_agrees_with_im2col():
@@ -175,14 +188,15 @@ def test_sparse_conv2d_takes_the_direct_path_and_agrees_with_im2col():
     im2col = SparseConv2d.from_dense(conv, sparsity=0.9, algorithm="im2col")
     x = torch.randn(4, 8, 12, 10)
     with _backend.use_backend("cpu"):
-        assert direct_conv_applies(x, direct.stride)
-        assert not direct_conv_applies(x, (2, 2)) and not direct_conv_applies(x.bfloat16(), (1, 1))
+        assert direct_conv_applies(x, (3, 3), (1, 1)) and direct_conv_applies(x, (3, 3), (2, 2))
+        assert not direct_conv_applies(x.bfloat16(), (3, 3), (1, 1))
+        assert not direct_conv_applies(x, (1, 1), (2, 2))  # im2col is a strided gather there
         y = direct(x)
         assert y.grad_fn.name() == "ffops::SparseConv2dBackward"
         assert im2col(x).grad_fn.name() != "ffops::SparseConv2dBackward"
         torch.testing.assert_close(y, im2col(x), rtol=1e-5, atol=1e-5)
     with _backend.use_backend("reference"):
-        assert not direct_conv_applies(x, (1, 1))
+        assert not direct_conv_applies(x, (3, 3), (1, 1))
     with pytest.raises(ValueError, match="algorithm must be one of"):
         SparseConv2d.from_dense(conv, sparsity=0.9, algorithm="winograd")
     assert "algorithm='im2col'" in repr(im2col)
