@@ -9,10 +9,12 @@
 #include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
 #include <optional>
+#include <string>
 
 namespace ffops {
 
@@ -42,5 +44,31 @@ class BackwardDispatchGuard {
  private:
   std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_;
 };
+
+// The body of a first-order-only backward formula: compute() (returning the gradients) runs past the
+// Autograd key. Under create_graph (grad mode on) it runs without recording, and its gradients are
+// handed on as @once_differentiable does: through a node that raises if a second backward reaches
+// it, instead of through kernel ops that autograd cannot differentiate (whose fallback would warn
+// and give wrong second derivatives).
+template <typename Compute>
+torch::autograd::variable_list first_order_only(const char* op, const Compute& compute) {
+  if (!at::GradMode::is_enabled()) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return compute();
+  }
+  torch::autograd::variable_list grads;
+  {
+    const at::NoGradGuard no_grad;
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    grads = compute();
+  }
+  for (auto& g : grads) {
+    if (g.defined()) g = g.detach().requires_grad_(true);
+  }
+  const std::string msg = std::string("ffops: the backward of ") + op +
+                          " is first-order only: a second backward through it (create_graph=True) is not supported";
+  return c10::make_intrusive<torch::autograd::DelayedError>(msg, static_cast<int64_t>(grads.size()))
+      ->apply(std::move(grads));
+}
 
 }  // namespace ffops

@@ -4,8 +4,8 @@
 // no Triton twin). The C++ kernels of op group <op> register per device in csrc/cpu/<op>*.cpp and
 // csrc/cuda/<op>_cuda.cpp (argument checks shared by both: csrc/<op>.h, csrc/common.h); fake (meta)
 // implementations are registered from Python (ffops/ops/); autograd is in C++ for both sets
-// (csrc/goodness.cpp, ff_linear.cpp, packed_act.cpp, ms_norm.cpp, cwc_block.cpp, sparse_conv.cpp; the sparse
-// linear layer's is a Python autograd.Function).
+// (csrc/goodness.cpp, ff_linear.cpp, packed_act.cpp, ms_norm.cpp, cwc_block.cpp, sparse_linear.cpp,
+// sparse_conv.cpp).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -157,6 +157,13 @@ TORCH_LIBRARY(ffops, m) {
   def_op(m,
          "sparse_linear_bwd(Tensor dyt, Tensor xt, Tensor values, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
          "bool need_dx, bool need_dvalues) -> (Tensor, Tensor)");
+  // The layer: y [B, N] = x [B, M] @ W^T + bias through the two kernels above, the transposes in and out
+  // included (csrc/sparse_linear.cpp, which also holds its autograd): y is the transposed view of a
+  // contiguous yt when x is one (x.t() of a contiguous [M, B]), else contiguous. t_ptr, t_row, t_perm:
+  // W's transposed pattern, for the backward.
+  def_op(m,
+         "sparse_linear(Tensor x, Tensor values, Tensor crow, Tensor col, Tensor t_ptr, Tensor t_row, Tensor t_perm, "
+         "Tensor? bias) -> Tensor");
   // out = x.t().contiguous() for a 2-D x (CPU only: a fast transpose for the sparse layer's layouts).
   m.def("transpose_2d(Tensor x) -> Tensor");
 

@@ -50,18 +50,19 @@ struct SparseConv2dBackward final : torch::autograd::Node {
   }
 
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    const at::Tensor& grad_y = grads[0];
-    if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    const bool need_dx = task_should_compute_output(0), need_dvalues = task_should_compute_output(1);
-    at::Tensor dx, dvalues, dbias;
-    if (need_dx || need_dvalues) {
-      std::tie(dx, dvalues) =
-          sparse_conv2d_bwd_op().call(grad_y, x.unpack(), values.unpack(), t_ptr.unpack(), t_row.unpack(),
-                                      t_perm.unpack(), kernel_size, stride, padding, dilation, need_dx, need_dvalues);
-    }
-    if (task_should_compute_output(2)) dbias = grad_y.sum({0, 2, 3});
-    return {need_dx ? dx : at::Tensor(), need_dvalues ? dvalues : at::Tensor(), dbias};
+    return first_order_only("sparse_conv2d", [&]() -> variable_list {
+      const at::Tensor& grad_y = grads[0];
+      if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+      const bool need_dx = task_should_compute_output(0), need_dvalues = task_should_compute_output(1);
+      at::Tensor dx, dvalues, dbias;
+      if (need_dx || need_dvalues) {
+        std::tie(dx, dvalues) =
+            sparse_conv2d_bwd_op().call(grad_y, x.unpack(), values.unpack(), t_ptr.unpack(), t_row.unpack(),
+                                        t_perm.unpack(), kernel_size, stride, padding, dilation, need_dx, need_dvalues);
+      }
+      if (task_should_compute_output(2)) dbias = grad_y.sum({0, 2, 3});
+      return {need_dx ? dx : at::Tensor(), need_dvalues ? dvalues : at::Tensor(), dbias};
+    });
   }
 };
 

@@ -3,7 +3,7 @@
 // registration (csrc/cuda/sparse_linear_cuda.cpp): shapes, dtypes, contiguity and devices. The
 // pattern's contents were validated where it was made (ffops/sparse/pattern.py); only on the CPU,
 // where it costs no device synchronization, are the pointer arrays' end points checked again. The
-// layer's autograd is a Python autograd.Function (ffops/ops/_sparse_library.py).
+// layer's op and autograd: csrc/sparse_linear.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,8 +1,8 @@
 // The sparse linear layer on CPU (sparse_linear_fwd / sparse_linear_bwd): W [N, M] in CSR, activations
 // feature-major (xt [M, B]), so every nonzero is a vector operation over a slice of the batch. Schemas
 // and math: csrc/ops.cpp; kernels: csrc/cpu/sparse_kernels.{h,cpp}; argument checks shared with CUDA:
-// csrc/sparse_linear.h; CUDA: csrc/cuda/sparse_linear{.cu,_cuda.cpp}; autograd: a Python
-// autograd.Function (ffops/ops/sparse_linear.py); its transposes: transpose_2d (csrc/cpu/transpose.cpp).
+// csrc/sparse_linear.h; CUDA: csrc/cuda/sparse_linear{.cu,_cuda.cpp}; the layer op and its autograd:
+// csrc/sparse_linear.cpp; its transposes: transpose_2d (csrc/cpu/transpose.cpp).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

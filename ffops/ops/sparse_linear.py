@@ -14,11 +14,10 @@ layout, so chains of sparse layers (with elementwise ops between) never transpos
 import weakref
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ffops import _backend
 from ffops._validation import check_bias, check_float_tensor, check_same_device
-from ffops.ops._common import stat_dtype, wire
+from ffops.ops._common import wire
 from ffops.ops.sparse_linear_pattern import INDEX_DTYPES, TransposedPattern, transpose_pattern
 from ffops.reference import sparse_linear as reference
 
@@ -36,60 +35,18 @@ def _fake_bwd(dyt, xt, values, t_ptr, t_row, t_perm, need_dx, need_dvalues):
     return dxt, dvalues
 
 
-# Two operators (schemas and math: csrc/ops.cpp; kernels: csrc/cpu/sparse_linear.cpp,
-# csrc/cuda/sparse_linear.cu, kernels/sparse_linear.py). Their autograd is _SparseLinear below: the
-# backward needs the transposed pattern, which the forward kernel does not take.
+# The kernels (schemas and math: csrc/ops.cpp; kernels: csrc/cpu/sparse_linear.cpp,
+# csrc/cuda/sparse_linear.cu, kernels/sparse_linear.py) and the layer op over them, ffops::sparse_linear /
+# triton_sparse_linear: one dispatcher call that transposes in and out, runs the forward kernel and
+# records its C++ autograd node (csrc/sparse_linear.cpp). The layer op is composite (no fake of its own:
+# under fake tensors it runs on the kernels' fakes).
 KERNELS = wire({"sparse_linear_fwd": _fake_fwd, "sparse_linear_bwd": _fake_bwd}, "sparse_linear")
+LAYER = {
+    impl: getattr(torch.ops.ffops, "triton_sparse_linear" if impl == "triton" else "sparse_linear").default
+    for impl in KERNELS
+}
 if _backend.CPP_LOADED:
     torch.library.register_fake("ffops::transpose_2d")(lambda x: x.new_empty((x.shape[1], x.shape[0])))
-
-
-def _transposed(t: torch.Tensor) -> torch.Tensor:
-    """``t.t()`` as a contiguous tensor: a free view when ``t`` is a transposed view already, else
-    a copy (on CPU by ffops' parallel AVX-512 transpose, several times faster than ATen's)."""
-    if t.t().is_contiguous():
-        return t.t()
-    if t.device.type == "cpu" and _backend.CPP_CPU:
-        return torch.ops.ffops.transpose_2d(t.contiguous())
-    return t.t().contiguous()
-
-
-def _is_feature_major(t: torch.Tensor) -> bool:
-    """A 2-D ``t`` stored as the transpose of a contiguous matrix (the kernels' layout)."""
-    return t.t().is_contiguous() and not t.is_contiguous()
-
-
-class _SparseLinear(torch.autograd.Function):
-    """``y [B, N] = x [B, M] @ W^T + bias`` through the feature-major kernels. The transposes in
-    and out happen here, outside autograd's graph; a feature-major ``x`` gives a feature-major ``y``."""
-
-    @staticmethod
-    def forward(ctx, x, values, crow, col, t_ptr, t_row, t_perm, bias, impl):
-        xt = _transposed(x)
-        ctx.save_for_backward(xt, values, t_ptr, t_row, t_perm)
-        ctx.impl = impl
-        ctx.has_bias = bias is not None
-        ctx.feature_major = _is_feature_major(x)
-        yt = KERNELS[impl].sparse_linear_fwd(xt, values, crow, col, bias)
-        return yt.t() if ctx.feature_major else _transposed(yt)
-
-    @staticmethod
-    @once_differentiable  # first-order only: a second backward raises instead of being silently wrong
-    def backward(ctx, grad_y):
-        xt, values, t_ptr, t_row, t_perm = ctx.saved_tensors
-        need_dx, need_dvalues = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_db = ctx.has_bias and ctx.needs_input_grad[7]
-        dyt = _transposed(grad_y)
-        dx = dvalues = db = None
-        if need_dx or need_dvalues:
-            dxt, dvalues = KERNELS[ctx.impl].sparse_linear_bwd(
-                dyt, xt, values, t_ptr, t_row, t_perm, need_dx, need_dvalues
-            )
-            if need_dx:
-                dx = dxt.t() if ctx.feature_major else _transposed(dxt)
-        if need_db:
-            db = dyt.sum(1, dtype=stat_dtype(dyt.dtype)).to(dyt.dtype)
-        return dx, dvalues if need_dvalues else None, None, None, None, None, None, db, None
 
 
 def _check_transposed(transposed, crow: torch.Tensor, nnz: int, in_features: int) -> TransposedPattern:
@@ -179,7 +136,7 @@ def _run(x2, values, crow, col, transposed: TransposedPattern, bias):
             f"{OP}: the C++ CPU kernels take float32 or float64, got {x2.dtype}; "
             "cast, or run the pure-torch reference with ffops.use_backend('reference')"
         )
-    return _SparseLinear.apply(x2, values.contiguous(), crow, col, *transposed, bias, impl)
+    return LAYER[impl](x2, values, crow, col, *transposed, bias)
 
 
 def sparse_linear_t(xt, values, crow, col, transposed: TransposedPattern, bias=None):
@@ -228,5 +185,7 @@ def sparse_linear(
         transposed = _transposed_pattern(crow_indices, col_indices, in_features)
     else:
         transposed = _check_transposed(transposed, crow_indices, col_indices.numel(), in_features)
+    if x.dim() == 2:  # no reshape: not even a view node between the caller and the op's node
+        return _run(x, values, crow_indices, col_indices, transposed, bias)
     x2 = x.reshape(x.shape[:-1].numel(), in_features)  # not -1: in_features may be 0
     return _run(x2, values, crow_indices, col_indices, transposed, bias).reshape(*x.shape[:-1], out_features)

@@ -14,9 +14,28 @@ import ffops
 from tests.conftest import HAS_GPU
 
 
+class _SparseLinearCall:
+    """``ffops.sparse_linear`` of x [..., 40] with a fixed 24 x 40 pattern at 80 % sparsity (its tensors
+    made once per device, so that a call copies nothing to the device)."""
+
+    def __init__(self):
+        gen = torch.Generator().manual_seed(0)
+        crow, col = ffops.sparse.pattern_from_mask(torch.rand(24, 40, generator=gen) < 0.2)
+        self.cpu = (torch.randn(col.numel(), generator=gen), crow, col)
+        self.per_device = {}
+
+    def __call__(self, x):
+        if x.device not in self.per_device:
+            values, crow, col = (t.to(x.device) for t in self.cpu)
+            self.per_device[x.device] = (values, crow, col, ffops.sparse.transpose_pattern(crow, col, 40))
+        values, crow, col, transposed = self.per_device[x.device]
+        return ffops.sparse_linear(x, values, crow, col, transposed=transposed)
+
+
 def _public_calls():
     """(name, fn of x) for the ops whose call is one kernel operator."""
     return [
+        ("sparse_linear", _SparseLinearCall()),
         ("regelu2", ffops.regelu2),
         ("resilu2", ffops.resilu2),
         ("fewbit", lambda x: ffops.fewbit(x, "silu", 3)),

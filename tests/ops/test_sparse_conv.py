@@ -125,6 +125,14 @@ def test_only_the_asked_gradients():
     assert y.grad_fn.name() == "ffops::SparseConv2dBackward"
 
 
+def test_a_second_backward_is_refused_not_wrong():
+    layer = _layer(3, 4, 3, 0.5, padding=1, dilation=1, dtype=torch.float64)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(_direct(layer, x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="first-order only"):
+        gx.sum().backward()
+
+
 def test_empty_batch_and_nan_propagates():
     layer = _layer(3, 4, 3, 0.5, padding=1, dilation=1)
     x = torch.randn(0, 3, 5, 5, requires_grad=True)
