@@ -1,7 +1,7 @@
 // The plumbing of the C++ autograd formulas (csrc/<op>.cpp): backward nodes written as torch's
 // generated ones are (make_backward_node; a torch::autograd::Function costs several microseconds more
 // per call: its context, saved_data map and output wrapping), and how their backward calls the
-// kernel ops (BackwardDispatchGuard).
+// kernel ops (first_order_only).
 #pragma once
 
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -13,7 +13,6 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
-#include <optional>
 #include <string>
 
 namespace ffops {
@@ -31,25 +30,12 @@ c10::intrusive_ptr<NodeT> make_backward_node(const char* op, const Inputs&... in
   return node;
 }
 
-// Put first in a backward formula: its kernel ops then dispatch straight to the device kernels, past
-// the Autograd key, whose fallback for ops without a formula of their own boxes every call (a few
-// microseconds each). Not when the backward is itself differentiated (create_graph: grad mode on),
-// where autograd must see those calls.
-class BackwardDispatchGuard {
- public:
-  BackwardDispatchGuard() {
-    if (!at::GradMode::is_enabled()) below_autograd_.emplace();
-  }
-
- private:
-  std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_;
-};
-
-// The body of a first-order-only backward formula: compute() (returning the gradients) runs past the
-// Autograd key. Under create_graph (grad mode on) it runs without recording, and its gradients are
-// handed on as @once_differentiable does: through a node that raises if a second backward reaches
-// it, instead of through kernel ops that autograd cannot differentiate (whose fallback would warn
-// and give wrong second derivatives).
+// The body of every backward formula here (all are first-order only: no kernel op has a derivative of
+// its own). compute() (returning the gradients) runs past the Autograd key, whose fallback for ops
+// without a formula would box every call (a few microseconds each). Under create_graph (grad mode on) it runs without
+// recording, and its gradients are handed on as @once_differentiable does: through a node that raises if a second
+// backward reaches it, instead of through kernel ops that autograd cannot differentiate (whose fallback would warn and
+// give wrong second derivatives).
 template <typename Compute>
 torch::autograd::variable_list first_order_only(const char* op, const Compute& compute) {
   if (!at::GradMode::is_enabled()) {

@@ -52,14 +52,15 @@ struct CwCBlockBackward final : torch::autograd::Node {
 
   // grads: of y and g; returns the gradients of z, weight and bias
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    const at::Tensor &grad_y = grads[0], &grad_g = grads[1];
-    if (!grad_y.defined() && !grad_g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    const Opt gy = grad_y.defined() ? Opt(grad_y.contiguous(at::MemoryFormat::ChannelsLast)) : std::nullopt;
-    auto [dz, dweight, dbias] = bwd_op<kTriton>().call(
-        gy, defined_or_none(grad_g), p.unpack(), idx.unpack(), weight.unpack(), bias.unpack(), batch_mean.unpack(),
-        batch_var.unpack(), num_classes, pool, batch_stats, eps, height, width);
-    return {dz, dweight, dbias};
+    return first_order_only("cwc_block", [&]() -> variable_list {
+      const at::Tensor &grad_y = grads[0], &grad_g = grads[1];
+      if (!grad_y.defined() && !grad_g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+      const Opt gy = grad_y.defined() ? Opt(grad_y.contiguous(at::MemoryFormat::ChannelsLast)) : std::nullopt;
+      auto [dz, dweight, dbias] = bwd_op<kTriton>().call(
+          gy, defined_or_none(grad_g), p.unpack(), idx.unpack(), weight.unpack(), bias.unpack(), batch_mean.unpack(),
+          batch_var.unpack(), num_classes, pool, batch_stats, eps, height, width);
+      return {dz, dweight, dbias};
+    });
   }
 };
 

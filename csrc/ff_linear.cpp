@@ -86,13 +86,14 @@ struct FFLinearBackward final : torch::autograd::Node {
 
   // grads: of sumsq and pos_mean; returns the gradients of weight and bias
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
-    const at::Tensor saved_h = h.unpack();
-    auto [grad_w, grad_b] =
-        ff_linear_bwd_op<kTriton>().call(x.unpack(), defined_or_none(x_scale.unpack()), saved_h,
-                                         grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), n_pos);
-    return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
+    return first_order_only("ff_linear", [&]() -> variable_list {
+      if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
+      const at::Tensor saved_h = h.unpack();
+      auto [grad_w, grad_b] =
+          ff_linear_bwd_op<kTriton>().call(x.unpack(), defined_or_none(x_scale.unpack()), saved_h,
+                                           grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), n_pos);
+      return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
+    });
   }
 };
 
@@ -117,13 +118,14 @@ struct FFLinearOverlayBackward final : torch::autograd::Node {
 
   // grads: of sumsq and pos_mean; returns the gradients of weight and bias
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
-    const at::Tensor saved_h = h.unpack();
-    auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(
-        base.unpack(), labels.unpack(), on.unpack(), defined_or_none(x_scale.unpack()), saved_h,
-        grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), num_classes, n_pos);
-    return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
+    return first_order_only("ff_linear_overlay", [&]() -> variable_list {
+      if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
+      const at::Tensor saved_h = h.unpack();
+      auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(
+          base.unpack(), labels.unpack(), on.unpack(), defined_or_none(x_scale.unpack()), saved_h,
+          grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), num_classes, n_pos);
+      return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
+    });
   }
 };
 

@@ -73,10 +73,11 @@ struct GoodnessBackward final : torch::autograd::Node {
   void release_variables() override { h.reset_data(); }
 
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    at::Tensor dh;
-    if (grads[0].defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * grads[0]).contiguous());
-    return {dh};
+    return first_order_only("goodness", [&]() -> variable_list {
+      at::Tensor dh;
+      if (grads[0].defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * grads[0]).contiguous());
+      return {dh};
+    });
   }
 };
 
@@ -96,19 +97,20 @@ struct FFLossBackward final : torch::autograd::Node {
   }
 
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    const at::Tensor &grad_g = grads[0], &grad_loss = grads[1];
-    at::Tensor dg = grad_g, dtarget;
-    if (grad_loss.defined()) {
-      const at::Tensor saved_g = g.unpack(this->getptr()), saved_target = target.unpack();
-      const at::Tensor t_minus_g = saved_target.defined() ? saved_target - saved_g : theta - saved_g;
-      const at::Tensor dloss_dz = at::sigmoid(coef * t_minus_g) * grad_loss;
-      dg = dg.defined() ? dg - coef * dloss_dz : -coef * dloss_dz;
-      if (saved_target.defined()) dtarget = coef * dloss_dz;
-    }
-    at::Tensor dh;
-    if (dg.defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * dg).contiguous());
-    return {dh, dtarget};
+    return first_order_only("ff_loss", [&]() -> variable_list {
+      const at::Tensor &grad_g = grads[0], &grad_loss = grads[1];
+      at::Tensor dg = grad_g, dtarget;
+      if (grad_loss.defined()) {
+        const at::Tensor saved_g = g.unpack(this->getptr()), saved_target = target.unpack();
+        const at::Tensor t_minus_g = saved_target.defined() ? saved_target - saved_g : theta - saved_g;
+        const at::Tensor dloss_dz = at::sigmoid(coef * t_minus_g) * grad_loss;
+        dg = dg.defined() ? dg - coef * dloss_dz : -coef * dloss_dz;
+        if (saved_target.defined()) dtarget = coef * dloss_dz;
+      }
+      at::Tensor dh;
+      if (dg.defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * dg).contiguous());
+      return {dh, dtarget};
+    });
   }
 };
 
@@ -127,16 +129,17 @@ struct NormalizeBackward final : torch::autograd::Node {
   }
 
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    const at::Tensor &grad_y = grads[0], &grad_s = grads[1];
-    at::Tensor dh;
-    if (grad_y.defined()) {
-      dh = normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h.unpack(),
-                                            s.unpack(this->getptr()), norm_scale, eps);
-    } else if (grad_s.defined()) {
-      dh = row_scale_op<kTriton>().call(h.unpack(), (2.0 * grad_s).contiguous());
-    }
-    return {dh};
+    return first_order_only("ff_normalize", [&]() -> variable_list {
+      const at::Tensor &grad_y = grads[0], &grad_s = grads[1];
+      at::Tensor dh;
+      if (grad_y.defined()) {
+        dh = normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h.unpack(),
+                                              s.unpack(this->getptr()), norm_scale, eps);
+      } else if (grad_s.defined()) {
+        dh = row_scale_op<kTriton>().call(h.unpack(), (2.0 * grad_s).contiguous());
+      }
+      return {dh};
+    });
   }
 };
 

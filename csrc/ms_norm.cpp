@@ -58,17 +58,18 @@ struct MSNormBackward final : torch::autograd::Node {
   }
 
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    const at::Tensor saved_y = y.unpack(this->getptr()), saved_rstd = rstd.unpack();
-    at::Tensor dx;
-    if (!grads[0].defined()) {
-      // no gradient reached y
-    } else if (TORCH_GUARD_OR_FALSE(saved_y.sym_numel().sym_eq(0))) {
-      dx = at::empty_symint(saved_y.sym_sizes(), saved_y.options().dtype(x_dtype));  // any strides will do
-    } else {
-      dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), saved_y, saved_rstd, center, x_dtype);
-    }
-    return {dx};
+    return first_order_only("ms_norm", [&]() -> variable_list {
+      const at::Tensor saved_y = y.unpack(this->getptr()), saved_rstd = rstd.unpack();
+      at::Tensor dx;
+      if (!grads[0].defined()) {
+        // no gradient reached y
+      } else if (TORCH_GUARD_OR_FALSE(saved_y.sym_numel().sym_eq(0))) {
+        dx = at::empty_symint(saved_y.sym_sizes(), saved_y.options().dtype(x_dtype));  // any strides will do
+      } else {
+        dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), saved_y, saved_rstd, center, x_dtype);
+      }
+      return {dx};
+    });
   }
 };
 

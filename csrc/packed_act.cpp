@@ -52,12 +52,13 @@ struct PackedActBackward final : torch::autograd::Node {
   void release_variables() override { codes.reset_data(); }
 
   variable_list apply(variable_list&& grads) override {
-    const BackwardDispatchGuard below_autograd;
-    at::Tensor dx;
-    if (grads[0].defined()) {
-      dx = packed_act_bwd_op<kTriton>().call(grads[0].contiguous(), codes.unpack(), levels, bits);
-    }
-    return {dx};
+    return first_order_only("packed_act", [&]() -> variable_list {
+      at::Tensor dx;
+      if (grads[0].defined()) {
+        dx = packed_act_bwd_op<kTriton>().call(grads[0].contiguous(), codes.unpack(), levels, bits);
+      }
+      return {dx};
+    });
   }
 };
 

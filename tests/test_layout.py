@@ -9,6 +9,8 @@ never borrowed sideways from another op's file.
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,31 @@ def test_every_op_has_its_files():
             f"tests/ops/test_{op}.py",
         ):
             assert (ROOT / rel).exists(), rel
+
+
+def _import_kernels_from_root(without_site_packages: bool) -> str:
+    """In a fresh interpreter with the repository root first on sys.path: ``import kernels`` -> its
+    file, or "absent"."""
+    code = (
+        "import sys\n"
+        "if sys.argv[2] == '1':\n"
+        "    sys.path[:] = [p for p in sys.path if 'site-packages' not in p and 'dist-packages' not in p]\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "try:\n"
+        "    import kernels\n"
+        "except ModuleNotFoundError:\n"
+        "    print('absent')\n"
+        "else:\n"
+        "    print(kernels.__file__)\n"
+    )
+    args = [sys.executable, "-c", code, str(ROOT), "1" if without_site_packages else "0"]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_top_level_name_kernels_is_left_to_an_installed_package():
+    """Our Triton kernels are ``ffops.kernels``; run from the repository root, ``import kernels`` gives an
+    installed package of that name (transformers imports Hugging Face's ``kernels``) or fails, never
+    this folder."""
+    assert _import_kernels_from_root(without_site_packages=True) == "absent"
+    found = _import_kernels_from_root(without_site_packages=False)
+    assert found == "absent" or not Path(found).resolve().is_relative_to(ROOT)
