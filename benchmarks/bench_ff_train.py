@@ -23,7 +23,10 @@ weights, in one process:
   ffops-rows     the same FFLinear layers on the materialized rows cat([x_pos, x_neg]) (context:
                  the fused layer alone, without sharing the images);
   ffops[triton]  on a GPU with Triton: ffops' step on the Triton kernels instead of auto's CUDA C++
-                 ones (cuBLAS GEMMs + CUDA epilogues).
+                 ones (cuBLAS GEMMs + CUDA epilogues);
+  ffops+graph    on a GPU: ffops' step (forward, backward, capturable Adam) replayed from one CUDA
+                 graph after three eager warm-up steps (ffops.ff.cuda_graph; FFTrainer(cuda_graph=True));
+  compile-ro     on a GPU: compile-fair with mode="reduce-overhead" (torch.compile's CUDA graphs).
 
 Metric: seconds per training step (harness.time_callables: warm-up, interleaved rounds, median
 and p20-p80). Also measured: (a) all-label prediction, goodness for C=10 labels: ffops' library
@@ -51,6 +54,7 @@ from benchmarks import harness
 from benchmarks.baselines import ff_eager
 from benchmarks.harness import MIB, Target
 from ffops import _backend, ff
+from ffops.ff.cuda_graph import CudaGraphBackend, capturable_optimizer_groups
 from ffops.memory import SavedTensorTracker
 from ffops.nn import FFLinear
 
@@ -132,12 +136,44 @@ def build_steps(sizes, batch: ff.OverlayRows, device, compile_: bool) -> dict:
                 return ffops_step(triton_layers, triton_opts, batch, n_pos)
 
         steps["ffops[triton]"] = triton_step
+    if device.type == "cuda":  # the whole step (forward, backward, Adam) replayed from one CUDA graph
+        graph_layers = copy.deepcopy(ffops_layers)
+        graph_opts = ff_eager.make_optimizers(graph_layers)
+        for opt in graph_opts:
+            capturable_optimizer_groups(opt, device)
+        steps["ffops+graph"] = graphed(lambda: ffops_step(graph_layers, graph_opts, batch, n_pos), device)
     if compile_:
         layer_loss = ff_eager.compiled_layer_loss()
         steps["compile-fair"] = lambda: ff_eager.eager_ff_step_fair(
             nets["compile-fair"], opts["compile-fair"], x_pos, x_neg, layer_loss=layer_loss
         )
+        if device.type == "cuda":  # torch.compile's own CUDA graphs of the layer math
+            nets["compile-ro"] = copy.deepcopy(eager)
+            opts["compile-ro"] = ff_eager.make_optimizers(nets["compile-ro"])
+            ro_loss = ff_eager.compiled_layer_loss(mode="reduce-overhead")
+            steps["compile-ro"] = lambda: ff_eager.eager_ff_step_fair(
+                nets["compile-ro"], opts["compile-ro"], x_pos, x_neg, layer_loss=ro_loss
+            )
     return steps
+
+
+def graphed(step, device, warmup: int = 3):
+    """``step`` (capturable: fixed inputs, optimizers from capturable_optimizer_groups) as a callable
+    whose first ``warmup`` calls run it eagerly on a side stream and whose next call captures it in a
+    CUDA graph and replays it, as every later call does: every call is one training step."""
+    backend, state = CudaGraphBackend(device), {"calls": 0, "graph": None, "out": None}
+
+    def call():
+        if state["calls"] < warmup:
+            state["calls"] += 1
+            return backend.eager(step)
+        if state["graph"] is None:
+            state["graph"] = backend.new_graph(())
+            state["out"] = backend.capture(state["graph"], step)
+        backend.replay(state["graph"])
+        return state["out"]
+
+    return call
 
 
 def first_step_check(steps: dict, device) -> tuple[dict, dict, list[str]]:

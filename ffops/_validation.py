@@ -1,6 +1,8 @@
 """Argument checks shared by every public op: each error names the op, the argument, what was
 expected and what was given. Checks run once, at the public boundary; kernels trust their input."""
 
+import contextlib
+import contextvars
 import math
 import numbers
 
@@ -44,6 +46,29 @@ def check_index_range(op: str, name: str, index: torch.Tensor, upper: int, upper
     if lo < 0 or hi >= upper:
         bound = upper if upper_name is None else f"{upper_name} = {upper}"
         raise ValueError(f"{op}: {name} must be in [0, {bound}), got values in [{lo}, {hi}]")
+
+
+# Set inside labels_range_checked(): label values were validated already.
+_LABELS_RANGE_CHECKED = contextvars.ContextVar("ffops_labels_range_checked", default=False)
+
+
+@contextlib.contextmanager
+def labels_range_checked():
+    """Within this context ``check_label_range`` does nothing: it reads the labels back to the host (a
+    device sync, impossible inside a CUDA graph capture). For callers that validated their labels
+    already: ``FFTrainer.fit`` checks the whole dataset once, and the wrong labels the trainer draws are
+    in range by construction."""
+    token = _LABELS_RANGE_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _LABELS_RANGE_CHECKED.reset(token)
+
+
+def check_label_range(op: str, labels: torch.Tensor, num_classes: int) -> None:
+    """Every label is in ``[0, num_classes)`` (check_index_range), unless inside ``labels_range_checked()``."""
+    if not _LABELS_RANGE_CHECKED.get():
+        check_index_range(op, "labels", labels, num_classes)
 
 
 def check_choice(op: str, name: str, value, choices) -> None:

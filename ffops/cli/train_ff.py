@@ -140,6 +140,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fraction of input pixels zeroed at random in each training sample (default 0.1; 0: off)",
     )
     p.add_argument(
+        "--cuda-graph",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="replay each training step from a CUDA graph (ffops.ff.cuda_graph); auto: on a GPU where the "
+        "options allow it (not with --negatives hybrid) (default auto)",
+    )
+    p.add_argument(
         "--peer-weight", type=cli_args.nonnegative_float, default=0.0, help="peer normalization weight (Hinton: 0.03)"
     )
     p.add_argument(
@@ -331,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
                 lr=args.lr,
                 weight_decay=args.weight_decay,
                 input_dropout=args.input_dropout,
+                cuda_graph={"auto": "auto", "on": True, "off": False}[args.cuda_graph],
                 skip_first=args.skip_first,
                 seed=args.seed,
                 callbacks=callbacks,
@@ -351,7 +359,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(
         f"{args.dataset}: {len(train_x)} train / {len(test_set)} test samples; net {sizes}; "
-        f"device {args.device}; mode {args.mode}; loss {args.loss}; negatives {args.negatives}",
+        f"device {args.device}{' (CUDA graphs)' if trainer.uses_cuda_graph else ''}; mode {args.mode}; "
+        f"loss {args.loss}; negatives {args.negatives}",
         flush=True,
     )
     if state is not None:

@@ -5,7 +5,8 @@
   (``CwCBlock``; CwComp, AAAI 2024), block-local, no negatives; ``predict`` by summed group goodness,
   the last block's, or a local softmax head; ``ConvFFTrainer`` trains it (augmentation: ``augment``).
 * ``FFTrainer(model, mode=..., negatives=...)`` with ``fit(...)`` / ``evaluate`` / ``predict`` and
-  ``Callback`` hooks; ``train(sizes_or_model, images, labels, ...)`` builds and fits one.
+  ``Callback`` hooks; ``train(sizes_or_model, images, labels, ...)`` builds and fits one;
+  ``cuda_graph=True`` / ``"auto"`` replays each step from a CUDA graph (``ffops.ff.cuda_graph``).
 * Labels and negatives: ``overlay_labels``, ``neutral_overlay``, ``random_wrong_labels``,
   ``hard_wrong_labels``, ``hybrid_images``.
 * Prediction: ``goodness_per_label`` / ``predict`` (goodness over all labels in one batched pass, or

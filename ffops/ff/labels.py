@@ -10,7 +10,7 @@ import numbers
 
 import torch
 
-from ffops._validation import check_index_range
+from ffops._validation import check_label_range
 from ffops.nn.ff import OverlayRows
 from ffops.ops._common import stat_dtype
 
@@ -42,7 +42,8 @@ def _on_values(op: str, x: torch.Tensor, on_value) -> torch.Tensor:
 
 
 def check_labels(op: str, labels, batch: int, num_classes: int, device=None) -> torch.Tensor:
-    """``labels`` as an int64 tensor ``[batch]`` with values in ``[0, num_classes)``."""
+    """``labels`` as an int64 tensor ``[batch]`` with values in ``[0, num_classes)`` (the range is not
+    read inside ``labels_range_checked()``)."""
     if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise TypeError(
             f"{op}: labels must be an integer tensor [batch], got "
@@ -50,7 +51,7 @@ def check_labels(op: str, labels, batch: int, num_classes: int, device=None) -> 
         )
     if labels.shape != (batch,):
         raise ValueError(f"{op}: labels must have shape ({batch},), got {tuple(labels.shape)}")
-    check_index_range(op, "labels", labels, num_classes)
+    check_label_range(op, labels, num_classes)
     return labels.to(device=device, dtype=torch.long)
 
 

@@ -18,8 +18,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ffops._validation import check_choice, check_finite_real
+from ffops._validation import check_choice, check_finite_real, labels_range_checked
 from ffops.ff import distributed
+from ffops.ff.cuda_graph import CudaGraphBackend, StepGraphs, capturable_optimizer_groups, set_learning_rate
 from ffops.ff.labels import check_labels, overlay_rows
 from ffops.ff.model import FFNet
 from ffops.ff.negatives import gumbel_noise, hard_wrong_labels, hybrid_images, random_wrong_labels
@@ -124,6 +125,10 @@ class FFTrainer:
         input_dropout: fraction of input features zeroed at random in each training sample (a
             permutation-invariant regularizer; the label is written afterwards; the same features
             in a sample's positive and negative rows); 0 turns it off. callbacks: Callback objects.
+        cuda_graph: capture the training step in a CUDA graph and replay it (ffops.ff.cuda_graph):
+            ``True`` (a CUDA model; not with ``ddp`` or ``negatives="hybrid"``), ``False``, or
+            ``"auto"``: on where it applies. The first steps of each batch shape run eagerly (warm-up);
+            the results are those of the eager steps.
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class FFTrainer:
         chunk_size=1024,
         input_dropout=0.1,
         callbacks=(),
+        cuda_graph=False,
     ):
         op = "FFTrainer"
         if not isinstance(model, FFNet):
@@ -208,6 +214,7 @@ class FFTrainer:
             raise ValueError(f"{op}: negatives='hybrid' (unsupervised) predicts with the head; set head=True")
         if negatives == "head" and not head:
             raise ValueError(f"{op}: negatives='head' samples wrong labels from the softmax head; set head=True")
+        use_graph = self._resolve_cuda_graph(op, cuda_graph, model.device, ddp, negatives)
         resolve_head_layers(head_layers, len(model.layers))  # validates
         head_layers = head_layers if isinstance(head_layers, str) else list(head_layers)
         self.model, self.callbacks = model, list(callbacks)
@@ -239,6 +246,7 @@ class FFTrainer:
             "eval_train_samples": eval_train_samples,
             "chunk_size": chunk_size,
             "input_dropout": input_dropout,
+            "cuda_graph": cuda_graph,  # as asked (True / False / "auto"): a checkpoint stays portable with "auto"
         }
         self.supervised = negatives != "hybrid"
         self.head = LinearHead.for_model(model, head_layers) if head else None
@@ -250,6 +258,37 @@ class FFTrainer:
         self._noise_gen = torch.Generator(device=model.device).manual_seed(seed)
         self._data_gen = torch.Generator().manual_seed(seed + 1)
         self.global_step, self.history = 0, []
+        self._graphs = None  # StepGraphs when the step is captured (self.uses_cuda_graph)
+        if use_graph:
+            for opt in self._all_optimizers():
+                capturable_optimizer_groups(opt, model.device)
+            self._graphs = StepGraphs(self._step, (self._noise_gen,), CudaGraphBackend(model.device))
+
+    @staticmethod
+    def _resolve_cuda_graph(op, cuda_graph, device, ddp, negatives) -> bool:
+        """``cuda_graph`` (True, False or "auto") as a bool; True where it cannot apply is an error."""
+        if cuda_graph not in (True, False, "auto"):
+            raise ValueError(f"{op}: cuda_graph must be True, False or 'auto', got {cuda_graph!r}")
+        why_not = (
+            "the model is not on a CUDA device"
+            if device.type != "cuda"
+            else "ddp=True (its bucketed all-reduce is not captured here)"
+            if ddp
+            else "negatives='hybrid' (its partner check reads the device)"
+            if negatives == "hybrid"
+            else None
+        )
+        if cuda_graph is True and why_not:
+            raise ValueError(f"{op}: cuda_graph=True needs a capturable step, but {why_not}")
+        return cuda_graph is True or (cuda_graph == "auto" and why_not is None)
+
+    @property
+    def uses_cuda_graph(self) -> bool:
+        """Whether training steps are replayed from CUDA graphs."""
+        return self._graphs is not None
+
+    def _all_optimizers(self) -> list:
+        return self.optimizers + ([self.head_optimizer] if self.head_optimizer else [])
 
     def _make_optimizer(self, params, lr, weight_decay):
         kind = self.config["optimizer"]
@@ -265,7 +304,7 @@ class FFTrainer:
             [(self.head_optimizer, self.config["head_lr"])] if self.head_optimizer else []
         ):
             for group in opt.param_groups:
-                group["lr"] = base * factor
+                set_learning_rate(group, base * factor)
 
     # ---- one step --------------------------------------------------------------------------------
     def make_batch(self, x: torch.Tensor, y: torch.Tensor, num_layers: int | None = None) -> StepBatch:
@@ -343,9 +382,21 @@ class FFTrainer:
         """One optimizer step on the global batch ``x [B, D]``, ``y [B]`` (on the model's device).
 
         Returns ``{"losses": {layer: detached loss}, "head_loss": detached tensor or None}``."""
+        if self.supervised:
+            check_labels("FFTrainer.train_step", y, x.shape[0], self.model.num_classes, x.device)
+        return self._checked_step(x, y, train_layers)
+
+    def _checked_step(self, x, y, train_layers) -> dict:
+        """train_step on labels validated already: eager, or replayed from a CUDA graph."""
+        train_layers = list(range(len(self.model.layers))) if train_layers is None else list(train_layers)
+        with labels_range_checked():
+            out = self._graphs(x, y, train_layers) if self._graphs is not None else self._step(x, y, train_layers)
+        self.global_step += 1
+        return out
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, train_layers: list[int]) -> dict:
+        """The step itself: no host reads of device values, so that it can be captured."""
         cfg = self.config
-        n_layers = len(self.model.layers)
-        train_layers = list(range(n_layers)) if train_layers is None else list(train_layers)
         top = max(train_layers) + 1 if cfg["mode"] == "greedy" else None
         batch = self.make_batch(x, y, num_layers=top)
         losses, _ = layer_losses(
@@ -374,7 +425,6 @@ class FFTrainer:
         if self.head is not None:
             self.head_optimizer.step()
             self.head_optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
         return {"losses": losses, "head_loss": head_loss}
 
     # ---- evaluation ------------------------------------------------------------------------------
@@ -542,7 +592,7 @@ class FFTrainer:
             if self.config["cooldown"]:  # linear decay to 0 over the second half (of the phase)
                 self._set_lr_factor(min(1.0, 2.0 * (1.0 - (epoch * steps + s) / (epochs * steps))))
             idx = perm[s * batch_size : (s + 1) * batch_size]
-            out = self.train_step(x[idx], y[idx], train_layers)
+            out = self._checked_step(x[idx], y[idx], train_layers)  # labels: checked once by fit
             for i, v in out["losses"].items():
                 loss_sum[i] += v
             if out["head_loss"] is not None:
@@ -566,7 +616,7 @@ class FFTrainer:
             "epoch": epoch + 1,
             "loss": [v if phase is None or i == phase else None for i, v in enumerate(losses)],
             "head_loss": float(head_sum) / steps if self.head is not None else None,
-            "lr": self.optimizers[0].param_groups[0]["lr"],
+            "lr": float(self.optimizers[0].param_groups[0]["lr"]),
             "time_s": train_time,
             "samples_per_s": steps * batch_size / train_time,
         }
@@ -594,6 +644,10 @@ class FFTrainer:
             opt.load_state_dict(s)
         if self.head_optimizer is not None and state.get("head_optimizer") is not None:
             self.head_optimizer.load_state_dict(state["head_optimizer"])
+        if self._graphs is not None:  # the graphs hold the old optimizer state's addresses
+            for opt in self._all_optimizers():
+                capturable_optimizer_groups(opt, self.model.device)
+            self._graphs.reset()
         self._noise_gen.set_state(state["generators"]["noise"].cpu())
         self._data_gen.set_state(state["generators"]["data"].cpu())
         self.global_step, self.history = state["global_step"], list(state["history"])

@@ -23,7 +23,7 @@ every layer on every label, the rows of the step among them.
 import torch
 
 from ffops import _backend
-from ffops._validation import check_bias, check_float_tensor, check_index_range, check_same_device
+from ffops._validation import check_bias, check_float_tensor, check_label_range, check_same_device
 from ffops.ops._common import stat_dtype, wire
 from ffops.reference import ff_linear as reference
 
@@ -271,7 +271,7 @@ def ff_linear_overlay(
     rows = labels.shape[0]
     if (rows != 0) if batch == 0 else (rows < batch or rows % batch):
         raise ValueError(f"{op}: labels must hold k * {batch} row labels (k >= 1: k labels per base row), got {rows}")
-    check_index_range(op, "labels", labels, num_classes)
+    check_label_range(op, labels, num_classes)
     stat = stat_dtype(base.dtype)
     if isinstance(on, torch.Tensor):
         check_float_tensor(op, "on", on)
