@@ -156,6 +156,7 @@ def no_host_reads(monkeypatch):
     "kw",
     [
         {},  # the defaults: all layers, hard negatives, head, input dropout
+        {"chunk_size": 4},  # hard negatives from chunked inference
         {"negatives": "random"},
         {"negatives": "head"},
         {"mode": "collaborative", "negatives": "random"},
