@@ -142,46 +142,64 @@ void unpack_planes(const T* flat, int64_t row_len, int64_t front, int64_t top, i
   });
 }
 
-// xe [C * phases, lq] of x [N, C, H, W] (contiguous): stride 1 by pack_planes; strided, every value
-// of the padded input to its phase plane (zeros first).
+// Calls f(phase column b, first input column q0, first phase-plane column k0) for the sw column
+// phases of a padded row: input columns q0, q0 + sw, ... land at phase columns k0, k0 + 1, ...
+template <typename F>
+void for_column_phases(const Layout& g, const F& f) {
+  for (int64_t b = 0; b < g.sw; ++b) {
+    const int64_t q0 = ((b - g.pw) % g.sw + g.sw) % g.sw;  // first q with (q + pw) mod sw == b
+    f(b, q0, (q0 + g.pw) / g.sw);
+  }
+}
+
+// xe [C * phases, lq] of x [N, C, H, W] (contiguous): stride 1 by pack_planes; strided, each input
+// row scattered to its row phase's planes, one column phase at a time. One task per (c, n): it zeroes
+// its blocks of the channel's phase rows (and, for the last image, their tails) before filling them.
 template <typename T>
 void pack_input(const at::Tensor& x, T* xe, const Layout& g) {
   if (g.phases() == 1) return pack_planes<T>(x, xe, g.lq, 0, g.ph, g.pw, g);
-  at::parallel_for(0, g.c * g.phases(), 1,
-                   [&](int64_t r0, int64_t r1) { std::fill(xe + r0 * g.lq, xe + r1 * g.lq, T(0)); });
   const T* src = x.const_data_ptr<T>();
+  const int64_t block = g.hs * g.wp;
   at::parallel_for(0, g.c * g.n, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t c = b / g.n, n = b % g.n;
+    for (int64_t t = b0; t < b1; ++t) {
+      const int64_t c = t / g.n, n = t % g.n;
+      T* rows = xe + c * g.phases() * g.lq;
+      for (int64_t p = 0; p < g.phases(); ++p) {
+        T* row = rows + p * g.lq;
+        std::fill(row + n * block, n == g.n - 1 ? row + g.lq : row + (n + 1) * block, T(0));
+      }
       const T* plane = src + (n * g.c + c) * g.h * g.w;
       for (int64_t r = 0; r < g.h; ++r) {
         const int64_t pr = r + g.ph;  // row in the padded input
-        T* out = xe + (c * g.phases() + pr % g.sh * g.sw) * g.lq + n * g.hs * g.wp + pr / g.sh * g.wp;
-        for (int64_t q = 0; q < g.w; ++q) {
-          const int64_t pq = q + g.pw;
-          out[pq % g.sw * g.lq + pq / g.sw] = plane[r * g.w + q];
-        }
+        T* out = rows + pr % g.sh * g.sw * g.lq + n * block + pr / g.sh * g.wp;
+        const T* in = plane + r * g.w;
+        for_column_phases(g, [&](int64_t b, int64_t q0, int64_t k0) {
+          T* dst = out + b * g.lq + k0;
+          for (int64_t q = q0, k = 0; q < g.w; q += g.sw, ++k) dst[k] = in[q];
+        });
       }
     }
   });
 }
 
-// dx [N, C, H, W] (contiguous) from dxe [C * phases, lq]: the inverse of pack_input.
+// dx [N, C, H, W] (contiguous) from dxe [C * phases, lq]: the inverse gather of pack_input.
 template <typename T>
 void unpack_input(const T* dxe, const Layout& g, at::Tensor& dx) {
   if (g.phases() == 1) return unpack_planes<T>(dxe, g.lq, 0, g.ph, g.pw, g, dx);
   T* dst = dx.mutable_data_ptr<T>();
+  const int64_t block = g.hs * g.wp;
   at::parallel_for(0, g.c * g.n, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t c = b / g.n, n = b % g.n;
+    for (int64_t t = b0; t < b1; ++t) {
+      const int64_t c = t / g.n, n = t % g.n;
       T* plane = dst + (n * g.c + c) * g.h * g.w;
       for (int64_t r = 0; r < g.h; ++r) {
         const int64_t pr = r + g.ph;
-        const T* in = dxe + (c * g.phases() + pr % g.sh * g.sw) * g.lq + n * g.hs * g.wp + pr / g.sh * g.wp;
-        for (int64_t q = 0; q < g.w; ++q) {
-          const int64_t pq = q + g.pw;
-          plane[r * g.w + q] = in[pq % g.sw * g.lq + pq / g.sw];
-        }
+        const T* in = dxe + (c * g.phases() + pr % g.sh * g.sw) * g.lq + n * block + pr / g.sh * g.wp;
+        T* out = plane + r * g.w;
+        for_column_phases(g, [&](int64_t b, int64_t q0, int64_t k0) {
+          const T* src = in + b * g.lq + k0;
+          for (int64_t q = q0, k = 0; q < g.w; q += g.sw, ++k) out[q] = src[k];
+        });
       }
     }
   });
