@@ -10,25 +10,49 @@ Run from the repository root::
     python -m benchmarks.bench_sparse --no-conv         # the linear section only
     python -m benchmarks.bench_sparse --conv-only       # the conv section only
     python -m benchmarks.bench_sparse --device cuda     # GPU grids (linear adds batch 4096; no SparseProp)
+    python -m benchmarks.bench_sparse --device cuda --dtype bfloat16   # the linear grid in bfloat16
+    python -m benchmarks.bench_sparse --quick --no-conv --dtype bfloat16 --ffops-backend reference
+                                                        # CPU smoke test of the bfloat16 path
 
 Two sections, each a grid of points; at every point all its contenders run side by side in one
 process on the same data (one ``x``, one dense weight, one mask, one bias), and each one
-differentiates ``x``, its own weight (values) and its own bias.
+differentiates ``x``, its own weight (values) and its own bias (except 2:4, forward only).
 
 Linear section. Problem: ``y = x @ W^T + b``, ``W [n, n]`` (in = out = n) pruned by magnitude
-(``ffops.sparse.magnitude_mask``) to the given sparsity, ``x [batch, n]``, float32. Grid: n in
-{1024, 4096}, batch in {64, 128, 256} (and 4096 on CUDA), sparsity in {0.5, 0.8, 0.9, 0.95, 0.98}
-(``--n``, ``--batch``, ``--sparsity`` set it). Contenders:
+(``ffops.sparse.magnitude_mask``, on the float32 weight) to the given sparsity, ``x [batch, n]``, in
+``--dtype`` (float32, default, or bfloat16: the weights, bias and inputs of every contender, made in
+float32 and rounded). Grid: CPU n in {1024, 4096}, batch in {64, 128, 256}; CUDA n in {1024, 4096, 8192},
+batch in {64, 512, 4096}; sparsity in {0.5, 0.8, 0.9, 0.95, 0.98} (``--n``, ``--batch``, ``--sparsity``
+set it). Contenders:
 
-  ffops        ``ffops.nn.SparseLinear.from_dense(linear, mask=mask)`` (backend ``--ffops-backend``)
-  dense        ``nn.Linear`` holding the masked dense weight (``SparseLinear.to_dense()``): dense
-               GEMMs, its weight gradient is dense ``[n, n]``
-  torch csr    a sparse CSR leaf weight, ``torch.sparse.mm(W_csr, x.t()).t() + b`` (MKL on CPU,
-               cuSPARSE on CUDA); its gradient is a sparse CSR tensor on the weight's pattern
-  sparseprop   ``sparseprop.modules.SparseLinear`` (benchmarks/baselines/sparseprop_layer.py), CPU
-               only; skipped with a note when it cannot be imported. OpenMP reads its thread count
-               from ``OMP_NUM_THREADS`` when it loads (with torch, whose libgomp SparseProp
-               shares), so this script sets that variable to ``--threads`` before importing torch.
+  ffops          ``ffops.nn.SparseLinear.from_dense(linear, mask=mask)`` (backend ``--ffops-backend``;
+                 auto: the C++ kernels, CUDA ones on CUDA). Its CPU C++ kernels take float32 /
+                 float64 only: ``--dtype bfloat16`` on CPU exits unless ``--ffops-backend reference``
+  ffops[triton]  the same layer on ffops' Triton backend; CUDA only, when ``ffops.available()["triton"]``
+                 and the ffops contender does not run Triton already (absent otherwise, silently)
+  dense          ``nn.Linear`` holding the masked dense weight (``SparseLinear.to_dense()``): dense
+                 GEMMs (cuBLAS on CUDA; float32 with torch's default TF32 setting, not changed and
+                 recorded in the metadata as ``cuda_matmul_allow_tf32``), its weight gradient is dense
+  torch csr      a sparse CSR leaf weight, ``torch.sparse.mm(W_csr, x.t()).t() + b`` (MKL on CPU,
+                 cuSPARSE on CUDA); its gradient is a sparse CSR tensor on the weight's pattern. Left
+                 out with a note where a probe of it fails in the dtype (torch 2.14's CPU path has no
+                 bfloat16)
+  2:4            torch's 2:4 semi-structured sparsity, the hardware-sparsity reference, CUDA only (a
+                 note "CUDA only" on CPU): the unpruned dense weight pruned to 2:4 (in each group of 4
+                 consecutive input weights the 2 of largest magnitude: 50 %, the same weight at every
+                 sparsity), in float16 (a float32 run) or bfloat16, converted by
+                 ``torch.sparse.to_sparse_semi_structured`` (cuSPARSELt; CUTLASS if that fails); ``x``
+                 copied to that dtype outside the timings. Forward only: torch's
+                 ``SparseSemiStructuredTensor`` implements inference ops only (no weight gradient; 2:4
+                 training is torchao's), so its table has a fwd time alone (``fwd_only: true``, and the
+                 summary's ``2:4_fwd_ms`` / ``speedup_fwd_vs_2:4`` beside ``ffops_fwd_ms``). It runs at
+                 the points of sparsity 0.5 only (none in the quick grids), and is checked (output) against
+                 its own dense 2:4 weight in float32, not against dense. Any failure to build or time
+                 it becomes a note (``config.contender_notes``) and the run goes on without it
+  sparseprop     ``sparseprop.modules.SparseLinear`` (benchmarks/baselines/sparseprop_layer.py), CPU
+                 and float32 only; skipped with a note when it cannot be imported. OpenMP reads its thread count
+                 from ``OMP_NUM_THREADS`` when it loads (with torch, whose libgomp SparseProp
+                 shares), so this script sets that variable to ``--threads`` before importing torch.
 
 Conv section (benchmarks/sparse_conv_section.py). Problem: ``nn.Conv2d(in, out, 3, stride,
 padding=1, bias=True)`` (torch's init) on ``x [32, in, H, W]``, float32, the weight pruned by
@@ -71,22 +95,31 @@ see (its "saved" column reads ~0). ``cpu_per_wall`` (process CPU time / wall tim
 rounds) and the load averages are stored per point: this machine may be shared, and OpenMP's
 spinning threads count as CPU time, so the load average is the better sign of competition.
 Correctness, once per point: the output and the gradients of x, of the weight at the nonzeros and
-of the bias, of every contender against dense (max |a - b| / max |b|; warning above 1e-3).
+of the bias, of every contender against dense (max |a - b| / max |b|; warning above 1e-3). In
+bfloat16 the reference is a float32 dense computed once per point on the same (rounded) weight, bias,
+input and upstream gradient, and the tolerance 2e-2 (sparse_report.DTYPE_TOL says why); each
+contender's entry records its ``tolerance``.
 
 Targets (MET / NOT MET at the end, and in the JSON), on the fwd+bwd medians:
   CPU  ffops >= 1.5x faster than sparseprop at every point with sparsity >= 0.8;
        ffops >= 2.5x faster than dense at sparsity 0.9, n = 4096, every batch;
        ffops not slower than dense at sparsity 0.8, n = 4096, every batch.
   GPU  ffops faster than torch csr (cuSPARSE) at every point with sparsity >= 0.8;
-       ffops faster than dense (cuBLAS) at sparsity >= 0.95, n = 4096, batch 4096.
+       ffops faster than dense (cuBLAS) at sparsity >= 0.95, n = 4096, batch 4096;
+       ffops faster than dense (cuBLAS) at sparsity >= 0.9, batch 64, every n.
+  These are float32 targets, judged on a float32 run; a bfloat16 run prints the same lines, labelled
+  bf16, as reports ("REPORT, not judged"; ``judged: false`` in the JSON). The correctness target is
+  judged in both dtypes.
   conv, CPU  ffops (SparseConv2d) >= 1.0x dense at sparsity 0.9 for 64 -> 64 at 32x32, and
              >= 1.5x dense at sparsity 0.9 for 256 -> 256 at 14x14 (batch 32, 3x3);
   conv       ffops (and ffops im2col, CPU) match dense within 1e-3 (output and grads) at every point.
 Results: ``benchmarks/results/bench_sparse_<device>.json`` and ``.png`` (fwd+bwd time vs sparsity
 per contender, one panel per n x batch, and the speedup over dense), and ``..._conv.png`` (the same
 per conv layer shape); the JSON has ``results`` / ``summary`` / ``targets`` (linear) and
-``conv_results`` / ``conv_summary`` / ``conv_targets``. ``--quick``, a custom grid, ``--conv-only`` or
-``--no-conv`` adds a suffix, so a smoke run never overwrites a full one. ``--replot JSON`` prints the
+``conv_results`` / ``conv_summary`` / ``conv_targets``; the linear section's dtype is ``config.dtype`` and
+each point's ``info.dtype`` (the conv section stays float32). ``--quick``, a custom grid, ``--conv-only``,
+``--no-conv`` or ``--dtype bfloat16`` (``_bf16``) adds a suffix, so a smoke run (or a bfloat16 one) never
+overwrites a full float32 one. ``--replot JSON`` prints the
 summaries and targets of a saved (or partial) run and redraws its PNGs.
 """
 
@@ -112,27 +145,26 @@ if __name__ == "__main__":
     _set_omp_threads(sys.argv[1:])
 
 import argparse
-import gc
 import importlib.metadata
 import json
 import time
-import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import ffops
 from benchmarks import harness
 from benchmarks import sparse_conv_section as conv_section
-from benchmarks.baselines.sparseprop_layer import import_sparseprop, sparseprop_linear
-from benchmarks.harness import Contender
+from benchmarks.baselines.sparseprop_layer import import_sparseprop
+from benchmarks.sparse_linear_section import DTYPES, SEMI_SPARSITY, probe_csr, run_grid, triton_contender_applies
 from benchmarks.sparse_report import (
     BASELINE,
     CSR,
     DENSE,
+    SEMI,
     SPARSEPROP,
     TOL,
+    TRITON,
     check_conv_targets,
     check_targets,
     conv_summary_table,
@@ -140,110 +172,16 @@ from benchmarks.sparse_report import (
     plot_conv,
     summary_rows,
     summary_table,
+    tolerance,
 )
-from benchmarks.sparse_timing import _module_fn, print_point, time_point
-from ffops.nn import SparseLinear
-from ffops.sparse import magnitude_mask
 
 SCRIPT = "bench_sparse"
 NS = (1024, 4096)
 BATCHES = (64, 128, 256)
-CUDA_EXTRA_BATCHES = (4096,)
+CUDA_GRID = {"n": (1024, 4096, 8192), "batch": (64, 512, 4096)}  # the issue's GPU grid
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 QUICK = {"n": (1024, 4096), "batch": (64,), "sparsity": (0.8, 0.9, 0.98)}
 QUICK_CUDA = {"n": (1024, 4096), "batch": (64, 4096), "sparsity": (0.8, 0.95)}
-
-# torch's sparse CSR support warns that it is in beta on every CSR tensor made
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-
-
-# ---- contenders ----------------------------------------------------------------------------------
-
-
-def csr_linear(x, w_csr, bias):
-    """``x @ W^T + b`` through torch's sparse CSR matmul (the weight is the sparse operand)."""
-    return torch.sparse.mm(w_csr, x.t()).t() + bias
-
-
-def build_contenders(
-    linear: nn.Linear, mask: torch.Tensor, device: torch.device, ffops_backend: str, sparseprop_modules
-) -> tuple[list[tuple[Contender, tuple]], dict]:
-    """``[(contender, (weight, bias)), ...]`` (ffops first, dense second) on one weight and mask, and info."""
-    layer = SparseLinear.from_dense(linear, mask=mask)
-    ctx = None if ffops_backend == "auto" else (lambda: ffops.use_backend(ffops_backend))
-    entries = [(Contender(BASELINE, _module_fn(layer), context=ctx), (layer.values, layer.bias))]
-    dense = layer.to_dense()  # nn.Linear with the masked weight, the same bias
-    entries.append((Contender(DENSE, _module_fn(dense)), (dense.weight, dense.bias)))
-    values = layer.values.detach()
-    w_csr = torch.sparse_csr_tensor(
-        layer.crow_indices.long(),
-        layer.col_indices.long(),
-        values.clone(),
-        size=(linear.out_features, linear.in_features),
-        device=device,
-    )
-    w_csr.requires_grad_()
-    entries.append((Contender(CSR, csr_linear), (w_csr, layer.bias.detach().clone().requires_grad_())))
-    if sparseprop_modules is not None and device.type == "cpu":
-        sp = sparseprop_linear(
-            sparseprop_modules,
-            dense.weight.detach(),
-            layer.bias,
-            layer.crow_indices,
-            layer.col_indices,
-            values,
-        )
-        entries.append((Contender(SPARSEPROP, _module_fn(sp)), (sp.W_val, sp.bias)))
-    info = {"nnz": layer.nnz, "sparsity_exact": layer.sparsity}
-    return entries, info
-
-
-# ---- the grid ------------------------------------------------------------------------------------
-
-
-def run_grid(device, grid, args, sparseprop_modules, on_point=None) -> list[dict]:
-    """Every point of ``grid``; ``on_point(results)`` after each (the JSON is rewritten as the run goes)."""
-    results = []
-    for n in grid["n"]:
-        torch.manual_seed(n)
-        linear = nn.Linear(n, n, device=device)  # nn.Linear's init: U(-1/sqrt(n), 1/sqrt(n))
-        gen = torch.Generator(device=device).manual_seed(n + 1)
-        xs = {b: torch.randn(b, n, generator=gen, device=device).requires_grad_() for b in grid["batch"]}
-        for sparsity in grid["sparsity"]:
-            setup = time.perf_counter()
-            mask = magnitude_mask(linear.weight, sparsity)
-            entries, winfo = build_contenders(linear, mask, device, args.ffops_backend, sparseprop_modules)
-            setup = time.perf_counter() - setup
-            for batch in grid["batch"]:
-                info = {
-                    "n": n,
-                    "batch": batch,
-                    "sparsity": sparsity,
-                    **winfo,
-                    "dtype": "float32",
-                    "setup_s": round(setup, 3),
-                }
-                r = time_point(
-                    f"n={n} batch={batch} sparsity={sparsity}",
-                    info,
-                    entries,
-                    xs[batch],
-                    mask,
-                    device,
-                    budget_s=args.budget,
-                    min_repeats=args.min_repeats,
-                    min_slow=args.min_slow,
-                    max_repeats=args.max_repeats,
-                    warmup=args.warmup,
-                )
-                results.append(r)
-                print_point(r)
-                if on_point is not None:
-                    on_point(results)
-            del entries, mask
-            gc.collect()
-    return results
-
 
 # ---- the run ------------------------------------------------------------------------------------
 
@@ -257,11 +195,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     sections = p.add_mutually_exclusive_group()
     sections.add_argument("--no-conv", action="store_true", help="the linear section only (no conv section)")
     sections.add_argument("--conv-only", action="store_true", help="the conv section only (no linear section)")
-    p.add_argument("--n", type=int, nargs="+", default=None, help="linear: in = out features (default 1024 4096)")
     p.add_argument(
-        "--batch", type=int, nargs="+", default=None, help="linear: batch sizes (default 64 128 256, +4096 on CUDA)"
+        "--n", type=int, nargs="+", default=None, help="linear: in = out features (default 1024 4096; CUDA also 8192)"
+    )
+    p.add_argument(
+        "--batch", type=int, nargs="+", default=None, help="linear: batch sizes (default 64 128 256; CUDA 64 512 4096)"
     )
     p.add_argument("--sparsity", type=float, nargs="+", default=None, help="linear: default 0.5 0.8 0.9 0.95 0.98")
+    p.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="linear: weights and inputs of every contender (default float32; the conv section stays float32). "
+        "bfloat16 on CPU needs --ffops-backend reference (ffops' C++ CPU kernels take float32 / float64)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -313,8 +260,8 @@ def _sections(args) -> list[str]:
 def _linear_grid(args, cuda: bool) -> dict:
     quick = QUICK_CUDA if cuda else QUICK
     return {
-        "n": args.n or (quick["n"] if args.quick else NS),
-        "batch": args.batch or (quick["batch"] if args.quick else BATCHES + (CUDA_EXTRA_BATCHES if cuda else ())),
+        "n": args.n or (quick["n"] if args.quick else CUDA_GRID["n"] if cuda else NS),
+        "batch": args.batch or (quick["batch"] if args.quick else CUDA_GRID["batch"] if cuda else BATCHES),
         "sparsity": args.sparsity or (quick["sparsity"] if args.quick else SPARSITIES),
     }
 
@@ -335,6 +282,18 @@ def _load_sparseprop(args, cuda: bool):
     return import_sparseprop()
 
 
+def _check_dtype(args, device: torch.device, sections: list[str]) -> None:
+    """Exit with a message where the linear section's ``--dtype`` cannot run."""
+    if "linear" not in sections or args.dtype == "float32":
+        return
+    if device.type == "cpu" and args.ffops_backend in ("auto", "cpu"):
+        sys.exit(
+            f"--dtype {args.dtype} --device cpu: ffops' C++ CPU kernels take float32 or float64 only. Run "
+            f"--dtype {args.dtype} on --device cuda, or on CPU with --ffops-backend reference (a smoke test of "
+            "the code path: its times mean nothing), or --dtype float32"
+        )
+
+
 def _has_cpu_kernel(op: str) -> bool:
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
@@ -349,14 +308,28 @@ def _metadata(device: torch.device, sparseprop_modules) -> dict:
     meta["ffops_available"] = ffops.available()
     meta["ffops_cpu_sparse_kernel"] = torch._C._dispatch_has_kernel_for_dispatch_key("ffops::sparse_linear_fwd", "CPU")
     meta["ffops_cpu_sparse_conv_kernel"] = _has_cpu_kernel("ffops::sparse_conv2d_fwd")
+    # the dense float32 contender runs with torch's default TF32 setting; recorded, not changed
+    meta["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    meta["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    meta["cuda_matmul_allow_bf16_reduced_precision_reduction"] = (
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    )
     return meta
 
 
-def _print_header(args, meta: dict, grid: dict, conv_grid: dict | None, sparseprop_note: str | None) -> None:
+def _dtype_label(dtype: str, conv: bool) -> str:
+    """The dtype for titles: e.g. "bfloat16" (with "(linear; conv float32)" when the conv section ran too)."""
+    return dtype + (" (linear; conv float32)" if conv and dtype != "float32" else "")
+
+
+def _print_header(
+    args, meta: dict, grid: dict, conv_grid: dict | None, sparseprop_note: str | None, notes: dict
+) -> None:
     """The run's settings, and warnings about the build and the machine's load (exits if ffops has no kernel)."""
     cuda = meta["device"].startswith("cuda")
     print(
-        f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']} "
+        f"{SCRIPT}: {meta['device_name']}, {_dtype_label(args.dtype, conv_grid is not None)}, "
+        f"torch {meta['torch']}, ffops {meta['ffops']} "
         f"(backend {args.ffops_backend}), {meta['torch_threads']} threads, OMP_NUM_THREADS="
         f"{meta['omp_num_threads_env']}, sparseprop {meta['sparseprop']}" + (", quick" if args.quick else "")
     )
@@ -371,6 +344,15 @@ def _print_header(args, meta: dict, grid: dict, conv_grid: dict | None, sparsepr
         )
     if sparseprop_note is not None:
         print(f"NOTE: sparseprop skipped: {sparseprop_note}")
+    if args.linear_sparseprop_note is not None and args.linear_sparseprop_note != sparseprop_note:
+        print(f"NOTE: sparseprop skipped in the linear section: {args.linear_sparseprop_note}")
+    for name, note in notes.items():
+        print(f"NOTE: {name}: {note}")
+    if cuda and not args.conv_only:
+        print(
+            f"dense float32 matmuls: torch.backends.cuda.matmul.allow_tf32={meta['cuda_matmul_allow_tf32']} "
+            f"(torch's default, not changed), float32_matmul_precision={meta['float32_matmul_precision']}"
+        )
     load = meta["loadavg_at_start"]
     if not cuda and load and load[0] > 0.5:
         print(
@@ -401,6 +383,7 @@ def _results_path(args, device: torch.device) -> Path:
         + ("_conv_only" if args.conv_only else "")
         + ("_linear_only" if args.no_conv else "")
         + ("" if args.ffops_backend == "auto" else f"_{args.ffops_backend}")
+        + ("" if args.dtype == "float32" else "_bf16" if args.dtype == "bfloat16" else f"_{args.dtype}")
     )
     return harness.results_path(SCRIPT, device, suffix)
 
@@ -409,11 +392,11 @@ def _conv_png(path: Path) -> Path:
     return path.with_name(path.stem + "_conv.png")
 
 
-def _plot_title(meta: dict, threads, complete: bool, section: str = "") -> str:
+def _plot_title(meta: dict, threads, complete: bool, section: str = "", dtype: str = "float32") -> str:
     """The PNG's title; a section's (e.g. " conv ...") goes on a line of its own above the rest."""
     return (
         (f"{SCRIPT}{section}\n" if section else f"{SCRIPT}: ")
-        + f"{meta['device_name']}, float32, {threads or 'default'} threads, "
+        + f"{meta['device_name']}, {dtype}, {threads or 'default'} threads, "
         f"fwd+bwd median; load {meta['loadavg_at_start']}" + ("" if complete else " (partial)")
     )
 
@@ -423,7 +406,8 @@ def _write_plots(path: Path, d: dict) -> None:
     meta, cfg, complete = d["metadata"], d["config"], d.get("complete", False)
     if d["results"]:
         png = path.with_suffix(".png")
-        if plot(d["results"], cfg["contenders"], png, _plot_title(meta, cfg["threads"], complete)):
+        title = _plot_title(meta, cfg["threads"], complete, dtype=cfg.get("dtype", "float32"))
+        if plot(d["results"], cfg["contenders"], png, title):
             print(f"wrote {png}")
     if d.get("conv_results"):
         png = _conv_png(path)
@@ -450,8 +434,9 @@ def replot(path: Path) -> int:
     print(f"{path}: {', '.join(counts)}{'' if d.get('complete') else ' (partial run)'}")
     targets = []
     if "linear" in sections:
-        print(summary_table(results, names))
-        targets += check_targets(results, device, cfg["sparseprop_note"] if SPARSEPROP not in names else None)
+        print(f"linear ({cfg.get('dtype', 'float32')}):\n{summary_table(results, names)}")
+        note = cfg.get("linear_sparseprop_note", cfg["sparseprop_note"])
+        targets += check_targets(results, device, note if SPARSEPROP not in names else None)
     if "conv" in sections:
         print(f"conv:\n{conv_summary_table(conv_results, conv_names)}")
         targets += check_conv_targets(conv_results, device)
@@ -472,14 +457,37 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     cuda = device.type == "cuda"
     sections = _sections(args)
+    _check_dtype(args, device, sections)
     grid = _linear_grid(args, cuda)
     conv_grid = conv_section.conv_grid(args.quick) if "conv" in sections else None
     _set_timing_defaults(args, cuda)
     sparseprop_modules, sparseprop_note = _load_sparseprop(args, cuda)
-    names = [BASELINE, DENSE, CSR] + ([SPARSEPROP] if sparseprop_modules is not None else [])
+    # the linear section's: SparseProp is float32 only (the conv section, float32, keeps it)
+    linear_sparseprop = sparseprop_modules if args.dtype == "float32" else None
+    args.linear_sparseprop_note = sparseprop_note
+    if sparseprop_modules is not None and linear_sparseprop is None:
+        args.linear_sparseprop_note = f"float32 only (--dtype {args.dtype})"
+    contender_notes = {}  # {name: why it is left out (where)}, also filled as the run goes
+    args.csr_note = probe_csr(device, DTYPES[args.dtype]) if "linear" in sections else None
+    if args.csr_note is not None:
+        contender_notes[CSR] = f"left out: {args.csr_note}"
+    triton = triton_contender_applies(device, args.ffops_backend)
+    semi = cuda and SEMI_SPARSITY in grid["sparsity"]
+    if not cuda:
+        contender_notes[SEMI] = "CUDA only"
+    elif not semi:
+        contender_notes[SEMI] = f"runs at sparsity {SEMI_SPARSITY} only, which this grid lacks"
+    names = (
+        [BASELINE]
+        + ([TRITON] if triton else [])
+        + [DENSE]
+        + ([CSR] if args.csr_note is None else [])
+        + ([SEMI] if semi else [])
+        + ([SPARSEPROP] if linear_sparseprop is not None else [])
+    )
     conv_names = conv_section.conv_contender_names(device, sparseprop_modules) if conv_grid else []
     meta = _metadata(device, sparseprop_modules)
-    _print_header(args, meta, grid, conv_grid, sparseprop_note)
+    _print_header(args, meta, grid, conv_grid, sparseprop_note, contender_notes)
 
     path = _results_path(args, device)
     config = {
@@ -493,6 +501,8 @@ def main(argv=None) -> int:
         "conv_contenders": conv_names,
         "sparseprop_note": sparseprop_note,
         "tolerance": TOL,
+        "linear_tolerance": tolerance(args.dtype),
+        "contender_notes": contender_notes,  # the same dict: notes added during the run are saved too
     }
 
     def payload(results, conv_results, targets=None, conv_targets=None, total=None):
@@ -516,10 +526,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     results, conv_results = [], []
     if "linear" in sections:
-        results = run_grid(device, grid, args, sparseprop_modules, save_partial)
+        results = run_grid(device, grid, args, linear_sparseprop, save_partial, contender_notes)
+        ref = "dense" if args.dtype == "float32" else f"a float32 dense on the same {args.dtype} parameters"
         print(
-            f"== summary: fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
-            f"'ffops diff' = worst max rel diff of ffops' output and grads vs dense\n{summary_table(results, names)}\n"
+            f"== summary ({args.dtype}): fwd+bwd median ms; 'x <name>' = <name> / ffops (>1: ffops faster); "
+            f"'ffops diff' = worst max rel diff of ffops' output and grads vs {ref}\n"
+            f"{summary_table(results, names)}\n"
         )
     if conv_grid is not None:
         on_conv_point = lambda conv_results: save_partial(results, conv_results)
@@ -532,7 +544,11 @@ def main(argv=None) -> int:
     total = time.perf_counter() - start
 
     print(f"total {total:.0f} s; load average at the end {harness.load_average()}")
-    targets = check_targets(results, device, sparseprop_note if sparseprop_modules is None else None) if results else []
+    targets = (
+        check_targets(results, device, args.linear_sparseprop_note if linear_sparseprop is None else None)
+        if results
+        else []
+    )
     conv_targets = check_conv_targets(conv_results, device) if conv_grid is not None else []
     _print_targets(targets + conv_targets, args.quick)
 

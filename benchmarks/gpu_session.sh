@@ -81,6 +81,7 @@ if [[ "${TESTS_ONLY:-0}" == 1 ]]; then ls -la "$OUT"; step "done (tests only)"; 
 
 if [[ "${FOCUS:-}" == sparse ]]; then
     run_limited 240 "$OUT/bench.log" $PY -m benchmarks.bench_sparse --device cuda
+    run_limited 150 "$OUT/bench.log" $PY -m benchmarks.bench_sparse --device cuda --dtype bfloat16 --no-conv
     run_limited 90 "$OUT/bench.log" $PY -m benchmarks.bench_sparse_resnet --device cuda
 fi
 

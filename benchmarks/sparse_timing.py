@@ -6,7 +6,9 @@ and clock (interleaved rounds, gc off, median and p20-p80), each with its own qu
 checks each one's output and gradients against the dense contender; bench_sparse.py's docstring
 describes the methodology. A contender is an :class:`Entry`: the contender, its own parameters
 ``(weight, bias)`` and, when its weight gradient is in neither of the layouts that
-:func:`_weight_grad_values` knows, its own conversion of that gradient to values in CSR order.
+:func:`_weight_grad_values` knows, its own conversion of that gradient to values in CSR order; a
+forward-only one (``fwd_only``, e.g. torch's 2:4 semi-structured weight, which torch cannot
+differentiate) is timed in the fwd phase only and checked against its own reference.
 """
 
 import functools
@@ -20,7 +22,7 @@ from torch import nn
 
 from benchmarks import harness
 from benchmarks.harness import Contender
-from benchmarks.sparse_report import BASELINE, DENSE, TOL
+from benchmarks.sparse_report import BASELINE, DENSE, TOL, fwd_speedup_over
 
 SLOW_FIRST_CALL_S = 0.5  # no further warm-up for a contender whose first fwd+bwd takes longer
 VERY_SLOW_S = 40.0  # a contender's minimum rounds are cut (down to 2) to stay near this many seconds
@@ -32,11 +34,17 @@ class Entry(NamedTuple):
     ``params``: its own ``(weight, bias)``, differentiated with ``x``. ``weight_values(grad)``, if
     given: its weight gradient as the values at the mask's nonzeros in CSR (row-major) order, for a
     layout :func:`_weight_grad_values` does not know (e.g. SparseProp's conv values order).
+    ``fwd_only``: time the forward only (no bwd / fwd+bwd phases, its entry gets ``fwd_only: true``).
+    ``reference(x)``: its own reference ``{"out": ...}`` (and gradients, if any) for the correctness
+    check, in place of the point's (dense); ``tolerance``: its own, in place of the point's.
     """
 
     contender: Contender
     params: tuple
     weight_values: Callable[[torch.Tensor], torch.Tensor] | None = None
+    fwd_only: bool = False
+    reference: Callable[[torch.Tensor], dict] | None = None
+    tolerance: float | None = None
 
 
 def _module_fn(module: nn.Module):
@@ -63,8 +71,15 @@ def _weight_grad_values(g: torch.Tensor, mask: torch.Tensor, weight_values=None)
 
 
 def _storages(t: torch.Tensor) -> list[tuple[tuple, int]]:
-    """``[(key, nbytes)]`` of the storages behind ``t``: a sparse tensor's values and index tensors."""
-    if t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
+    """``[(key, nbytes)]`` of the storages behind ``t``: a sparse tensor's values and index tensors (a 2:4
+    semi-structured tensor's packed values and metadata)."""
+    if isinstance(t, torch.sparse.SparseSemiStructuredTensor):
+        parts = [
+            p
+            for p in (t.packed, t.meta, t.packed_t, t.meta_t, t.compressed_swizzled_bitmask)
+            if isinstance(p, torch.Tensor)
+        ]
+    elif t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
         rows = t.crow_indices() if t.layout in (torch.sparse_csr, torch.sparse_bsr) else t.ccol_indices()
         cols = t.col_indices() if t.layout in (torch.sparse_csr, torch.sparse_bsr) else t.row_indices()
         parts = (t.values(), rows, cols)
@@ -92,54 +107,69 @@ def time_point(
     min_slow: int,
     max_repeats: int,
     warmup: int,
+    reference: Callable[[torch.Tensor, list], dict] | None = None,
+    tolerance: float = TOL,
 ) -> dict:
     """Time the contenders side by side on ``x``; a result in ``harness.compare``'s layout.
 
     Each contender's entry also has ``rounds`` (its own count), ``max_rel_diff`` (output vs
-    dense) and ``grad_max_rel_diff`` (``x`` / ``weight`` / ``bias`` vs dense).
+    the reference) and ``grad_max_rel_diff`` (``x`` / ``weight`` / ``bias`` vs the reference), and
+    ``tolerance``. The reference is the dense contender, or ``reference(x, grad_outputs)`` if given
+    (``{"out", "x", "weight", "bias"}``, the weight gradient at the mask: e.g. a float32 dense one for a
+    bfloat16 run, computed once here), or an entry's own ``reference``. A forward-only entry is timed
+    in the fwd phase only (its ``phases`` have ``fwd`` alone) and gets ``fwd_only: true``.
     """
     load_before = harness.load_average()
     share = budget_s / len(entries)
     grad_outputs, checks, runs = None, {}, []
-    for c, params, weight_values in (Entry(*e) for e in entries):
+    for c, params, weight_values, fwd_only, own_reference, own_tolerance in (Entry(*e) for e in entries):
         runner = harness._Runner(c, (x, *params), None)
         start = time.perf_counter()
         outputs = runner.forward()
-        if grad_outputs is None:
-            grad_outputs = harness._upstream_grads(outputs)
-        runner.grad_outputs = grad_outputs
-        gx, gw, gb = runner.backward(outputs)
-        harness._sync(device)
+        if fwd_only:
+            harness._sync(device)
+            checks[c.name] = {"out": outputs[0].detach()}
+        else:
+            if grad_outputs is None:
+                grad_outputs = harness._upstream_grads(outputs)
+            runner.grad_outputs = grad_outputs
+            gx, gw, gb = runner.backward(outputs)
+            harness._sync(device)
+            checks[c.name] = {
+                "out": outputs[0].detach(),
+                "x": gx,
+                "weight": _weight_grad_values(gw, mask, weight_values),
+                "bias": gb,
+            }
+            del gx, gw, gb
         first = time.perf_counter() - start
-        checks[c.name] = {
-            "out": outputs[0].detach(),
-            "x": gx,
-            "weight": _weight_grad_values(gw, mask, weight_values),
-            "bias": gb,
-        }
-        del outputs, gx, gw, gb
+        del outputs
+        once = runner.forward if fwd_only else runner.fwdbwd
         est = first
         if first <= SLOW_FIRST_CALL_S:
             for _ in range(warmup - 1):
                 t0 = time.perf_counter()
-                runner.fwdbwd()
+                once()
                 harness._sync(device)
                 est = time.perf_counter() - t0
         res = {"name": c.name, "compiled": False, "first_call_s": first, "warm_fwdbwd_s": est}
+        if fwd_only:
+            res["fwd_only"] = True  # warm_fwdbwd_s is then a warm forward
         # a saved sparse tensor counts by its values and indices (not as a dense [n, n])
         res["saved_bytes"], res["saved_extra_bytes"] = harness.saved_bytes(
             runner.forward, tuple(runner.diff_inputs), storages=_storages
         )
-        if device.type == "cuda":  # peak memory of one fwd+bwd, above what is allocated already
+        if device.type == "cuda":  # peak memory of one fwd+bwd (fwd), above what is allocated already
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-            runner.fwdbwd()
+            once()
             harness._sync(device)
             res["peak_extra_bytes"] = torch.cuda.max_memory_allocated(device) - base
-        # a round times fwd, bwd and fwd+bwd: about two fwd+bwd
-        quota = min_repeats if 2 * est * min_repeats <= share else min_slow
-        if 2 * est * quota > VERY_SLOW_S:  # e.g. SparseProp's backward on a loaded machine: seconds per call
-            quota = max(2, min(quota, int(VERY_SLOW_S / (2 * est))))
+        # a round times fwd, bwd and fwd+bwd: about two fwd+bwd (a forward-only round: one forward)
+        cost = est if fwd_only else 2 * est
+        quota = min_repeats if cost * min_repeats <= share else min_slow
+        if cost * quota > VERY_SLOW_S:  # e.g. SparseProp's backward on a loaded machine: seconds per call
+            quota = max(2, min(quota, int(VERY_SLOW_S / cost)))
         runs.append(
             {
                 "runner": runner,
@@ -147,14 +177,20 @@ def time_point(
                 "min": quota,
                 "n": 0,
                 "spent": 0.0,
-                "samples": {p: [] for p in harness.PHASES},
+                "fwd_only": fwd_only,
+                "samples": {p: [] for p in (("fwd",) if fwd_only else harness.PHASES)},
+                "reference": own_reference,
+                "tolerance": own_tolerance if own_tolerance is not None else tolerance,
             }
         )
-    ref = checks[DENSE]
+    ref = checks[DENSE] if reference is None else reference(x, grad_outputs)
     for run in runs:
-        d = _diffs(checks[run["res"]["name"]], ref)
+        own = run["reference"]
+        d = _diffs(checks[run["res"]["name"]], ref if own is None else own(x))
         run["res"]["max_rel_diff"] = d.pop("out")
         run["res"]["grad_max_rel_diff"] = d
+        run["res"]["tolerance"] = run["tolerance"]
+        del run["reference"]
     del checks, ref
 
     clock = harness._Clock(device)
@@ -170,6 +206,13 @@ def time_point(
             shift = rounds % len(active)
             for run in active[shift:] + active[:shift]:
                 runner, s = run["runner"], run["samples"]
+                if run["fwd_only"]:
+                    t_fwd, _ = clock.time(runner.forward)
+                    del _
+                    s["fwd"].append(t_fwd)
+                    run["spent"] += t_fwd
+                    run["n"] += 1
+                    continue
                 t_fwd, outputs = clock.time(runner.forward)
                 t_bwd, _ = clock.time(functools.partial(runner.backward, outputs))
                 del outputs, _
@@ -205,16 +248,28 @@ def time_point(
 
 
 def print_point(r: dict) -> None:
-    """One timed point: its table, the rounds per contender, and a warning per contender that differs from dense."""
-    print(harness.format_table(r, BASELINE))
+    """One timed point: its table (a line per forward-only contender below it), the rounds per contender,
+    and a warning per contender that differs from its reference by more than its tolerance."""
+    full = [c for c in r["contenders"] if not c.get("fwd_only")]
+    print(harness.format_table({**r, "contenders": full}, BASELINE))
+    for c in r["contenders"]:
+        if c.get("fwd_only"):
+            x = fwd_speedup_over(r, c["name"])
+            print(
+                f"  {c['name']} (forward only): fwd {harness._fmt_time(c['phases']['fwd'])} ms"
+                + ("" if x is None else f"; its fwd / ffops' fwd {x:.2f}")
+                + f"; max rel diff vs its own dense weight {c['max_rel_diff']:.1e}"
+            )
     print(
         "  rounds: "
         + ", ".join(f"{c['name']} {c['rounds']}" for c in r["contenders"])
         + f"; cpu/wall {r['cpu_per_wall']:.2f}; load {r['loadavg_before']} -> {r['loadavg_after']}"
     )
     for c in r["contenders"]:
-        worst = max(c["max_rel_diff"], *c["grad_max_rel_diff"].values())
-        if worst > TOL:
+        worst = max([c["max_rel_diff"], *c["grad_max_rel_diff"].values()])
+        if worst > c.get("tolerance", TOL):
             diffs = ", ".join(f"{k} {v:.1e}" for k, v in {"out": c["max_rel_diff"], **c["grad_max_rel_diff"]}.items())
-            print(f"  WARNING: {c['name']} differs from dense: {diffs}")
+            print(
+                f"  WARNING: {c['name']} differs from its reference by more than {c.get('tolerance', TOL):g}: {diffs}"
+            )
     print(flush=True)
