@@ -46,6 +46,7 @@ from torch import nn
 import ffops
 from benchmarks import harness
 from benchmarks.baselines.sparseprop_layer import import_sparseprop
+from ffops.sparse.speed import record_inputs
 
 SCRIPT = "bench_sparse_resnet"
 
@@ -101,20 +102,8 @@ def mask_model(model: nn.Module, sparsity: float) -> None:
 
 def sparseprop_model(model: nn.Module, example: torch.Tensor, modules) -> nn.Module:
     """``model`` with every conv and linear layer replaced by SparseProp's (from the masked weights)."""
-    shapes = {}
-
-    def record(name):
-        def hook(module, inputs):  # returns None: the input goes on unchanged
-            shapes.setdefault(name, tuple(inputs[0].shape))
-
-        return hook
-
-    hooks = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        model.eval()(example)
-    model.train()
-    for h in hooks:
-        h.remove()
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    shapes = {name: spec.shape for name, spec in record_inputs(model, convs, example).items()}
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.Conv2d):
             new = modules.sparsify_conv2d_auto(m, shapes[name])
@@ -143,11 +132,6 @@ def build_contenders(dense: nn.Module, x: torch.Tensor, sparsity: float, sparsep
 # ---- timing --------------------------------------------------------------------------------------
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """A closure that takes one SGD training step and returns the loss (a tensor)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -167,15 +151,15 @@ def time_steps(steps: dict, device: torch.device, warmup: int, rounds: int) -> d
     for step in steps.values():
         for _ in range(warmup):
             step()
-    _sync(device)
+    harness._sync(device)
     samples = {name: [] for name in steps}
     names = list(steps)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            _sync(device)
+            harness._sync(device)
             start = time.perf_counter()
             steps[name]()
-            _sync(device)
+            harness._sync(device)
             samples[name].append(time.perf_counter() - start)
     return samples
 

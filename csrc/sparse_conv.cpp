@@ -12,6 +12,7 @@
 
 #include "autograd_node.h"
 #include "common.h"
+#include "sparse_autograd.h"
 
 namespace ffops {
 namespace {
@@ -36,17 +37,15 @@ const auto& sparse_conv2d_bwd_op() {
 
 // Gradients of x, values and bias; each only when its edge needs it.
 struct SparseConv2dBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable x, values, t_ptr, t_row, t_perm;
+  torch::autograd::SavedVariable x;
+  SavedSparseWeight weight;
   std::vector<int64_t> kernel_size, stride, padding, dilation;
 
   std::string name() const override { return "ffops::SparseConv2dBackward"; }
 
   void release_variables() override {
     x.reset_data();
-    values.reset_data();
-    t_ptr.reset_data();
-    t_row.reset_data();
-    t_perm.reset_data();
+    weight.reset();
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -56,9 +55,9 @@ struct SparseConv2dBackward final : torch::autograd::Node {
       const bool need_dx = task_should_compute_output(0), need_dvalues = task_should_compute_output(1);
       at::Tensor dx, dvalues, dbias;
       if (need_dx || need_dvalues) {
-        std::tie(dx, dvalues) =
-            sparse_conv2d_bwd_op().call(grad_y, x.unpack(), values.unpack(), t_ptr.unpack(), t_row.unpack(),
-                                        t_perm.unpack(), kernel_size, stride, padding, dilation, need_dx, need_dvalues);
+        std::tie(dx, dvalues) = sparse_conv2d_bwd_op().call(
+            grad_y, x.unpack(), weight.values.unpack(), weight.t_ptr.unpack(), weight.t_row.unpack(),
+            weight.t_perm.unpack(), kernel_size, stride, padding, dilation, need_dx, need_dvalues);
       }
       if (task_should_compute_output(2)) dbias = grad_y.sum({0, 2, 3});
       return {need_dx ? dx : at::Tensor(), need_dvalues ? dvalues : at::Tensor(), dbias};
@@ -84,10 +83,7 @@ at::Tensor sparse_conv2d_fwd_autograd(const at::Tensor& x, const at::Tensor& val
     node->dilation = dilation.vec();
     torch::autograd::set_history(y, node);
     node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
-    node->values = torch::autograd::SavedVariable(values, /*is_output=*/false);
-    node->t_ptr = torch::autograd::SavedVariable(t_ptr, /*is_output=*/false);
-    node->t_row = torch::autograd::SavedVariable(t_row, /*is_output=*/false);
-    node->t_perm = torch::autograd::SavedVariable(t_perm, /*is_output=*/false);
+    node->weight.save(values, t_ptr, t_row, t_perm);
   }
   return y;
 }

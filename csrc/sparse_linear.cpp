@@ -20,6 +20,7 @@
 
 #include "autograd_node.h"
 #include "common.h"
+#include "sparse_autograd.h"
 
 namespace ffops {
 namespace {
@@ -72,7 +73,8 @@ at::Tensor sparse_linear_math(const at::Tensor& x, const at::Tensor& values, con
 // Gradients of x, values and bias, each only when its edge needs it.
 template <bool kTriton>
 struct SparseLinearBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable xt, values, t_ptr, t_row, t_perm;
+  torch::autograd::SavedVariable xt;
+  SavedSparseWeight weight;
   bool feature_major = false;
 
   std::string name() const override {
@@ -81,10 +83,7 @@ struct SparseLinearBackward final : torch::autograd::Node {
 
   void release_variables() override {
     xt.reset_data();
-    values.reset_data();
-    t_ptr.reset_data();
-    t_row.reset_data();
-    t_perm.reset_data();
+    weight.reset();
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -95,8 +94,9 @@ struct SparseLinearBackward final : torch::autograd::Node {
       at::Tensor dx, dvalues, dbias;
       if (need_dx || need_dvalues) {
         at::Tensor dxt;
-        std::tie(dxt, dvalues) = bwd_op<kTriton>().call(dyt, xt.unpack(), values.unpack().contiguous(), t_ptr.unpack(),
-                                                        t_row.unpack(), t_perm.unpack(), need_dx, need_dvalues);
+        std::tie(dxt, dvalues) =
+            bwd_op<kTriton>().call(dyt, xt.unpack(), weight.values.unpack().contiguous(), weight.t_ptr.unpack(),
+                                   weight.t_row.unpack(), weight.t_perm.unpack(), need_dx, need_dvalues);
         if (need_dx) dx = batch_major(dxt, feature_major);
         if (!need_dvalues) dvalues = at::Tensor();
       }
@@ -124,10 +124,7 @@ at::Tensor sparse_linear_autograd(const at::Tensor& x, const at::Tensor& values,
     node->feature_major = feature_major;
     torch::autograd::set_history(y, node);
     node->xt = torch::autograd::SavedVariable(xt, /*is_output=*/false);
-    node->values = torch::autograd::SavedVariable(values, /*is_output=*/false);
-    node->t_ptr = torch::autograd::SavedVariable(t_ptr, /*is_output=*/false);
-    node->t_row = torch::autograd::SavedVariable(t_row, /*is_output=*/false);
-    node->t_perm = torch::autograd::SavedVariable(t_perm, /*is_output=*/false);
+    node->weight.save(values, t_ptr, t_row, t_perm);
   }
   return y;
 }

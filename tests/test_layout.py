@@ -24,6 +24,7 @@ PARTS = {
     "sparse_linear_pattern": "sparse_linear",
     "sparse_kernels": "sparse_linear",  # the sparse family's CPU kernels, shared by the linear layer and
     "sparse_conv": "sparse_linear",  # the direct sparse convolution (CPU only)
+    "sparse_autograd": "sparse_linear",  # what both layers' backward nodes save
 }
 
 

@@ -269,15 +269,13 @@ class FFTrainer:
         """``cuda_graph`` (True, False or "auto") as a bool; True where it cannot apply is an error."""
         if cuda_graph not in (True, False, "auto"):
             raise ValueError(f"{op}: cuda_graph must be True, False or 'auto', got {cuda_graph!r}")
-        why_not = (
-            "the model is not on a CUDA device"
-            if device.type != "cuda"
-            else "ddp=True (its bucketed all-reduce is not captured here)"
-            if ddp
-            else "negatives='hybrid' (its partner check reads the device)"
-            if negatives == "hybrid"
-            else None
-        )
+        why_not = None
+        if device.type != "cuda":
+            why_not = "the model is not on a CUDA device"
+        elif ddp:
+            why_not = "ddp=True (its bucketed all-reduce is not captured here)"
+        elif negatives == "hybrid":
+            why_not = "negatives='hybrid' (its partner check reads the device)"
         if cuda_graph is True and why_not:
             raise ValueError(f"{op}: cuda_graph=True needs a capturable step, but {why_not}")
         return cuda_graph is True or (cuda_graph == "auto" and why_not is None)
