@@ -10,8 +10,9 @@ call. What makes the trainer's step capturable, and how it is provided:
 * static memory: every step reads the batch from the same two buffers (the batch is copied in), and
   the gradients are allocated inside the capture (they are None before it and set to None after each
   step), so every replay writes them to the same addresses;
-* the optimizers: Adam / AdamW with ``capturable=True`` and the learning rate as a tensor (the
-  cooldown writes it in place); SGD as it is;
+* the optimizers: Adam / AdamW with ``capturable=True``, SGD fused (its kernel reads a learning-rate
+  tensor on the device; the others read it back to the host), and the learning rate as a float32
+  tensor on the model's device (the cooldown writes it in place);
 * random numbers: the trainer's noise generator is registered with the graph, so each replay draws
   fresh numbers (input dropout, negatives) as an eager step would.
 
@@ -34,7 +35,9 @@ WARMUP_STEPS = 3
 
 
 class CudaGraphBackend:
-    """The CUDA side: graphs, one shared memory pool, a side stream for the warm-up steps."""
+    """The CUDA side: graphs, one shared memory pool, a side stream for the warm-up steps and the
+    captures. Everything runs with ``device`` current: CUDA graphs capture and replay on the current
+    device's streams, and the Triton launchers launch there."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -42,29 +45,37 @@ class CudaGraphBackend:
         self.stream = None
 
     def new_graph(self, generators) -> Any:
-        graph = torch.cuda.CUDAGraph()
-        for gen in generators:  # each replay then advances the generator as an eager step would
-            graph.register_generator_state(gen)
+        with torch.cuda.device(self.device):  # the first registration allocates the RNG state's seed there
+            graph = torch.cuda.CUDAGraph()
+            for gen in generators:  # each replay then advances the generator as an eager step would
+                graph.register_generator_state(gen)
         return graph
 
+    def _side_stream(self) -> torch.cuda.Stream:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+        return self.stream
+
     def capture(self, graph, fn: Callable[[], Any]) -> Any:
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self.pool):
-            return fn()
+        with torch.cuda.device(self.device):
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            # our own stream: torch's default capture stream is made once, on whichever device is current then
+            with torch.cuda.graph(graph, pool=self.pool, stream=self._side_stream()):
+                return fn()
 
     def replay(self, graph) -> None:
-        graph.replay()
+        with torch.cuda.device(self.device):
+            graph.replay()
 
     def eager(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on a side stream (a warm-up step), ordered after and before the current stream's work."""
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(self.device)
-        current = torch.cuda.current_stream(self.device)
-        self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
-            out = fn()
-        current.wait_stream(self.stream)
+        with torch.cuda.device(self.device):
+            stream, current = self._side_stream(), torch.cuda.current_stream(self.device)
+            stream.wait_stream(current)
+            with torch.cuda.stream(stream):
+                out = fn()
+            current.wait_stream(stream)
         return out
 
 
@@ -138,14 +149,21 @@ class StepGraphs:
 
 
 def capturable_optimizer_groups(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Make ``optimizer`` safe to capture: Adam / AdamW get ``capturable=True``, and every group's
-    learning rate becomes a tensor on ``device`` (a float would be baked into the graph; the tensor is
-    updated in place). Idempotent: after ``load_state_dict`` call it again."""
+    """Make ``optimizer`` safe to capture: Adam / AdamW get ``capturable=True``, SGD its fused kernel
+    (its other paths read a tensor learning rate back with ``.item()``), and every group's learning
+    rate becomes a float32 tensor on ``device`` (a float would be baked into the graph; the tensor is
+    updated in place), converted when it is a tensor of another dtype or device (a checkpoint loaded
+    without ``map_location``). Idempotent: after ``load_state_dict`` call it again."""
     for group in optimizer.param_groups:
         if "capturable" in group:
             group["capturable"] = True
-        if not isinstance(group["lr"], torch.Tensor):
-            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        if isinstance(optimizer, torch.optim.SGD):
+            group["fused"], group["foreach"] = True, False  # foreach would win over fused
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            group["lr"] = lr.to(device, torch.float32)  # the same tensor when it is one already
+        else:
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
 
 
 def set_learning_rate(group: dict, lr: float) -> None:

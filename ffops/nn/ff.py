@@ -99,7 +99,7 @@ class _FFLossMixin:
             raise ValueError(
                 f"{name}: need peer_weight >= 0 and 0 <= peer_momentum < 1, got {peer_weight} and {peer_momentum}"
             )
-        self._targets_key, self._targets_value = None, None
+        self._targets_cache: dict[tuple, torch.Tensor] = {}
 
     def _input_scale(self, x, x_sumsq: torch.Tensor | None) -> torch.Tensor:
         """Per-sample length normalization of the input as a scale: ``1 / (||x|| + eps)`` (l2) or
@@ -142,13 +142,16 @@ class _FFLossMixin:
         return loss, g.detach()
 
     def _targets(self, g: torch.Tensor, n_pos: int) -> torch.Tensor:
-        """BCE targets shaped like ``g``: 1 on the first ``n_pos`` rows, 0 after (kept for the next call)."""
+        """BCE targets shaped like ``g``: 1 on the first ``n_pos`` rows, 0 after. Kept per shape, dtype and
+        device: a CUDA graph captured on one batch shape reads its buffer at every replay, also after
+        steps on other shapes."""
         key = (g.shape, n_pos, g.dtype, g.device)
-        if self._targets_key != key:
+        targets = self._targets_cache.get(key)
+        if targets is None:
             targets = torch.zeros_like(g)
             targets[:n_pos] = 1
-            self._targets_key, self._targets_value = key, targets
-        return self._targets_value
+            self._targets_cache[key] = targets
+        return targets
 
     def _extra_loss_repr(self):
         return (

@@ -10,6 +10,7 @@ Both share one autograd formula, in C++ (csrc/<op>.cpp, the Autograd key of both
 backward once (C++), a shape rule once (the op module's fake).
 """
 
+import functools
 import importlib
 from types import SimpleNamespace
 
@@ -30,8 +31,24 @@ def rows_last_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 # Holds the Python (Triton) kernels registered on the C++-defined triton_<name> operators.
 _TRITON_LIB = torch.library.Library("ffops", "IMPL") if _backend.TRITON_OK else None
-# Devices whose tensors the Triton launchers take: CUDA, and CPU under the Triton interpreter.
-_TRITON_KEYS = ("CUDA", "CPU") if _backend.TRITON_INTERPRET else ("CUDA",)
+
+
+def on_device_of(launcher, arg: int):
+    """``launcher`` run with the CUDA device of its argument number ``arg`` current: Triton launches on
+    the current device's stream, whatever device the tensors are on (the C++ kernels have a device
+    guard). ``torch.cuda.device`` sets nothing when that device is current already."""
+
+    @functools.wraps(launcher)
+    def run(*args, **kwargs):
+        with torch.cuda.device(args[arg].get_device()):
+            return launcher(*args, **kwargs)
+
+    return run
+
+
+def _tensor_arg(op: torch._ops.OpOverload) -> int:
+    """The position of ``op``'s first argument that is always a tensor (not ``Tensor?``)."""
+    return next(i for i, a in enumerate(op._schema.arguments) if isinstance(a.type, torch._C.TensorType))
 
 
 def wire(fakes: dict, triton_module: str | dict[str, str]) -> dict[str, SimpleNamespace]:
@@ -50,11 +67,13 @@ def wire(fakes: dict, triton_module: str | dict[str, str]) -> dict[str, SimpleNa
     sets = {"cpp": SimpleNamespace(**{name: getattr(torch.ops.ffops, name).default for name in fakes})}
     if not _backend.TRITON_OK:
         return sets
+    sets["triton"] = SimpleNamespace(**{name: getattr(torch.ops.ffops, f"triton_{name}").default for name in fakes})
     for name, fake in fakes.items():
         module = triton_module if isinstance(triton_module, str) else triton_module[name]
         launcher = getattr(importlib.import_module(f"ffops.kernels.{module}"), name)
         torch.library.register_fake(f"ffops::triton_{name}")(fake)
-        for key in _TRITON_KEYS:
-            _TRITON_LIB.impl(f"triton_{name}", launcher, key)
-    sets["triton"] = SimpleNamespace(**{name: getattr(torch.ops.ffops, f"triton_{name}").default for name in fakes})
+        op = getattr(sets["triton"], name)
+        _TRITON_LIB.impl(f"triton_{name}", on_device_of(launcher, _tensor_arg(op)), "CUDA")
+        if _backend.TRITON_INTERPRET:  # CPU tensors, run by the Triton interpreter
+            _TRITON_LIB.impl(f"triton_{name}", launcher, "CPU")
     return sets
