@@ -66,8 +66,9 @@ class Callback:
 
     ``info`` dicts: on_fit_start: epochs, batch_size, steps_per_epoch, phases (greedy: the layer of
     each phase), train_samples, world_size. on_epoch_start: phase, epoch, epochs. on_batch_end:
-    phase, epoch, step, steps, samples, losses (``{layer: detached loss tensor}``: call ``.item()``
-    only when you display it, it synchronizes the device), head_loss. on_epoch_end: the history record.
+    phase, epoch, step, steps, samples, losses (``{layer: detached loss tensor}``, under DDP this
+    rank's shard's: call ``.item()`` only when you display it, it synchronizes the device), head_loss.
+    on_epoch_end: the history record (its losses and errors are the global batch's, under DDP too).
     """
 
     def on_fit_start(self, trainer, info): ...
@@ -452,8 +453,9 @@ class FFTrainer:
 
     @torch.no_grad()
     def evaluate(self, images, labels, num_layers: int | None = None) -> dict:
-        """Error rates (fractions) ``{"error_goodness": ..., "error_head": ...}``; under DDP each rank
-        scores its share of the samples and the counts are summed."""
+        """Error rates (fractions) ``{"error_goodness": ..., "error_head": ...}``; with ``ddp=True`` each
+        rank scores its share of the samples and the counts are summed over ranks (with ``ddp=False``,
+        process group or not, this process scores every sample)."""
         model = self.model
         x, y, _ = _as_data(
             "FFTrainer.evaluate",
@@ -470,7 +472,8 @@ class FFTrainer:
         wrong = torch.zeros(len(self.methods()), dtype=torch.float64, device=model.device)
         for k, method in enumerate(self.methods()):
             wrong[k] = (self.predict(x[lo:hi], method, num_layers) != y[lo:hi]).sum()
-        distributed.all_reduce_sum(wrong)
+        if self.config["ddp"]:  # without ddp every rank scored every sample
+            distributed.all_reduce_sum(wrong)
         return {f"error_{m}": float(wrong[k]) / max(x.shape[0], 1) for k, m in enumerate(self.methods())}
 
     # ---- the loop --------------------------------------------------------------------------------
@@ -495,7 +498,8 @@ class FFTrainer:
 
         Appends to and returns ``self.history``: per epoch a dict with ``phase`` (greedy: the
         learning layer, else None), ``epoch`` (1-based, within the phase), ``loss`` (mean per layer,
-        None for layers not learning), ``head_loss``, ``lr``, ``time_s`` (training only),
+        None for layers not learning; of the global batches, under DDP too), ``head_loss``, ``lr``,
+        ``time_s`` (training only),
         ``samples_per_s``, ``train_error_goodness`` / ``train_error_head`` (fractions, on a fixed
         ``eval_train_samples`` subset), ``test_error_*`` (when test data is given), ``eval_time_s``,
         and ``goodness``: per layer ``{"layer", "edges", "pos", "neg", "pos_mean", "neg_mean"}``,
@@ -610,13 +614,19 @@ class FFTrainer:
                         **out,
                     },
                 )
-        losses = (loss_sum / steps).tolist()
+        # each rank's losses are means over its shard: weighted by the shard's share of the global batch
+        # and summed over ranks, they are the global batch's means
+        lo, hi = distributed.shard_bounds(batch_size, self.rank, self.world_size)
+        sums = torch.cat([loss_sum, head_sum[None]]) * ((hi - lo) / batch_size)
+        if self.config["ddp"]:
+            distributed.all_reduce_sum(sums)
+        *losses, head_loss = (sums / steps).tolist()
         train_time = time.perf_counter() - t0
         return {
             "phase": phase,
             "epoch": epoch + 1,
             "loss": [v if phase is None or i == phase else None for i, v in enumerate(losses)],
-            "head_loss": float(head_sum) / steps if self.head is not None else None,
+            "head_loss": head_loss if self.head is not None else None,
             "lr": float(self.optimizers[0].param_groups[0]["lr"]),
             "time_s": train_time,
             "samples_per_s": steps * batch_size / train_time,

@@ -1,5 +1,6 @@
 """Two gloo processes on CPU with each layer in its own DistributedDataParallel end with the same
-parameters as one process training on the same global batches."""
+parameters, and report the same history (losses and errors of the global batches), as one process
+training on the same global batches; a ``ddp=False`` trainer inside a process group is one process."""
 
 import os
 
@@ -34,21 +35,40 @@ def _train(ddp: bool, recipe: str):
     return trainer
 
 
+def _own_errors(trainer, x, y) -> dict:
+    """The error rates of this process's model on every sample, from its own predictions."""
+    return {f"error_{m}": (trainer.predict(x, m) != y).double().mean().item() for m in trainer.methods()}
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str, recipe: str):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         trainer = _train(ddp=True, recipe=recipe)
-        torch.save(
-            {
-                "params": [p.detach() for p in trainer.model.parameters()]
-                + [p.detach() for p in trainer.head.parameters()],
-                "history": trainer.history,
-            },
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
+        x, y = blobs(31, seed=1)  # odd: the ranks score 16 and 15 samples
+        result = {
+            "params": [p.detach() for p in trainer.model.parameters()]
+            + [p.detach() for p in trainer.head.parameters()],
+            "history": trainer.history,
+            "evaluate": trainer.evaluate(x, y),
+            "own_errors": _own_errors(trainer, x, y),
+        }
+        if recipe == "all-symba":
+            local = _train(ddp=False, recipe=recipe)
+            result["local"] = {
+                "history": local.history,
+                "evaluate": local.evaluate(x, y),
+                "own_errors": _own_errors(local, x, y),
+            }
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def _without_times(history: list) -> list:
+    return [
+        {k: v for k, v in record.items() if not k.endswith("time_s") and k != "samples_per_s"} for record in history
+    ]
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -61,10 +81,24 @@ def test_ddp_per_layer_matches_single_process(tmp_path, recipe):
         assert len(res["params"]) == len(expected)
         for got, want in zip(res["params"], expected):
             assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (got - want).abs().max()
-    # the error counts are summed over ranks: same as the single process's
-    for key in ("test_error_goodness", "test_error_head"):
-        assert results[0]["history"][-1][key] == results[1]["history"][-1][key]
-        assert abs(results[0]["history"][-1][key] - single.history[-1][key]) <= 1 / 30
+    # the history is the global batches': the losses and the error counts reduced over ranks, the same on
+    # both ranks and as the single process's (the parameters agree to float rounding, so the losses do too)
+    assert _without_times(results[0]["history"]) == _without_times(results[1]["history"])
+    assert len(results[0]["history"]) == len(single.history) == EPOCHS
+    for got, want in zip(results[0]["history"], single.history):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4, abs=1e-6)
+        assert got["head_loss"] == pytest.approx(want["head_loss"], rel=1e-4, abs=1e-6)
+        for key in ("test_error_goodness", "test_error_head"):
+            assert abs(got[key] - want[key]) <= 1 / 30
+    # evaluate with ddp=True: each rank scores its share (16 and 15 samples), the counts summed give the
+    # model's own error rates over all samples
+    for res in results:
+        assert res["evaluate"] == res["own_errors"] == results[0]["own_errors"]
+    if recipe == "all-symba":  # ddp=False inside the process group: each rank is one process, no reduction
+        for res in results:
+            local = res["local"]
+            assert local["evaluate"] == local["own_errors"]
+            assert _without_times(local["history"]) == _without_times(single.history)
     torch.manual_seed(0)
     initial = ff.FFNet([24, 16, 16], num_classes=4).layers[0].weight
     assert (expected[0] - initial).abs().max() > 1e-3  # training moved the weights: the match is not vacuous
