@@ -1,11 +1,13 @@
 """Which layers consume a norm's output: the proof ``ffops.memory.patch`` needs before it folds a
 norm's affine into linear layers.
 
-A norm can be folded only if *every* use of its output is the input of an ``nn.Linear`` (possibly
-through a rearrangement that keeps the feature dimension last and intact: a view, a reshape to
-``[..., features]``, a transpose of other dims, row slicing, a dtype cast), and every call of those
-linear layers takes that output. Anything else (a residual add, dropout, attention modules that
-own their projections, being a model output) blocks the fold and is reported.
+A norm can be folded only if *every* use of its output is the input of an ``nn.Linear`` or of Hugging
+Face's ``Conv1D`` (GPT-2's linear layer, weight ``[in, out]``), possibly through a rearrangement that
+keeps the feature dimension last and intact (a view, a reshape to ``[..., features]``, a transpose of
+other dims, row slicing, a dtype cast) or through dropout (recorded in ``through_dropout``: it commutes
+with a per-feature scale, not with a bias), and every call of those linear layers takes that output.
+Anything else (a residual add, attention modules that own their projections, being a model output)
+blocks the fold and is reported. Metadata reads (``.shape``, ``.size()``, ``.dtype``) are no uses.
 
 Two ways to see the uses:
 
@@ -18,6 +20,7 @@ Two ways to see the uses:
 """
 
 import dataclasses
+import sys
 from collections import defaultdict
 
 import torch
@@ -92,6 +95,23 @@ def plain_linear(m: nn.Module) -> bool:
     return isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
 
 
+def hf_conv1d(m: nn.Module) -> bool:
+    """Hugging Face's ``transformers.pytorch_utils.Conv1D`` (GPT-2's linear layer: ``addmm(bias, x, weight)``
+    with the weight ``[in, out]``), its own forward."""
+    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(pytorch_utils, "Conv1D", None)
+    return conv1d is not None and isinstance(m, conv1d) and type(m).forward is conv1d.forward
+
+
+def linear_consumer(m: nn.Module) -> bool:
+    """A layer whose input's per-feature scale and shift fold into its weight and bias."""
+    return plain_linear(m) or hf_conv1d(m)
+
+
+def in_features(m: nn.Module) -> int:
+    return m.weight.shape[0] if hf_conv1d(m) else m.in_features
+
+
 @dataclasses.dataclass
 class Consumers:
     """Per norm name: the linear layers fed by its output, and what else uses it (blockers)."""
@@ -99,6 +119,7 @@ class Consumers:
     linears: dict = dataclasses.field(default_factory=lambda: defaultdict(set))
     blockers: dict = dataclasses.field(default_factory=lambda: defaultdict(list))
     seen: set = dataclasses.field(default_factory=set)  # norms that ran at all
+    through_dropout: set = dataclasses.field(default_factory=set)  # norms whose output reaches a linear via dropout
     method: str = ""
 
     def foldable(self, norm: str) -> tuple[bool, str]:
@@ -160,26 +181,27 @@ def _tensors(obj):
 class _UseTracer(TorchFunctionMode):
     def __init__(self, linears: dict, result: Consumers):
         super().__init__()
-        self.weights = {id(m.weight): name for name, m in linears.items()}
-        self.tracked: dict = {}  # id(tensor) -> (norm name, tensor): the tensor is kept alive
+        self.weights = {id(m.weight): name for name, m in linears.items() if plain_linear(m)}
+        self.conv1d_weights = {id(m.weight): name for name, m in linears.items() if hf_conv1d(m)}
+        self.tracked: dict = {}  # id(tensor) -> (norm name, tensor, "dropout" if it came through one): kept alive
         self.result = result
         self.linear_inputs = defaultdict(set)  # linear name -> norms (or None) whose output it took
 
-    def track(self, t: torch.Tensor, norm: str) -> None:
-        self.tracked[id(t)] = (norm, t)
+    def track(self, t: torch.Tensor, norm: str, via: str = "") -> None:
+        self.tracked[id(t)] = (norm, t, via)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", str(func))
-        if func is F.linear:
-            weight = args[1] if len(args) > 1 else kwargs.get("weight")
-            lin = self.weights.get(id(weight))
-            x = args[0] if args else kwargs.get("input")
+        call = _linear_call(func, args, kwargs, self.conv1d_weights)
+        if call is not None:
+            x, weight, others = call
+            lin = self.weights.get(id(weight), self.conv1d_weights.get(id(weight)))
             src = self.tracked.get(id(x))
             if lin is not None:
                 self.linear_inputs[lin].add(src[0] if src else None)
-            for t in _tensors((args[1:], kwargs)):
+            for t in _tensors(others):
                 if id(t) in self.tracked:
                     self.result.blockers[self.tracked[id(t)][0]].append("a linear's weight or bias")
             if src is not None:
@@ -195,14 +217,35 @@ class _UseTracer(TorchFunctionMode):
         if (name == "__get__" and owner in _METADATA_ATTRS) or name in _METADATA_METHODS:
             return out
         src = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if func is F.dropout and src is not None and id(src) in self.tracked and len(used) == 1:
+            norm, _, via = self.tracked[id(src)]
+            p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+            if p:
+                self.result.through_dropout.add(norm)
+            self.track(out, norm, "dropout" if p else via)
+            return out
         if name in _ALIAS_METHODS and src is not None and id(src) in self.tracked and len(used) == 1:
-            norm = self.tracked[id(src)][0]
+            norm, _, via = self.tracked[id(src)]
             if _last_dim_kept(name, args, kwargs, src, out):
-                self.track(out, norm)
+                self.track(out, norm, via)
                 return out
         for t in used:
-            self.result.blockers[self.tracked[id(t)][0]].append(f"{name}" if owner is None else f"{owner}.{name}")
+            norm, _, via = self.tracked[id(t)]
+            use = name if owner is None else f"{owner}.{name}"
+            self.result.blockers[norm].append(f"{use} (after {via})" if via else use)
         return out
+
+
+def _linear_call(func, args, kwargs, conv1d_weights: dict):
+    """``(input, weight, the other arguments)`` of ``F.linear``, or of ``torch.addmm`` applied by a ``Conv1D``
+    (``addmm(bias, x, weight)``); None for any other call."""
+    if func is F.linear:
+        x = args[0] if args else kwargs.get("input")
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        return x, weight, (args[1:], kwargs)
+    if func is torch.addmm and len(args) >= 3 and id(args[2]) in conv1d_weights:
+        return args[1], args[2], (args[0], args[2:], kwargs)
+    return None
 
 
 def _call(model, example_inputs):
@@ -216,7 +259,7 @@ def _call(model, example_inputs):
 def trace_with_inputs(model: nn.Module, norms: dict, example_inputs) -> Consumers:
     """Consumers of each norm in ``norms`` (name -> module) seen in one forward on ``example_inputs``."""
     result = Consumers(method="trace")
-    linears = {name: m for name, m in model.named_modules() if plain_linear(m)}
+    linears = {name: m for name, m in model.named_modules() if linear_consumer(m)}
     tracer = _UseTracer(linears, result)
     handles = []
     for name, module in norms.items():
@@ -260,12 +303,13 @@ def _check_linears_only_take(result: Consumers, linear_inputs: dict) -> None:
 
 
 def trace_with_fx(model: nn.Module, norms: dict) -> Consumers:
-    """Consumers of each norm from ``torch.fx.symbolic_trace(model)`` (raises if it does not trace)."""
+    """Consumers of each norm in ``norms`` from ``torch.fx.symbolic_trace(model)`` (raises if it does not
+    trace): the users of each norm's node, followed through dropout modules, metadata reads ignored."""
     import torch.fx
 
     class _Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, m, qualname):  # keep each norm a call_module node, whatever its class
-            return qualname in norms or super().is_leaf_module(m, qualname)
+        def is_leaf_module(self, m, qualname):  # keep each norm and linear a call_module node, whatever its class
+            return qualname in norms or linear_consumer(m) or super().is_leaf_module(m, qualname)
 
     result = Consumers(method="fx")
     gm = torch.fx.GraphModule(model, _Tracer().trace(model))
@@ -276,17 +320,36 @@ def trace_with_fx(model: nn.Module, norms: dict) -> Consumers:
         if node.op == "call_module" and node.target in norms:
             norm_nodes[node] = node.target
             result.seen.add(node.target)
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and plain_linear(modules.get(node.target)):
-            src = node.args[0] if node.args else None
-            linear_inputs[node.target].add(norm_nodes.get(src))
-    for node, norm in norm_nodes.items():
+
+    def source(node):  # the norm whose output ``node`` is (through dropout modules), or None
+        while node is not None and node not in norm_nodes:
+            dropout = node.op == "call_module" and isinstance(modules.get(node.target), nn.Dropout)
+            node = node.args[0] if dropout and node.args else None
+        return norm_nodes.get(node)
+
+    def follow(node, norm, via):
         for user in node.users:
             target = modules.get(user.target) if user.op == "call_module" else None
+            metadata = (user.op == "call_function" and user.target is getattr and user.args[1] in _METADATA_ATTRS) or (
+                user.op == "call_method" and user.target in _METADATA_METHODS
+            )
             only_input = user.args[:1] == (node,) and node not in user.args[1:] and node not in user.kwargs.values()
-            if target is not None and plain_linear(target) and only_input:
+            if metadata:
+                continue
+            if isinstance(target, nn.Dropout) and only_input:
+                if target.p:
+                    result.through_dropout.add(norm)
+                follow(user, norm, "dropout" if target.p else via)
+            elif target is not None and linear_consumer(target) and only_input:
                 result.linears[norm].add(user.target)
             else:
-                result.blockers[norm].append("the graph output" if user.op == "output" else str(user.target))
+                use = "the graph output" if user.op == "output" else getattr(user.target, "__name__", str(user.target))
+                result.blockers[norm].append(f"{use} (after {via})" if via else use)
+
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and linear_consumer(modules.get(node.target)):
+            linear_inputs[node.target].add(source(node.args[0]) if node.args else None)
+    for node, norm in norm_nodes.items():
+        follow(node, norm, "")
     _check_linears_only_take(result, linear_inputs)
     return result

@@ -21,7 +21,9 @@ backward on them before and after (the expected saving; it scales with the numbe
 """
 
 import dataclasses
+import inspect
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -72,6 +74,7 @@ class PatchReport:
     calibrated: dict = dataclasses.field(default_factory=dict)
     consumer_analysis: str = ""
     example_inputs: str = ""
+    notes: list = dataclasses.field(default_factory=list)
     max_abs_diff: float | None = None
     tolerance: float | None = None
     saved_bytes_before: int | None = None
@@ -95,6 +98,7 @@ class PatchReport:
             f"  calibrated {name} on {n} inputs: derivative error {fit:.4f} (N(0, 1) table: {unit:.4f})"
             for name, (n, fit, unit) in self.calibrated.items()
         ]
+        lines += [f"  note: {note}" for note in self.notes]
         if self.consumer_analysis:
             lines.append(f"  consumers of norms: {self.consumer_analysis}")
         if self.max_abs_diff is not None:
@@ -188,19 +192,28 @@ def _activation_kind(m: nn.Module, mode) -> str | None:
     return kind if ok else f"unverified:{kind}"
 
 
+# torch's norms that do not normalize each row's last dimension
+_OTHER_TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
+
+
 def _norm_spec(m: nn.Module):
-    """``(center, eps, gamma, beta, features)`` of a norm over the last dimension, or a skip reason (str)."""
+    """``(center, eps, gamma, beta, features)`` of a norm over the last dimension, or a skip reason (str).
+
+    torch's LayerNorm / RMSNorm (and subclasses) are checked against their own form; any other class
+    whose name ends in ``Norm`` is recognised by its math on a probe: LayerNorm or RMS form, scaled by
+    ``weight`` or by ``1 + weight`` (Gemma), whatever the name says (T5's ``T5LayerNorm`` is an RMS norm).
+    """
     name = type(m).__name__
-    if isinstance(m, (MSLayerNorm, MSRMSNorm)):  # patched already
+    if isinstance(m, (MSLayerNorm, MSRMSNorm, *_OTHER_TORCH_NORMS)):  # patched already, or not a row norm
         return None
     if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
         if len(m.normalized_shape) != 1:
             return f"normalizes over {tuple(m.normalized_shape)}, more than the last dimension"
-        center = isinstance(m, nn.LayerNorm)
         eps, k = m.eps, m.normalized_shape[0]
-        candidates = [(m.weight, getattr(m, "bias", None))]
-    elif name.endswith("RMSNorm") or name.endswith("LayerNorm"):
-        center = name.endswith("LayerNorm")
+        if eps is None:
+            return "eps=None (the dtype's epsilon): not an MS norm's"
+        forms = [(isinstance(m, nn.LayerNorm), m.weight, getattr(m, "bias", None))]
+    elif name.endswith("Norm"):
         w = getattr(m, "weight", None)
         if not isinstance(w, torch.Tensor) or w.dim() != 1:
             return "no 1-D weight to fold"
@@ -212,19 +225,26 @@ def _norm_spec(m: nn.Module):
             return "its eps is not an attribute (variance_epsilon / eps)"
         k = w.shape[0]
         b = getattr(m, "bias", None)
-        candidates = [(w, b), (1 + w.detach(), b)]  # Gemma-style norms scale by (1 + weight)
+        b = b if isinstance(b, torch.Tensor) else None
+        forms = [(center, gamma, b) for center in (False, True) for gamma in (w, 1 + w.detach())]
     else:
         return None
     x = _probe(m, k)
-    with torch.no_grad():
-        out = m(x).double()
-        for gamma, beta in candidates:
-            y = ms_norm_ref.ms_norm_fwd(x.double(), ms_norm_ref.rms_eps(eps, x.dtype), center)[0]
-            expected = y * (1 if gamma is None else gamma.double()) + (0 if beta is None else beta.double())
-            tol = 1e-4 if x.dtype in (torch.float32, torch.float64) else 3e-2
-            if torch.allclose(out, expected, rtol=tol, atol=tol):
-                return center, eps, gamma, beta, k
-    return "its output is not (x - mean) / std * weight + bias (or the RMS form): unverified formula"
+    try:
+        with torch.no_grad():
+            out = m(x).double()
+    except Exception as exc:  # e.g. timm's LayerNorm2d permutes a channels-first input
+        return (
+            f"fails on a [rows, {k}] probe ({type(exc).__name__}): it does not normalize the last dimension "
+            "(channels-first?)"
+        )
+    tol = 1e-4 if x.dtype in (torch.float32, torch.float64) else 3e-2
+    for center, gamma, beta in forms:
+        y = ms_norm_ref.ms_norm_fwd(x.double(), ms_norm_ref.rms_eps(eps, x.dtype), center)[0]
+        expected = y * (1 if gamma is None else gamma.double()) + (0 if beta is None else beta.double())
+        if out.shape == expected.shape and torch.allclose(out, expected, rtol=tol, atol=tol):
+            return center, eps, gamma, beta, k
+    return "its output is neither (x - mean) / std * weight + bias nor the RMS form: unverified formula"
 
 
 # ---- the edits -----------------------------------------------------------------------------------
@@ -239,12 +259,13 @@ def _set_module(model: nn.Module, target: nn.Module, new: nn.Module) -> None:
 
 
 def _fold(norm_spec, linears: list, undo: list) -> None:
+    """``W' = W diag(gamma)``, ``b' = b + W beta`` in float64 (a ``Conv1D``'s weight is ``[in, out]``)."""
     _, _, gamma, beta, _ = norm_spec
     if gamma is None and beta is None:
         return
     with torch.no_grad():
         for lin in linears:
-            w64 = lin.weight.double()
+            w64 = lin.weight.double().T if cons.hf_conv1d(lin) else lin.weight.double()  # [out, in]
             new_b = None
             if beta is not None:
                 new_b = w64 @ beta.double() + (0 if lin.bias is None else lin.bias.double())
@@ -257,7 +278,8 @@ def _fold(norm_spec, linears: list, undo: list) -> None:
                 )
             )
             if gamma is not None:
-                lin.weight.copy_(w64 * gamma.double()[None, :])
+                w64 = w64 * gamma.double()[None, :]
+                lin.weight.copy_(w64.T if cons.hf_conv1d(lin) else w64)
             if new_b is not None:
                 if lin.bias is None:
                     lin.bias = nn.Parameter(new_b.to(lin.weight.dtype), requires_grad=lin.weight.requires_grad)
@@ -281,22 +303,38 @@ def _restore(model, undo_modules, undo_linears) -> None:
 
 
 def _hf_example_inputs(model: nn.Module):
+    """``(inputs, why)``: keyword inputs for a Hugging Face model built from its config (token ids, images,
+    Whisper-style log-mel features; decoder token ids for encoder-decoder models), or None and why not
+    (empty for a model without a config)."""
     cfg = getattr(model, "config", None)
     if cfg is None:
-        return None
+        return None, ""
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     gen = torch.Generator().manual_seed(0)
     name = getattr(model, "main_input_name", "input_ids")
-    if name == "input_ids" and isinstance(getattr(cfg, "vocab_size", None), int):
-        return {"input_ids": torch.randint(0, cfg.vocab_size, (2, 8), generator=gen).to(device)}
-    if name == "pixel_values" and getattr(cfg, "image_size", None) is not None:
+    vocab = getattr(cfg, "vocab_size", None)
+    mel_bins, frames = getattr(cfg, "num_mel_bins", None), getattr(cfg, "max_source_positions", None)
+    if name == "input_ids" and isinstance(vocab, int):
+        inputs = {"input_ids": torch.randint(0, vocab, (2, 8), generator=gen).to(device)}
+    elif name == "pixel_values" and getattr(cfg, "image_size", None) is not None:
         size = cfg.image_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         x = torch.randn(2, getattr(cfg, "num_channels", 3), h, w, generator=gen)
-        return {"pixel_values": x.to(device=device, dtype=dtype)}
-    return None
+        inputs = {"pixel_values": x.to(device=device, dtype=dtype)}
+    elif name == "input_features" and isinstance(mel_bins, int) and isinstance(frames, int):
+        # Whisper: [batch, mel bins, frames], two convolutions (the second of stride 2) to max_source_positions
+        x = torch.randn(2, mel_bins, 2 * frames, generator=gen)
+        inputs = {"input_features": x.to(device=device, dtype=dtype)}
+    else:
+        return None, f"cannot build example inputs for {type(model).__name__} ({name!r}) from its config"
+    if getattr(cfg, "is_encoder_decoder", False) and "decoder_input_ids" in inspect.signature(model.forward).parameters:
+        decoder_vocab = getattr(cfg, "decoder_vocab_size", None) or vocab
+        if not isinstance(decoder_vocab, int):
+            return None, f"cannot build decoder inputs for {type(model).__name__}: its config has no vocab_size"
+        inputs["decoder_input_ids"] = torch.randint(0, decoder_vocab, (2, 8), generator=gen).to(device)
+    return inputs, ""
 
 
 def _describe(inputs) -> str:
@@ -382,10 +420,11 @@ def patch(
             f"got {activations!r}"
         )
     report = PatchReport()
-    if example_inputs is None:
-        example_inputs = _hf_example_inputs(model)
-    if example_inputs is not None:
-        report.example_inputs = _describe(example_inputs)
+    built = example_inputs is None
+    if built:
+        example_inputs, why = _hf_example_inputs(model)
+        if why:
+            _warn_no_inputs(report, why)
 
     acts, norm_specs = {}, {}
     for name, m in model.named_modules():
@@ -404,24 +443,34 @@ def patch(
             elif spec is not None:
                 norm_specs[name] = (m, spec)
 
-    found = None
-    if norm_specs:
-        modules = {name: m for name, (m, _) in norm_specs.items()}
-        if example_inputs is not None:
-            found = cons.trace_with_inputs(model, modules, example_inputs)
-            report.consumer_analysis = "traced every torch call of one forward on the example inputs"
+    found = reference_out = None
+    modules = {name: m for name, (m, _) in norm_specs.items()}
+    if example_inputs is not None:
+        try:  # every first call of the model on the example inputs
+            if norm_specs:
+                found = cons.trace_with_inputs(model, modules, example_inputs)
+                report.consumer_analysis = "traced every torch call of one forward on the example inputs"
+            reference_out = _outputs(model, example_inputs) if verify else None
+            report.saved_bytes_before = _saved(model, example_inputs)
+        except Exception as exc:
+            if not built:
+                raise ValueError(
+                    f"ffops.memory.patch: the model failed on example_inputs ({type(exc).__name__}: {exc})"
+                ) from exc
+            found = reference_out = example_inputs = None
+            _warn_no_inputs(
+                report, f"the model failed on the inputs built from its config ({type(exc).__name__}: {exc})"
+            )
         else:
-            try:
-                found = cons.trace_with_fx(model, modules)
-                report.consumer_analysis = "torch.fx symbolic trace of the model"
-            except Exception as exc:  # any tracing failure means: no proof
-                report.consumer_analysis = f"not analysed: torch.fx could not trace the model ({type(exc).__name__})"
+            report.example_inputs = _describe(example_inputs)
+    if norm_specs and example_inputs is None:
+        try:
+            found = cons.trace_with_fx(model, modules)
+            report.consumer_analysis = "torch.fx symbolic trace of the model"
+        except Exception as exc:  # any tracing failure means: no proof
+            report.consumer_analysis = f"not analysed: torch.fx could not trace the model ({type(exc).__name__})"
     tied = _tied_parameters(model)
     linears = dict(model.named_modules())
-
-    reference_out = _outputs(model, example_inputs) if verify and example_inputs is not None else None
-    if example_inputs is not None:
-        report.saved_bytes_before = _saved(model, example_inputs)
 
     tables = _calibrated_tables(model, acts, mode, calibrate, report) if calibrate is not None else {}
     undo_modules, undo_linears = [], []
@@ -440,7 +489,9 @@ def patch(
             continue
         ok, why = found.foldable(name)
         targets = sorted(found.linears.get(name, ()))
-        if ok:
+        if ok and name in found.through_dropout and spec[3] is not None:
+            why = "it reaches its linears through dropout, which drops the bias too: dropout(y + b) != dropout(y) + b"
+        elif ok:
             why = _linear_problem([linears[t] for t in targets], targets, spec[4], tied)
         if why:
             report.skipped.append((name, type(m).__name__, why))
@@ -483,12 +534,20 @@ def patch(
     return report
 
 
+def _warn_no_inputs(report: PatchReport, why: str) -> None:
+    report.notes.append(f"{why}: pass example_inputs=... to trace the norms' consumers, check and measure")
+    warnings.warn(f"ffops.memory.patch: {report.notes[-1]}", stacklevel=3)
+
+
 def _randomize_linears(model, ratio, linear_filter, report, undo_modules) -> None:
     """nn.Linear -> RandomizedLinear (sharing the Parameters), except the consumers of folded MS norms."""
     shared = {lin: norm for norm, lins in report.folded.items() for lin in lins}
-    for name, m in list(model.named_modules()):
-        if type(m) is not nn.Linear or not _linear_selected(linear_filter, name, m):
-            continue
+    selected = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
+    selected = [(name, m) for name, m in selected if _linear_selected(linear_filter, name, m)]
+    if not selected and linear_filter is not None:
+        report.notes.append(f"linear_filter={linear_filter!r} matches no nn.Linear layer: no linear was randomized")
+        warnings.warn(f"ffops.memory.patch: {report.notes[-1]}", stacklevel=3)
+    for name, m in selected:
         if name in shared:
             report.skipped.append(
                 (
@@ -540,8 +599,8 @@ def _tied_parameters(model: nn.Module) -> set:
 
 def _linear_problem(lins, names, k, tied) -> str:
     for lin, name in zip(lins, names):
-        if lin.in_features != k:
-            return f"{name} takes {lin.in_features} features, the norm gives {k}"
+        if cons.in_features(lin) != k:
+            return f"{name} takes {cons.in_features(lin)} features, the norm gives {k}"
         if id(lin.weight) in tied or (lin.bias is not None and id(lin.bias) in tied):
             return f"{name}'s weight is tied to another module's: folding would change both"
     return ""
