@@ -19,6 +19,7 @@ from ffops.ops.sparse_linear import CPU_DTYPES, sparse_linear, sparse_linear_t
 from ffops.ops.sparse_linear_pattern import (
     TransposedPattern,
     check_csr,
+    csr_rows,
     dense_weight,
     magnitude_mask,
     pattern_from_mask,
@@ -358,23 +359,22 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
         padding = _conv_padding(conv)
         weight = conv.weight.detach()
         keep = _mask_for(weight, sparsity, mask, "SparseConv2d.from_dense")
-        out_c, in_per_group, kh, kw = weight.shape
-        g = conv.groups
-        # group g's block of the full [out, in * kh * kw] matrix holds its [out/g, in/g * kh * kw] weights
-        full_keep = torch.zeros(out_c, g, in_per_group * kh * kw, dtype=torch.bool, device=weight.device)
-        full_w = torch.zeros(out_c, g, in_per_group * kh * kw, dtype=weight.dtype, device=weight.device)
-        group_of = torch.arange(out_c, device=weight.device) // (out_c // g)
-        full_keep[torch.arange(out_c), group_of] = keep.reshape(out_c, -1)
-        full_w[torch.arange(out_c), group_of] = weight.reshape(out_c, -1)
-        full_keep, full_w = full_keep.reshape(out_c, -1), full_w.reshape(out_c, -1)
-        crow, col = pattern_from_mask(full_keep, index_dtype)
+        out_c, g = weight.shape[0], conv.groups
+        keep, weight = keep.reshape(out_c, -1), weight.reshape(out_c, -1)
+        # the pattern of each row in its group's columns, then shifted there: output channel o's group
+        # holds the columns [group * block, (group + 1) * block) of the [out, in * kh * kw] matrix (no
+        # block-diagonal matrix is built: memory stays proportional to the weight, depthwise too)
+        crow, col = pattern_from_mask(keep, torch.int64)
+        if g > 1:
+            group_start = torch.arange(out_c, device=weight.device) // (out_c // g) * keep.shape[1]
+            col += group_start.repeat_interleave(crow.diff())
         return cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
-            crow,
-            col,
-            full_w[full_keep],
+            crow.to(index_dtype),
+            col.to(index_dtype),
+            weight[keep],
             stride=conv.stride,
             padding=padding,
             dilation=conv.dilation,
@@ -387,12 +387,13 @@ class SparseConv2d(_SparsePatternMixin, nn.Module):
 
     def dense_conv_weight(self) -> torch.Tensor:
         """The weight as a dense ``[out, in / groups, kh, kw]`` tensor (zeros off the pattern)."""
-        full = self.dense_weight()
         out_c, g = self.out_channels, self.groups
-        block = self._dense_in_features() // g
-        group_of = torch.arange(out_c, device=full.device) // (out_c // g)
-        per_group = full.view(out_c, g, block)[torch.arange(out_c, device=full.device), group_of]
-        return per_group.view(out_c, self.in_channels // g, *self.kernel_size)
+        block = self._dense_in_features() // g  # columns of one group
+        # each row's columns shifted back from its group's block: [out, block], never [out, in * kh * kw]
+        rows = csr_rows(self.crow_indices)
+        flat = rows * block + self.col_indices.long() - rows // (out_c // g) * block
+        w = self.values.new_zeros(out_c * block).index_put((flat,), self.values)  # differentiable w.r.t. values
+        return w.view(out_c, self.in_channels // g, *self.kernel_size)
 
     def to_dense(self) -> nn.Conv2d:
         """An nn.Conv2d with the same function."""

@@ -6,6 +6,8 @@ import io
 import pytest
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import ffops
 from ffops.nn import SparseConv2d, SparseLinear
@@ -168,3 +170,44 @@ def test_feature_major_patches_equal_unfold(n, c, h, w, k, s, p, d):
     geometry = ((k, k), (s, s), (p, p), (d, d), (oh, ow))
     assert torch.equal(patches_feature_major(x, *geometry), expected)
     assert torch.autograd.gradcheck(lambda t: patches_feature_major(t, *geometry), (x,))
+
+
+class _AllocatedBytes(TorchDispatchMode):
+    """The bytes of every new storage created by the ops run under it (views of inputs not counted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        leaves = pytree.tree_leaves((args, kwargs))
+        inputs = {t.untyped_storage().data_ptr() for t in leaves if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.total += t.untyped_storage().nbytes()
+                self.largest = max(self.largest, t.untyped_storage().nbytes())
+        return out
+
+
+@pytest.mark.parametrize("groups", [256, 4])
+def test_grouped_from_dense_memory_is_proportional_to_the_weight(groups):
+    """Depthwise / grouped convs: the pattern is built per group, never the block-diagonal
+    ``[out, in * kh * kw]`` matrix (``groups`` times the weight: 256 x for this depthwise conv)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 256, 7, padding=3, groups=groups)
+    with _AllocatedBytes() as allocated:
+        sparse = SparseConv2d.from_dense(conv, sparsity=0.5)
+    weight_bytes = conv.weight.nbytes
+    # measured: 32 x the weight in all (mask, top-k, CSR and CSC patterns, values), 2 x at most at once,
+    # whatever the groups; the block-diagonal build allocated 414 x (depthwise) in all, 256 x at once
+    assert allocated.total <= 40 * weight_bytes, allocated.total / weight_bytes
+    assert allocated.largest <= 3 * weight_bytes, allocated.largest / weight_bytes
+    keep = ffops.sparse.magnitude_mask(conv.weight, 0.5)
+    assert torch.equal(sparse.dense_conv_weight().detach(), conv.weight.detach() * keep)
+    x = torch.randn(1, 256, 9, 9)
+    want = nn.functional.conv2d(x, conv.weight.detach() * keep, conv.bias.detach(), padding=3, groups=groups)
+    assert torch.allclose(sparse(x).detach(), want, atol=1e-4)
+    with _AllocatedBytes() as allocated:
+        sparse.dense_conv_weight()  # no block-diagonal matrix on the way back either (measured: 10 x in all)
+    assert allocated.total <= 16 * weight_bytes, allocated.total / weight_bytes
