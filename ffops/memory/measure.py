@@ -6,13 +6,17 @@ Saved tensors are seen through ``torch.autograd.graph.saved_tensors_hooks`` and 
 storage: a tensor saved by two ops (an MS norm's output and the next linear's input) counts once,
 and a saved view counts its whole storage (it keeps all of it alive). Parameters, and tensors
 derived from one parameter by casts, views or transposes (autocast's low-precision weight copies),
-are left out by default: they exist whether or not anything is saved.
+are left out by default: they exist whether or not anything is saved. A cast of a frozen parameter
+has no autograd history to tell where it came from, so ``track_memory`` also watches the block's
+aten calls (a ``TorchDispatchMode``) for casts and views of parameters, and keeps them alive until it
+exits (autograd keeps the saved ones alive anyway).
 """
 
 import contextlib
 import dataclasses
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # autograd nodes that only re-express one parameter (a cast, a view, a transpose)
 _PARAM_VIEW_NODES = (
@@ -47,6 +51,43 @@ def _is_parameter_derived(t: torch.Tensor) -> bool:
     return False
 
 
+_aten = torch.ops.aten
+# aten ops that re-express one tensor: a cast (autocast's copies) or a view
+_PARAM_COPY_OPS = {
+    _aten._to_copy,
+    _aten.t,
+    _aten.transpose,
+    _aten.permute,
+    _aten.view,
+    _aten._unsafe_view,
+    _aten.expand,
+    _aten.unsqueeze,
+    _aten.squeeze,
+    _aten.alias,
+    _aten.detach,
+}
+
+
+class _ParameterCopies(TorchDispatchMode):
+    """Remembers the tensors computed inside it from one parameter alone by casts and views, such as
+    autocast's low-precision copies of frozen weights (which have no ``grad_fn``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies: dict = {}  # id -> tensor, kept alive so that ids stay unique
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket in _PARAM_COPY_OPS and isinstance(out, torch.Tensor) and args:
+            src = args[0]
+            if isinstance(src, torch.nn.Parameter) or id(src) in self.copies:
+                self.copies[id(out)] = out
+        return out
+
+    def holds(self, t: torch.Tensor) -> bool:
+        return id(t) in self.copies or (t._base is not None and id(t._base) in self.copies)
+
+
 @dataclasses.dataclass
 class MemoryStats:
     """What ``track_memory`` saw.
@@ -72,13 +113,14 @@ class MemoryStats:
 
 
 class _Recorder:
-    def __init__(self, include_parameters: bool):
+    def __init__(self, include_parameters: bool, copies: _ParameterCopies | None):
         self.include_parameters = include_parameters
+        self.copies = copies
         self.storages: dict = {}
         self.count = 0
 
     def pack(self, t: torch.Tensor):
-        if self.include_parameters or not _is_parameter_derived(t):
+        if self.include_parameters or not (_is_parameter_derived(t) or self.copies.holds(t)):
             self.count += 1
             try:
                 s = t.untyped_storage()
@@ -113,7 +155,8 @@ def track_memory(device: torch.device | str | None = None, *, include_parameters
     tensors saved inside the block are kept alive until it exits (they are anyway, by the graph).
     """
     stats = MemoryStats()
-    rec = _Recorder(include_parameters)
+    copies = None if include_parameters else _ParameterCopies()
+    rec = _Recorder(include_parameters, copies)
     dev = None
     if device is not None:
         dev = torch.device(device)
@@ -125,10 +168,12 @@ def track_memory(device: torch.device | str | None = None, *, include_parameters
         base = torch.cuda.memory_allocated(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t), copies or contextlib.nullcontext():
             yield stats
     finally:
         rec.fill(stats)
+        if copies is not None:
+            copies.copies.clear()
         if cuda:
             torch.cuda.synchronize(dev)
             stats.peak_bytes = torch.cuda.max_memory_allocated(dev) - base

@@ -57,3 +57,18 @@ def test_saved_tensor_tracker_follows_lifetimes():
         loss = a.exp().sum() + b.exp().sum()  # both saved before one backward
         loss.backward()
     assert tracker.peak == 2 * one == tracker.total
+
+
+def test_autocast_copies_of_frozen_weights_are_left_out():
+    lin = nn.Linear(64, 32).requires_grad_(False)  # a frozen base layer (LoRA): its bf16 copy has no grad_fn
+    x = torch.randn(8, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert saved_bytes(lin, x) == 0  # only the weight's copy is saved (for x's gradient)
+        assert saved_bytes(lin, x, include_parameters=True) == 64 * 32 * 2
+        lin.weight.requires_grad_(True)
+        assert saved_bytes(lin, x) == 8 * 64 * 2
+    x = torch.randn(8, 64).bfloat16().requires_grad_()
+    with track_memory() as stats:  # a cast of an activation is counted
+        y = x.float().exp()
+    assert stats.saved_bytes == 8 * 64 * 4
+    del y
