@@ -3,9 +3,13 @@
 Build the optimizer after ``sparsify``: the sparse layers' parameters (``values``) are new tensors.
 """
 
+import functools
+import inspect
+import re
 from dataclasses import dataclass, field
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ffops.nn.sparse import SparseConv2d, SparseLinear, _conv_padding
 from ffops.sparse.speed import LayerTiming, record_inputs, time_layer
@@ -71,6 +75,56 @@ def _dense_change(name: str, module: nn.Module, reason: str, reached: float = 0.
     """A layer left as it was."""
     shape = tuple(module.weight.shape)
     return LayerChange(name, type(module).__name__, shape, "dense", reached, module.weight.numel(), reason, timing)
+
+
+# ``self.<submodule path>.weight`` in a forward's source: the submodule's weight read directly (a sparse
+# layer has no ``weight``; its ``bias`` is one)
+_READS_WEIGHT = re.compile(r"\bself((?:\.\w+)+)\.weight\b")
+
+
+@functools.cache
+def _weights_read_by_forward(cls: type) -> frozenset:
+    """The submodule paths whose ``.weight`` ``cls.forward`` reads itself (e.g.
+    nn.MultiheadAttention's ``out_proj``, which it hands to F.multi_head_attention_forward)."""
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError):  # no Python source: nothing known
+        return frozenset()
+    return frozenset(path[1:] for path in _READS_WEIGHT.findall(source))
+
+
+def _kept_dense_reasons(model: nn.Module, candidates: list) -> dict[str, str]:
+    """Why each candidate whose computation a sparse layer would not reproduce stays dense."""
+    read_by = {}  # qualified name -> the class whose forward reads its weight
+    for prefix, m in model.named_modules():
+        for path in _weights_read_by_forward(type(m)):
+            read_by.setdefault(f"{prefix}.{path}" if prefix else path, type(m).__name__)
+    names_of = {}  # parameter -> every name it has in the model (several: shared, e.g. tied weights)
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(pname)
+    return {name: why for name, m in candidates if (why := _why_dense(name, m, read_by, names_of))}
+
+
+def _why_dense(name: str, m: nn.Module, read_by: dict, names_of: dict) -> str:
+    """Why a sparse layer would not reproduce ``m``'s computation in the model ("" if it would)."""
+    base = nn.Linear if isinstance(m, nn.Linear) else nn.Conv2d
+    if parametrize.is_parametrized(m):
+        return (
+            f"parametrized ({', '.join(m.parametrizations)}; torch.nn.utils.parametrize): "
+            "a sparse layer would drop the parametrization"
+        )
+    if type(m).forward is not base.forward or (
+        base is nn.Conv2d and type(m)._conv_forward is not nn.Conv2d._conv_forward
+    ):
+        return f"{type(m).__name__} has its own forward: a sparse layer computes nn.{base.__name__}'s"
+    if m._forward_pre_hooks or m._forward_hooks:
+        return "has forward hooks (e.g. torch.nn.utils.weight_norm's): a sparse layer would drop them"
+    if name in read_by:
+        return f"{read_by[name]}.forward reads its .weight directly: a sparse layer has none"
+    others = [n for n in names_of.get(id(m.weight), []) if n != f"{name}.weight"]
+    if others:
+        return f"weight shared with {', '.join(others)}: a sparse layer would untie it"
+    return ""
 
 
 def _target_sparsity(sparsity, name: str):
@@ -145,6 +199,14 @@ def sparsify(
             every layer, e.g. for the memory, and still see the times).
         verbose: print each layer's measurement as it is taken.
 
+    Only layers whose computation the sparse layer reproduces are swapped: exactly nn.Linear's /
+    nn.Conv2d's own forward, the weight used only there. Left dense, with the reason in the report:
+    subclasses with their own forward (e.g. timm's weight-standardized ``StdConv2d``, ``Conv2dSame``),
+    parametrized layers (``torch.nn.utils.parametrizations.weight_norm``), layers with forward hooks,
+    layers whose weight their parent's forward reads directly (``self.<name>.weight`` in its source:
+    nn.MultiheadAttention's ``out_proj``, nn.TransformerEncoderLayer's ``linear1`` / ``linear2`` on its
+    inference fast path), and weights shared with another module (tied).
+
     Returns:
         a :class:`SparsifyReport` listing every considered layer: swapped, or left dense and why.
     """
@@ -166,11 +228,16 @@ def sparsify(
         for n, m in model.named_modules()
         if isinstance(m, layers) and not isinstance(m, (SparseLinear, SparseConv2d))
     ]
-    inputs = record_inputs(model, [n for n, _ in candidates], example_input) if example_input is not None else {}
+    kept_dense = _kept_dense_reasons(model, candidates)
+    swappable = [n for n, _ in candidates if n not in kept_dense]
+    inputs = record_inputs(model, swappable, example_input) if example_input is not None else {}
     for name, module in candidates:
-        change, new = _consider(
-            name, module, sparsity, method, min_sparsity, example_input is not None, inputs, repeats, min_speedup
-        )
+        if name in kept_dense:
+            change, new = _dense_change(name, module, kept_dense[name]), None
+        else:
+            change, new = _consider(
+                name, module, sparsity, method, min_sparsity, example_input is not None, inputs, repeats, min_speedup
+            )
         if verbose and change.timing is not None:
             t = change.timing
             print(

@@ -126,3 +126,114 @@ def test_measuring_leaves_the_model_state_alone():
         ffops.sparse.sparsify(_bn_model(), 0.9, min_speedup=float("nan"))
     with pytest.raises(ValueError, match="repeats must be a positive int"):
         ffops.sparse.sparsify(_bn_model(), 0.9, example_input=torch.randn(1, 3, 8, 8), repeats=0)
+
+
+def _dense_reasons(report) -> dict:
+    return {c.name: c.reason for c in report.skipped}
+
+
+def test_multihead_attention_out_proj_stays_dense():
+    """nn.MultiheadAttention hands ``out_proj.weight`` to F.multi_head_attention_forward: a swapped
+    out_proj broke its next forward (AttributeError: no attribute 'weight')."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4, batch_first=True)
+    q = torch.randn(2, 5, 32)
+    before = mha(q, q, q)[0]
+    report = ffops.sparse.sparsify(mha, 0.9)
+    assert not report.swapped and type(mha.out_proj).__name__ == "NonDynamicallyQuantizableLinear"
+    assert "MultiheadAttention.forward reads its .weight directly" in _dense_reasons(report)["out_proj"]
+    assert torch.equal(mha(q, q, q)[0], before)
+
+
+def test_transformer_encoder_layer_trains_and_infers_after_sparsify():
+    """The layer's inference fast path reads linear1 / linear2's weights (and its attention's out_proj's):
+    they stay dense, the rest of the model is swapped, and the model trains and runs in eval mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), nn.Linear(32, 3))
+    report = ffops.sparse.sparsify(model, 0.9, min_sparsity=0)
+    reasons = _dense_reasons(report)
+    assert set(reasons) == {"1.self_attn.out_proj", "1.linear1", "1.linear2"}
+    assert all("TransformerEncoderLayer.forward reads its .weight directly" in r for r in reasons.values())
+    assert [c.name for c in report.swapped] == ["0", "2"] and isinstance(model[2], SparseLinear)
+    x, y = torch.randn(8, 5, 16), torch.randint(0, 3, (8, 5))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    values = model[2].values.detach().clone()
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0] and not torch.equal(model[2].values, values)
+    model.eval()
+    with torch.no_grad():  # the fast path (eval, no grad, batch_first)
+        assert torch.allclose(model(x), model[2](model[1](model[0](x))), atol=1e-5)
+
+
+def test_torchvision_vit_runs_after_sparsify():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(16, 4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    report = ffops.sparse.sparsify(vit, 0.9, min_sparsity=0)
+    reasons = _dense_reasons(report)
+    assert set(reasons) == {f"encoder.layers.encoder_layer_{i}.self_attention.out_proj" for i in range(2)}
+    swapped = {c.name for c in report.swapped}
+    assert "encoder.layers.encoder_layer_0.mlp.0" in swapped and "heads.head" in swapped
+    x = torch.randn(2, 3, 16, 16)
+    vit(x).sum().backward()
+    assert vit.heads.head.values.grad is not None
+    vit.eval()
+    with torch.no_grad():
+        assert vit(x).shape == (2, 1000)
+
+
+def test_subclasses_with_their_own_forward_stay_dense():
+    """timm's weight-standardized StdConv2d and Conv2dSame compute something else than nn.Conv2d's
+    forward: swapped, StdConv2d's output was 0.93 off (relative) at sparsity 0 and Conv2dSame's 8 x 8
+    output became 7 x 7."""
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    model = nn.Sequential(layers.StdConv2d(3, 8, 3, padding=1), layers.Conv2dSame(8, 8, 3, stride=2))
+    x = torch.randn(2, 3, 16, 16)
+    before = model(x)
+    assert before.shape == (2, 8, 8, 8)
+    report = ffops.sparse.sparsify(model, 0.0, min_sparsity=0)
+    reasons = _dense_reasons(report)
+    assert reasons == {
+        "0": "StdConv2d has its own forward: a sparse layer computes nn.Conv2d's",
+        "1": "Conv2dSame has its own forward: a sparse layer computes nn.Conv2d's",
+    }
+    assert torch.equal(model(x), before)
+
+
+def test_parametrized_hooked_and_tied_layers_stay_dense():
+    """A weight_norm parametrization, a forward hook and a weight shared with another module would be
+    dropped or untied by a sparse layer; a subclass that keeps nn.Linear's forward is swapped."""
+
+    class Plain(nn.Linear):  # nn.Linear's own forward: swapped
+        pass
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict(
+        {
+            "norm": nn.utils.parametrizations.weight_norm(nn.Linear(8, 8)),
+            "hooked": nn.Linear(8, 8),
+            "embed": nn.Embedding(10, 8),
+            "tied": nn.Linear(8, 10, bias=False),
+            "plain": Plain(8, 8),
+        }
+    )
+    model["hooked"].register_forward_hook(lambda module, args, out: 2 * out)
+    model["tied"].weight = model["embed"].weight
+    x = torch.randn(4, 8)
+    before = {name: model[name](x) for name in ("norm", "hooked", "tied")}
+    report = ffops.sparse.sparsify(model, 0.0, min_sparsity=0)
+    reasons = _dense_reasons(report)
+    assert set(reasons) == {"norm", "hooked", "tied"} and [c.name for c in report.swapped] == ["plain"]
+    assert "parametrized (weight" in reasons["norm"] and "forward hooks" in reasons["hooked"]
+    assert reasons["tied"] == "weight shared with embed.weight: a sparse layer would untie it"
+    assert nn.utils.parametrize.is_parametrized(model["norm"]) and model["tied"].weight is model["embed"].weight
+    for name, want in before.items():
+        assert torch.equal(model[name](x), want)
+    assert isinstance(model["plain"], SparseLinear)
