@@ -84,16 +84,18 @@ def speed(args) -> list[dict]:
     labels = torch.randint(0, 10, (args.batch,), device=device)
     results = []
     for bf16 in (False, True):
-        nets = {name: copy.deepcopy(base) for name in ("ffops", "eager", "compile")}
+        names = ("ffops", "eager") if args.no_compile else ("ffops", "eager", "compile")
+        nets = {name: copy.deepcopy(base) for name in names}
         torch._dynamo.reset()
         fns = {
             "ffops": [lambda x, t, b=b: ffops_block_loss(b, x, t) for b in nets["ffops"].blocks],
             "eager": [lambda x, t, b=b: eager_block_loss(b, x, t) for b in nets["eager"].blocks],
-            "compile": [
+        }
+        if "compile" in nets:
+            fns["compile"] = [
                 torch.compile(lambda x, t, b=b: eager_block_loss(b, x, t), dynamic=False)
                 for b in nets["compile"].blocks
-            ],
-        }
+            ]
         steps = {name: make_step(nets[name], fns[name], images, labels, bf16) for name in nets}
         dtype = "bf16 autocast" if bf16 else "float32"
         result = harness.time_callables(
@@ -149,13 +151,14 @@ def memory(args) -> list[dict]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_conv_ff_step", description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--budget", type=float, default=20.0, help="seconds of timed rounds per dtype")
+    p.add_argument("--budget", type=float, default=None, help="seconds of timed rounds per dtype (default 20, quick 5)")
     p.add_argument("--quick", action="store_true", help="5 s of timed rounds per dtype")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.budget = 5.0
+    if args.budget is None:
+        args.budget = 5.0 if args.quick else 20.0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

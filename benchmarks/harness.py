@@ -47,7 +47,8 @@ import torch
 
 PHASES = ("fwd", "bwd", "fwdbwd")
 PHASE_TITLES = {"fwd": "fwd", "bwd": "bwd", "fwdbwd": "fwd+bwd"}
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# the results files; FFOPS_BENCH_RESULTS redirects them (gpu_session.sh DRY_RUN=1 leaves the tracked ones alone)
+RESULTS_DIR = Path(os.environ.get("FFOPS_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 MIB = 2.0**20
 
 

@@ -10,13 +10,16 @@
 // (one 16-byte access when vectorized, else N = 1); lane `l` of a group owns the slots
 // slot0 + i * group + l, i < I, so it keeps the column partial sums of its N * I columns in
 // registers across all the rows it visits. Rows wider than group * I slots are split into column
-// tiles (blockIdx.y), each tile adding its part of sumsq atomically.
+// tiles (blockIdx.y), each tile adding its part of sumsq (atomically, or see below).
 //
 // Column sums (pos_mean, grad_bias) are flushed once per block at the end: the whole-block path
-// adds each column with one global atomic; the sub-warp path first reduces the groups of a warp
-// with shuffles and the warps of the block in shared memory. The grid is capped at one resident
-// wave (occupancy API), which bounds the number of atomics per column by the number of resident
-// blocks. Accumulation is in float (double for double data).
+// holds each column in one thread; the sub-warp path first reduces the groups of a warp with
+// shuffles and the warps of the block in shared memory (in a fixed order). Each column's block sum
+// is then added with one global atomic, or, in deterministic mode (a workspace given), stored in
+// the block's row of a [blocks, out] buffer that sum_parts_kernel adds up in a fixed order; so are
+// the per-tile sums of squares of rows split over column tiles. The grid is capped at one resident
+// wave (occupancy API, cached per device), which bounds the atomics (or buffer rows) per column by
+// the number of resident blocks. Accumulation is in float (double for double data).
 //
 // ff_label_rows (all-label prediction rows, no GEMM and no column sums) has a simpler mapping: one
 // warp per output row, see label_rows_kernel.
@@ -25,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -34,35 +38,49 @@
 namespace ffops::gpu {
 namespace {
 
+constexpr int kSubwarpBlock = 256;  // threads per block when a row takes <= 32 lanes
+
 // relu that keeps NaN (torch.relu(NaN) == NaN): NaN < 0 is false.
 template <typename A>
 __device__ __forceinline__ A relu(A v) {
   return v < A(0) ? A(0) : v;
 }
 
-// Adds this block's column partials to colsum (global, opmath). col[i][e] belongs to column
-// (slot0 + i * group + lane) * N + e. Must be reached by every thread of the block; `enabled`
-// must be uniform across the block (false: the block adds nothing).
-//  kBlock: every column of the tile is owned by one thread -> one global atomic per column.
-//  sub-warp: (one tile, slot0 == 0) the groups of a warp hold the same columns: reduce them with
-//  shuffles, the warps in shared memory, then one global atomic per column.
+// Flushes this block's column partials: col[i][e] belongs to column (slot0 + i * group + lane) * N + e.
+// det: stores the block's column sums in row blockIdx.x of colsum ([gridDim.x, nslots * N]), else
+// adds them to colsum ([nslots * N]) atomically, nothing if !enabled. Must be reached by every
+// thread of the block; `enabled` must be uniform across the block.
+//  kBlock: every column of the tile is owned by one thread.
+//  sub-warp: (one tile, slot0 == 0, kSubwarpBlock threads) the groups of a warp hold the same
+//  columns: reduce them with shuffles, then the warps' copies in shared memory, in warp order.
 template <typename A, int N, int I, bool kBlock>
-__device__ __forceinline__ void flush_cols(A (&col)[I][N], int64_t slot0, int64_t nslots, int lane, int group,
+__device__ __forceinline__ void flush_cols(A (&col)[I][N], int64_t slot0, int64_t nslots, int lane, int group, bool det,
                                            bool enabled, A* __restrict__ colsum) {
-  if (!enabled) return;
+  if (det) {
+    colsum += static_cast<int64_t>(blockIdx.x) * nslots * N;
+  } else if (!enabled) {
+    return;
+  }
+  const auto put = [&](int64_t c, A v) {
+    if (det) {
+      colsum[c] = v;
+    } else {
+      atomicAdd(colsum + c, v);
+    }
+  };
   if constexpr (kBlock) {
 #pragma unroll
     for (int i = 0; i < I; ++i) {
       const int64_t s = slot0 + static_cast<int64_t>(i) * group + lane;
       if (s < nslots) {
 #pragma unroll
-        for (int e = 0; e < N; ++e) atomicAdd(colsum + s * N + e, col[i][e]);
+        for (int e = 0; e < N; ++e) put(s * N + e, col[i][e]);
       }
     }
   } else {
+    constexpr int kWarps = kSubwarpBlock / 32;
     constexpr int kCols = 32 * I * N;  // widest tile of a sub-warp group (group <= 32)
-    __shared__ A part[kCols];
-    for (int c = threadIdx.x; c < kCols; c += blockDim.x) part[c] = A(0);
+    __shared__ A part[kWarps][kCols];
 #pragma unroll
     for (int i = 0; i < I; ++i) {
 #pragma unroll
@@ -72,33 +90,39 @@ __device__ __forceinline__ void flush_cols(A (&col)[I][N], int64_t slot0, int64_
         col[i][e] = v;
       }
     }
-    __syncthreads();                   // part[] zeroed
-    if ((threadIdx.x & 31) < group) {  // then lane == threadIdx.x & 31: one copy per warp
+    // Lanes < group of each warp (then lane == threadIdx.x & 31) write its copy of every column < ncols.
+    if ((threadIdx.x & 31) < group) {
 #pragma unroll
       for (int i = 0; i < I; ++i) {
         const int64_t s = static_cast<int64_t>(i) * group + lane;
         if (s < nslots) {
 #pragma unroll
-          for (int e = 0; e < N; ++e) atomicAdd(&part[s * N + e], col[i][e]);
+          for (int e = 0; e < N; ++e) part[threadIdx.x >> 5][s * N + e] = col[i][e];
         }
       }
     }
     __syncthreads();
     const int64_t tile = static_cast<int64_t>(group) * I;  // >= nslots for a sub-warp config
     const int64_t ncols = (nslots < tile ? nslots : tile) * N;
-    for (int64_t c = threadIdx.x; c < ncols; c += blockDim.x) atomicAdd(colsum + c, part[c]);
+    for (int64_t c = threadIdx.x; c < ncols; c += blockDim.x) {
+      A v = part[0][c];
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) v += part[w][c];
+      put(c, v);
+    }
   }
 }
 
 // ---- kernels --------------------------------------------------------------------------------
 
-// Forward epilogue in place over h (see launch_ff_linear_fwd_epilogue). colsum (= pos_mean
-// before the division) is zeroed; so is sumsq when atomic_rows (gridDim.y > 1).
+// Forward epilogue in place over h (see launch_ff_linear_fwd_epilogue). colsum: pos_mean before the
+// division, see flush_cols. sumsq: [rows] when gridDim.y == 1; else per-tile partial sums, stored in
+// row blockIdx.y of sumsq [gridDim.y, rows] when det, else added atomically (sumsq zeroed).
 template <typename T, int N, int I, bool kBlock>
 __global__ void __launch_bounds__(1024)
     fwd_epilogue_kernel(T* __restrict__ h, int64_t rows, int64_t out, int64_t nslots, int group,
-                        const acc_t<T>* __restrict__ x_scale, const T* __restrict__ bias, int64_t n_pos,
-                        bool atomic_rows, acc_t<T>* __restrict__ sumsq, acc_t<T>* __restrict__ colsum) {
+                        const acc_t<T>* __restrict__ x_scale, const T* __restrict__ bias, int64_t n_pos, bool det,
+                        acc_t<T>* __restrict__ sumsq, acc_t<T>* __restrict__ colsum) {
   using A = acc_t<T>;
   using P = Pack<T, N>;
   const RowMap m(group);
@@ -137,25 +161,25 @@ __global__ void __launch_bounds__(1024)
     }
     ss = group_allreduce<kBlock>(ss, group);
     if (r < rows && m.lane == 0) {
-      if (atomic_rows) {
+      if (gridDim.y > 1 && !det) {
         atomicAdd(sumsq + r, ss);
       } else {
-        sumsq[r] = ss;
+        sumsq[blockIdx.y * rows + r] = ss;
       }
     }
   }
   // The block's lowest row is blockIdx.x * rpb: it saw a positive row iff that one is positive.
   const bool has_pos = static_cast<int64_t>(blockIdx.x) * (static_cast<int>(blockDim.x) / group) < n_pos;
-  flush_cols<A, N, I, kBlock>(col, slot0, nslots, m.lane, group, has_pos, colsum);
+  flush_cols<A, N, I, kBlock>(col, slot0, nslots, m.lane, group, det, has_pos, colsum);
 }
 
-// Backward epilogue (see launch_ff_linear_bwd_epilogue). colsum (= grad_bias_acc) is zeroed;
+// Backward epilogue (see launch_ff_linear_bwd_epilogue). colsum: grad_bias_acc, see flush_cols;
 // pos_coef[j] = grad_pos_mean[j] / n_pos (nullptr: no pos_mean term).
 template <typename T, int N, int I, bool kBlock>
 __global__ void __launch_bounds__(1024)
     bwd_epilogue_kernel(const T* __restrict__ h, int64_t rows, int64_t out, int64_t nslots, int group,
                         const acc_t<T>* __restrict__ x_scale, const acc_t<T>* __restrict__ grad_sumsq,
-                        const acc_t<T>* __restrict__ pos_coef, int64_t n_pos, T* __restrict__ u,
+                        const acc_t<T>* __restrict__ pos_coef, int64_t n_pos, T* __restrict__ u, bool det,
                         acc_t<T>* __restrict__ colsum) {
   using A = acc_t<T>;
   using P = Pack<T, N>;
@@ -188,7 +212,7 @@ __global__ void __launch_bounds__(1024)
       }
     }
   }
-  flush_cols<A, N, I, kBlock>(col, slot0, nslots, m.lane, group, true, colsum);
+  flush_cols<A, N, I, kBlock>(col, slot0, nslots, m.lane, group, det, true, colsum);
 }
 
 constexpr int kLabelRowsBlock = 256;  // threads per block of label_rows_kernel: 8 warps, 8 rows at a time
@@ -252,9 +276,38 @@ cudaError_t launch_div(const void* src, int64_t n, int64_t d, void* dst, cudaStr
   return cudaGetLastError();
 }
 
-// ---- launch configuration -------------------------------------------------------------------
+// sum_parts_kernel's block: kSumCols columns x kSumLanes partial sums each.
+constexpr int kSumCols = 32, kSumLanes = 8, kSumThreads = kSumCols * kSumLanes;
 
-constexpr int kSubwarpBlock = 256;  // threads per block when a row takes <= 32 lanes
+// dst[j] = (sum_{p < parts} part[p, j]) / d for j < n, part [parts, n]: in a fixed order (each of
+// kSumLanes threads adds every kSumLanes-th row in turn, then their sums in lane order).
+template <typename A>
+__global__ void __launch_bounds__(kSumThreads)
+    sum_parts_kernel(const A* __restrict__ part, int64_t parts, int64_t n, A d, A* __restrict__ dst) {
+  __shared__ A sums[kSumLanes][kSumCols];
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kSumCols + threadIdx.x;
+  A v = A(0);
+  if (j < n) {
+    for (int64_t p = threadIdx.y; p < parts; p += kSumLanes) v += part[p * n + j];
+  }
+  sums[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < n) {
+#pragma unroll
+    for (int l = 1; l < kSumLanes; ++l) v += sums[l][threadIdx.x];
+    dst[j] = div_rn(v, d);
+  }
+}
+
+template <typename A>
+cudaError_t launch_sum_parts(const void* part, int64_t parts, int64_t n, int64_t d, void* dst, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((n + kSumCols - 1) / kSumCols);
+  sum_parts_kernel<A><<<blocks, dim3(kSumCols, kSumLanes), 0, stream>>>(static_cast<const A*>(part), parts, n,
+                                                                        static_cast<A>(d), static_cast<A*>(dst));
+  return cudaGetLastError();
+}
+
+// ---- launch configuration -------------------------------------------------------------------
 
 struct Cfg {
   unsigned threads;
@@ -282,18 +335,30 @@ Cfg make_cfg(int64_t nslots, int iters) {
   return c;
 }
 
-// Blocks along rows: enough for all rows, at most one resident wave of the whole grid.
-template <typename Kernel>
-cudaError_t rows_grid(Kernel kernel, const Cfg& c, int64_t rows, unsigned* grid_x) {
-  int dev = 0, sms = 0, per_sm = 0;
+constexpr int kCachedDevices = 64;  // devices whose waves rows_grid caches (beyond: queried every launch)
+
+// Blocks along rows: enough for all rows, at most one resident wave of the whole grid. The wave
+// (SMs x resident blocks of Kernel per SM at c.threads) is queried once per device and block size,
+// then read from a table (racing first queries store the same value).
+template <auto Kernel>
+cudaError_t rows_grid(const Cfg& c, int64_t rows, unsigned* grid_x) {
+  static std::atomic<int> waves[kCachedDevices][32];  // [device][threads / 32 - 1]; 0: not queried yet
+  int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, c.threads, 0);
   if (err != cudaSuccess) return err;
+  std::atomic<int>* const cached = dev < kCachedDevices ? &waves[dev][c.threads / 32 - 1] : nullptr;
+  int wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
+  if (wave == 0) {
+    int sms = 0, per_sm = 0;
+    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, c.threads, 0);
+    if (err != cudaSuccess) return err;
+    wave = sms * std::max(per_sm, 1);
+    if (cached != nullptr) cached->store(wave, std::memory_order_relaxed);
+  }
   const int64_t rpb = c.threads / c.group;
   const int64_t need = (rows + rpb - 1) / rpb;
-  const int64_t wave = std::max<int64_t>(int64_t{sms} * std::max(per_sm, 1) / c.tiles, 1);
-  *grid_x = static_cast<unsigned>(std::min(need, wave));
+  *grid_x = static_cast<unsigned>(std::min(need, std::max<int64_t>(wave / c.tiles, 1)));
   return cudaSuccess;
 }
 
@@ -324,12 +389,53 @@ cudaError_t dispatch_variant(int64_t out, bool vec, F&& launch) {
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
+// Calls f(kernel, cfg, nslots, grid_x) with the forward epilogue kernel that fits and its launch
+// configuration (the launcher and its workspace size share it).
+template <typename T, typename F>
+cudaError_t fwd_plan(const void* h, int64_t rows, int64_t out, const void* bias, F&& f) {
+  constexpr int kVec = static_cast<int>(16 / sizeof(T));
+  const bool vec = out % kVec == 0 && aligned16(h) && (bias == nullptr || aligned16(bias));
+  return dispatch_variant<T, 64>(out, vec, [&](auto v, const Cfg& c, int64_t nslots) -> cudaError_t {
+    using V = decltype(v);
+    constexpr auto kernel = fwd_epilogue_kernel<T, V::n, V::iters, V::block>;
+    unsigned grid_x = 0;
+    const cudaError_t e = rows_grid<kernel>(c, rows, &grid_x);
+    return e != cudaSuccess ? e : f(kernel, c, nslots, grid_x);
+  });
+}
+
+// As fwd_plan, for the backward epilogue kernel.
+template <typename T, typename F>
+cudaError_t bwd_plan(const void* h, int64_t rows, int64_t out, const void* u, F&& f) {
+  constexpr int kVec = static_cast<int>(16 / sizeof(T));
+  const bool vec = out % kVec == 0 && aligned16(h) && aligned16(u);
+  return dispatch_variant<T, 32>(out, vec, [&](auto v, const Cfg& c, int64_t nslots) -> cudaError_t {
+    using V = decltype(v);
+    constexpr auto kernel = bwd_epilogue_kernel<T, V::n, V::iters, V::block>;
+    unsigned grid_x = 0;
+    const cudaError_t e = rows_grid<kernel>(c, rows, &grid_x);
+    return e != cudaSuccess ? e : f(kernel, c, nslots, grid_x);
+  });
+}
+
 }  // namespace
 
 // ---- launchers (see ff_linear.h for the contracts) -------------------------------------------
 
+cudaError_t ff_linear_fwd_epilogue_workspace(DType dtype, const void* h, int64_t rows, int64_t out, const void* bias,
+                                             int64_t* elems) {
+  *elems = 0;
+  if (rows <= 0 || out <= 0) return cudaSuccess;
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
+    return fwd_plan<decltype(tag)>(h, rows, out, bias, [&](auto, const Cfg& c, int64_t, unsigned grid_x) {
+      *elems = int64_t{grid_x} * out + (c.tiles > 1 ? int64_t{c.tiles} * rows : 0);
+      return cudaSuccess;
+    });
+  });
+}
+
 cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
-                                          const void* bias, int64_t n_pos, void* sumsq, void* pos_mean,
+                                          const void* bias, int64_t n_pos, void* sumsq, void* pos_mean, void* workspace,
                                           cudaStream_t stream) {
   if (rows < 0 || out < 0 || n_pos < 0 || n_pos > rows) return cudaErrorInvalidValue;
   return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
@@ -338,40 +444,55 @@ cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, in
     if (out == 0) {  // empty h and pos_mean; every row's sum of squares is 0
       return rows > 0 ? cudaMemsetAsync(sumsq, 0, static_cast<size_t>(rows) * sizeof(A), stream) : cudaSuccess;
     }
-    cudaError_t err = cudaMemsetAsync(pos_mean, 0, static_cast<size_t>(out) * sizeof(A), stream);
-    if (err != cudaSuccess) return err;
-    if (rows > 0) {
-      constexpr int kVec = static_cast<int>(16 / sizeof(T));
-      const bool vec = out % kVec == 0 && aligned16(h) && (bias == nullptr || aligned16(bias));
-      err = dispatch_variant<T, 64>(out, vec, [&](auto v, const Cfg& c, int64_t nslots) -> cudaError_t {
-        using V = decltype(v);
-        const auto kernel = fwd_epilogue_kernel<T, V::n, V::iters, V::block>;
-        unsigned grid_x = 0;
-        cudaError_t e = rows_grid(kernel, c, rows, &grid_x);
-        if (e == cudaSuccess && c.tiles > 1)
-          e = cudaMemsetAsync(sumsq, 0, static_cast<size_t>(rows) * sizeof(A), stream);
-        if (e != cudaSuccess) return e;
-        kernel<<<dim3(grid_x, c.tiles), c.threads, 0, stream>>>(
-            static_cast<T*>(h), rows, out, nslots, c.group, static_cast<const A*>(x_scale), static_cast<const T*>(bias),
-            n_pos, c.tiles > 1, static_cast<A*>(sumsq), static_cast<A*>(pos_mean));
-        return cudaGetLastError();
-      });
+    const bool det = workspace != nullptr && rows > 0;
+    if (!det) {
+      const cudaError_t err = cudaMemsetAsync(pos_mean, 0, static_cast<size_t>(out) * sizeof(A), stream);
       if (err != cudaSuccess) return err;
     }
-    // pos_mean = column sum / n_pos (0 / 0 = NaN when there is no positive row).
-    return launch_div<A>(pos_mean, out, n_pos, pos_mean, stream);
+    if (rows == 0) return launch_div<A>(pos_mean, out, n_pos, pos_mean, stream);  // 0 / 0 = NaN
+    return fwd_plan<T>(h, rows, out, bias, [&](auto kernel, const Cfg& c, int64_t nslots, unsigned grid_x) {
+      // det: the workspace holds the blocks' column sums [grid_x, out], then the tiles' row sums [tiles, rows].
+      A* const cols = det ? static_cast<A*>(workspace) : static_cast<A*>(pos_mean);
+      A* const row_sums = det && c.tiles > 1 ? cols + int64_t{grid_x} * out : static_cast<A*>(sumsq);
+      cudaError_t e = cudaSuccess;
+      if (!det && c.tiles > 1) e = cudaMemsetAsync(sumsq, 0, static_cast<size_t>(rows) * sizeof(A), stream);
+      if (e != cudaSuccess) return e;
+      kernel<<<dim3(grid_x, c.tiles), c.threads, 0, stream>>>(static_cast<T*>(h), rows, out, nslots, c.group,
+                                                              static_cast<const A*>(x_scale),
+                                                              static_cast<const T*>(bias), n_pos, det, row_sums, cols);
+      e = cudaGetLastError();
+      if (e == cudaSuccess && det && c.tiles > 1) e = launch_sum_parts<A>(row_sums, c.tiles, rows, 1, sumsq, stream);
+      if (e != cudaSuccess) return e;
+      // pos_mean = column sum / n_pos (0 / 0 = NaN when there is no positive row).
+      if (det) return launch_sum_parts<A>(cols, grid_x, out, n_pos, pos_mean, stream);
+      return launch_div<A>(pos_mean, out, n_pos, pos_mean, stream);
+    });
+  });
+}
+
+cudaError_t ff_linear_bwd_epilogue_workspace(DType dtype, const void* h, int64_t rows, int64_t out, const void* u,
+                                             int64_t* elems) {
+  *elems = 0;
+  if (rows <= 0 || out <= 0) return cudaSuccess;
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
+    return bwd_plan<decltype(tag)>(h, rows, out, u, [&](auto, const Cfg&, int64_t, unsigned grid_x) {
+      *elems = int64_t{grid_x} * out;
+      return cudaSuccess;
+    });
   });
 }
 
 cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out, const void* x_scale,
                                           const void* grad_sumsq, const void* grad_pos_mean, int64_t n_pos, void* u,
-                                          void* grad_bias_acc, void* pos_coef, cudaStream_t stream) {
+                                          void* grad_bias_acc, void* pos_coef, void* workspace, cudaStream_t stream) {
   if (rows < 0 || out < 0 || n_pos < 0 || n_pos > rows) return cudaErrorInvalidValue;
   if (out == 0) return cudaSuccess;  // u and grad_bias_acc are empty
   return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     using A = acc_t<T>;
-    cudaError_t err = cudaMemsetAsync(grad_bias_acc, 0, static_cast<size_t>(out) * sizeof(A), stream);
+    const bool det = workspace != nullptr && rows > 0;
+    cudaError_t err = cudaSuccess;
+    if (!det) err = cudaMemsetAsync(grad_bias_acc, 0, static_cast<size_t>(out) * sizeof(A), stream);
     if (err != cudaSuccess || rows == 0) return err;
     // The pos_mean term, grad_pos_mean / n_pos per column, divided once (no positive row: none).
     const bool with_pos = grad_pos_mean != nullptr && n_pos > 0;
@@ -379,19 +500,15 @@ cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t ro
       err = launch_div<A>(grad_pos_mean, out, n_pos, pos_coef, stream);
       if (err != cudaSuccess) return err;
     }
-    constexpr int kVec = static_cast<int>(16 / sizeof(T));
-    const bool vec = out % kVec == 0 && aligned16(h) && aligned16(u);
-    return dispatch_variant<T, 32>(out, vec, [&](auto v, const Cfg& c, int64_t nslots) -> cudaError_t {
-      using V = decltype(v);
-      const auto kernel = bwd_epilogue_kernel<T, V::n, V::iters, V::block>;
-      unsigned grid_x = 0;
-      const cudaError_t e = rows_grid(kernel, c, rows, &grid_x);
-      if (e != cudaSuccess) return e;
+    return bwd_plan<T>(h, rows, out, u, [&](auto kernel, const Cfg& c, int64_t nslots, unsigned grid_x) {
+      A* const cols = det ? static_cast<A*>(workspace) : static_cast<A*>(grad_bias_acc);  // det: [grid_x, out]
       kernel<<<dim3(grid_x, c.tiles), c.threads, 0, stream>>>(
           static_cast<const T*>(h), rows, out, nslots, c.group, static_cast<const A*>(x_scale),
           static_cast<const A*>(grad_sumsq), with_pos ? static_cast<const A*>(pos_coef) : nullptr, n_pos,
-          static_cast<T*>(u), static_cast<A*>(grad_bias_acc));
-      return cudaGetLastError();
+          static_cast<T*>(u), det, cols);
+      const cudaError_t e = cudaGetLastError();
+      if (e != cudaSuccess || !det) return e;
+      return launch_sum_parts<A>(cols, grid_x, out, 1, grad_bias_acc, stream);
     });
   });
 }
@@ -406,10 +523,10 @@ cudaError_t launch_ff_label_rows(DType dtype, const void* pre, int64_t rows, int
     using A = acc_t<T>;
     const auto launch = [&](auto n_tag, auto bias_tag) -> cudaError_t {
       constexpr int N = decltype(n_tag)::value;
-      const auto kernel = label_rows_kernel<T, N, decltype(bias_tag)::value>;
+      constexpr auto kernel = label_rows_kernel<T, N, decltype(bias_tag)::value>;
       unsigned grid_x = 0;
       const Cfg one_warp_per_row{kLabelRowsBlock, 1, 32, false};
-      const cudaError_t e = rows_grid(kernel, one_warp_per_row, rows * labels, &grid_x);
+      const cudaError_t e = rows_grid<kernel>(one_warp_per_row, rows * labels, &grid_x);
       if (e != cudaSuccess) return e;
       kernel<<<grid_x, kLabelRowsBlock, 0, stream>>>(
           static_cast<const T*>(pre), rows, out, out / N, static_cast<const A*>(on), static_cast<const A*>(scale),

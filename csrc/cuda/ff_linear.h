@@ -13,9 +13,13 @@
 //    grad_bias_acc) are contiguous: float for f32/f16/bf16 data, double for f64 data.
 //  * 0 <= n_pos <= rows (else cudaErrorInvalidValue). Rows r < n_pos are the positive rows.
 //  * Output vectors need no initialization: the launchers zero what they accumulate into
-//    (cudaMemsetAsync on `stream`). Column sums use atomics, so they are not bitwise
-//    deterministic; sumsq is, except for very wide rows (out > 16384 for vectorized f32/f16/bf16,
-//    out > 8192 otherwise), where a row is split over several blocks and atomically summed.
+//    (cudaMemsetAsync on `stream`).
+//  * Determinism: with workspace == nullptr, column sums (pos_mean, grad_bias_acc) are added with
+//    float atomics, so they are not bitwise deterministic; nor is sumsq for very wide rows (out >
+//    16384 for vectorized f32/f16/bf16, out > 8192 otherwise), where a row is split over several
+//    blocks. With a workspace of the size that ff_linear_*_epilogue_workspace gives (any contents),
+//    each block stores its partial sums there and they are added in a fixed order: bitwise
+//    deterministic run to run on one device (torch.use_deterministic_algorithms).
 //  * All work is enqueued on `stream` (the current device must be the data's device); empty
 //    grids are never launched. The return value is the first CUDA error met (cudaSuccess if none).
 #pragma once
@@ -35,10 +39,16 @@ namespace ffops::gpu {
 //   pos_mean[j] = (sum_{r < n_pos} relu(pre)[r, j]) / n_pos  (unrounded, as csrc/cpu/ff_linear.cpp;
 //                                                             0 / 0 = NaN when n_pos == 0)
 // x_scale: rows opmath values or nullptr. bias: out values of the data dtype or nullptr.
-// sumsq: rows opmath values. pos_mean: out opmath values.
+// sumsq: rows opmath values. pos_mean: out opmath values. workspace: nullptr (atomics) or
+// ff_linear_fwd_epilogue_workspace(...) opmath values (deterministic).
 cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, int64_t out, const void* x_scale,
-                                          const void* bias, int64_t n_pos, void* sumsq, void* pos_mean,
+                                          const void* bias, int64_t n_pos, void* sumsq, void* pos_mean, void* workspace,
                                           cudaStream_t stream);
+
+// *elems = the opmath values of the workspace of a deterministic launch_ff_linear_fwd_epilogue with
+// the same h, rows, out and bias on the current device (0 when there is nothing to sum).
+cudaError_t ff_linear_fwd_epilogue_workspace(DType dtype, const void* h, int64_t rows, int64_t out, const void* bias,
+                                             int64_t* elems);
 
 // Backward epilogue:
 //   dpre[r, j] = 2 grad_sumsq[r] h[r, j]
@@ -49,10 +59,15 @@ cudaError_t launch_ff_linear_fwd_epilogue(DType dtype, void* h, int64_t rows, in
 // values. grad_pos_mean: out opmath values or nullptr. u: [rows, out] data dtype (output).
 // grad_bias_acc: out opmath values (output; the caller converts it to the data dtype).
 // pos_coef: workspace of out opmath values (receives grad_pos_mean / n_pos); used only when
-// grad_pos_mean != nullptr, may be nullptr otherwise.
+// grad_pos_mean != nullptr, may be nullptr otherwise. workspace: nullptr (atomics) or
+// ff_linear_bwd_epilogue_workspace(...) opmath values (deterministic).
 cudaError_t launch_ff_linear_bwd_epilogue(DType dtype, const void* h, int64_t rows, int64_t out, const void* x_scale,
                                           const void* grad_sumsq, const void* grad_pos_mean, int64_t n_pos, void* u,
-                                          void* grad_bias_acc, void* pos_coef, cudaStream_t stream);
+                                          void* grad_bias_acc, void* pos_coef, void* workspace, cudaStream_t stream);
+
+// As ff_linear_fwd_epilogue_workspace, for launch_ff_linear_bwd_epilogue with the same h, rows, out and u.
+cudaError_t ff_linear_bwd_epilogue_workspace(DType dtype, const void* h, int64_t rows, int64_t out, const void* u,
+                                             int64_t* elems);
 
 // All-label rows of the first layer (ff_label_rows), row r = b * labels + c of h [rows * labels, out]:
 //   h[r, j] = relu((scale ? scale[b] : 1) * (pre[b, j] + on[b] * wt[c, j]) + (bias ? bias[j] : 0))

@@ -7,6 +7,7 @@
 // shared with the CPU kernels csrc/cpu/ff_linear*.cpp, ff_label_rows.cpp are in csrc/ff_linear.h),
 // allocates the outputs and launches on the current stream of x's device. Schemas and math:
 // csrc/ops.cpp; C++ autograd: csrc/ff_linear.cpp.
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -28,25 +29,52 @@ namespace {
 
 const void* opt_ptr(const std::optional<at::Tensor>& t) { return t.has_value() ? t->const_data_ptr() : nullptr; }
 
+// The epilogues' workspace under torch.use_deterministic_algorithms(True): `query` (one of
+// ff_linear_*_epilogue_workspace) sizes it; per-block partial sums are added there in a fixed order
+// instead of with float atomics. Undefined (atomics) otherwise.
+template <typename Query>
+at::Tensor deterministic_workspace(const at::Tensor& h, const Query& query, const char* op) {
+  if (!at::globalContext().deterministicAlgorithms()) return {};
+  int64_t elems = 0;
+  check_launch(query(&elems), op);
+  return at::empty({elems}, h.options().dtype(stat_type(h.scalar_type())));
+}
+
+void* ptr_or_null(at::Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
+
+// The forward epilogue in place over h = acc [rows, out] (arguments checked by the caller, device
+// guard set): (sumsq, pos_mean) of the stat type.
+std::tuple<at::Tensor, at::Tensor> fwd_epilogue(at::Tensor& h, const std::optional<at::Tensor>& x_scale,
+                                                const std::optional<at::Tensor>& bias, int64_t n_pos, const char* op) {
+  const int64_t rows = h.size(0), out = h.size(1);
+  const DType dtype = dtype_of(h.scalar_type());
+  at::Tensor sumsq = empty_stat(h);
+  at::Tensor pos_mean = at::empty({out}, sumsq.options());
+  at::Tensor ws = deterministic_workspace(
+      h,
+      [&](int64_t* elems) {
+        return ff_linear_fwd_epilogue_workspace(dtype, h.const_data_ptr(), rows, out, opt_ptr(bias), elems);
+      },
+      op);
+  check_launch(launch_ff_linear_fwd_epilogue(dtype, h.mutable_data_ptr(), rows, out, opt_ptr(x_scale), opt_ptr(bias),
+                                             n_pos, sumsq.mutable_data_ptr(), pos_mean.mutable_data_ptr(),
+                                             ptr_or_null(ws), current_stream()),
+               op);
+  return {sumsq, pos_mean};
+}
+
 // (h, sumsq, pos_mean); see ff_linear_fwd in csrc/ops.cpp.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd(const at::Tensor& x,
                                                              const std::optional<at::Tensor>& x_scale,
                                                              const at::Tensor& weight,
                                                              const std::optional<at::Tensor>& bias, int64_t n_pos) {
   check_ff_linear_fwd_args(x, x_scale, weight, bias, n_pos);
-  const int64_t rows = x.size(0), out = weight.size(0);
-  const at::ScalarType st = stat_type(x.scalar_type());
 
   const c10::cuda::CUDAGuard guard(x.device());
   // acc = x @ weight^T in cuBLAS; the epilogue turns it into h in place.
   at::Tensor h = at::mm(x, weight.t());
   if (!h.is_contiguous()) h = h.contiguous();
-  at::Tensor sumsq = empty_stat(x);
-  at::Tensor pos_mean = at::empty({out}, x.options().dtype(st));
-  check_launch(launch_ff_linear_fwd_epilogue(dtype_of(x.scalar_type()), h.mutable_data_ptr(), rows, out,
-                                             opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
-                                             pos_mean.mutable_data_ptr(), current_stream()),
-               "ff_linear_fwd");
+  auto [sumsq, pos_mean] = fwd_epilogue(h, x_scale, bias, n_pos, "ff_linear_fwd");
   return {h, sumsq, pos_mean};
 }
 
@@ -62,12 +90,18 @@ std::tuple<at::Tensor, at::Tensor> bwd_epilogue(const at::Tensor& h, const std::
   at::Tensor grad_bias_acc = at::empty({out}, h.options().dtype(st));
   at::Tensor pos_coef;  // workspace: grad_pos_mean / n_pos
   if (grad_pos_mean.has_value()) pos_coef = at::empty({out}, h.options().dtype(st));
-  check_launch(
-      launch_ff_linear_bwd_epilogue(dtype_of(h.scalar_type()), h.const_data_ptr(), rows, out, opt_ptr(x_scale),
-                                    grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos, u.mutable_data_ptr(),
-                                    grad_bias_acc.mutable_data_ptr(),
-                                    pos_coef.defined() ? pos_coef.mutable_data_ptr() : nullptr, current_stream()),
+  const DType dtype = dtype_of(h.scalar_type());
+  at::Tensor ws = deterministic_workspace(
+      h,
+      [&](int64_t* elems) {
+        return ff_linear_bwd_epilogue_workspace(dtype, h.const_data_ptr(), rows, out, u.const_data_ptr(), elems);
+      },
       op);
+  check_launch(launch_ff_linear_bwd_epilogue(dtype, h.const_data_ptr(), rows, out, opt_ptr(x_scale),
+                                             grad_sumsq.const_data_ptr(), opt_ptr(grad_pos_mean), n_pos,
+                                             u.mutable_data_ptr(), grad_bias_acc.mutable_data_ptr(),
+                                             ptr_or_null(pos_coef), ptr_or_null(ws), current_stream()),
+               op);
   return {u, grad_bias_acc.to(h.scalar_type())};
 }
 
@@ -91,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
     const at::Tensor& base, const at::Tensor& labels, const at::Tensor& on, const std::optional<at::Tensor>& x_scale,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t num_classes, int64_t n_pos) {
   const int64_t copies = check_overlay_fwd_args(base, labels, on, x_scale, weight, bias, num_classes, n_pos);
-  const int64_t batch = base.size(0), in = base.size(1), rows = labels.size(0), out = weight.size(0);
+  const int64_t batch = base.size(0), in = base.size(1), out = weight.size(0);
   const int64_t c = num_classes;
 
   const c10::cuda::CUDAGuard guard(base.device());
@@ -110,12 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_overlay_fwd(
       on.repeat({copies}).to(dtype).to(acc).unsqueeze(1);  // the label feature's value in x's dtype
   h.add_(weight.narrow(1, 0, c).t().index_select(0, labels).to(acc).mul_(on_rows));
   if (acc != dtype) h = h.to(dtype);
-  at::Tensor sumsq = at::empty({rows}, base.options().dtype(stat_type(base.scalar_type())));
-  at::Tensor pos_mean = at::empty({out}, sumsq.options());
-  check_launch(launch_ff_linear_fwd_epilogue(dtype_of(base.scalar_type()), h.mutable_data_ptr(), rows, out,
-                                             opt_ptr(x_scale), opt_ptr(bias), n_pos, sumsq.mutable_data_ptr(),
-                                             pos_mean.mutable_data_ptr(), current_stream()),
-               "ff_linear_overlay_fwd");
+  auto [sumsq, pos_mean] = fwd_epilogue(h, x_scale, bias, n_pos, "ff_linear_overlay_fwd");
   return {h, sumsq, pos_mean};
 }
 
