@@ -7,13 +7,28 @@
   candidate is first checked numerically to compute the function its class name promises. With
   ``calibrate=inputs`` each Few-Bit layer gets its own table, fitted to the inputs it sees on them
   (ffops.memory.fewbit_calibration).
-* Norms: ``nn.LayerNorm``, ``nn.RMSNorm`` and ``*RMSNorm`` / ``*LayerNorm`` classes (Hugging Face's)
-  become ``MSLayerNorm`` / ``MSRMSNorm`` with their affine folded (in float64) into the linear
-  layers that consume them: ``W' = W diag(gamma)``, ``b' = b + W beta``. Only when every use of the
-  norm's output is proven to be such a linear layer (ffops.memory.consumers): by tracing torch calls
-  on example inputs (built from the config for Hugging Face models, else ``example_inputs``), or by
-  ``torch.fx`` when no inputs are available. Norms feeding anything else (post-LN residuals,
-  dropout, attention modules with their own projections, model outputs) stay as they are.
+* Norms: ``nn.LayerNorm``, ``nn.RMSNorm`` and any ``*Norm`` class recognised by its math on a probe
+  (LayerNorm or RMS form, scaled by ``weight`` or ``1 + weight``: Hugging Face's ``*RMSNorm``, T5's
+  ``T5LayerNorm``, Gemma's) become ``MSLayerNorm`` / ``MSRMSNorm`` with their affine folded (in
+  float64) into the linear layers that consume them: ``W' = W diag(gamma)``, ``b' = b + W beta``
+  (``nn.Linear``, and Hugging Face's ``Conv1D`` of GPT-2 whose weight is ``[in, out]``). Only when
+  every use of the norm's output is proven to be such a layer (ffops.memory.consumers), directly or
+  through dropout (which commutes with the scale but not with a bias: only bias-free norms fold
+  through it): by tracing torch calls on example inputs (built from the config for Hugging Face
+  models: token ids, images, Whisper's log-mel features, plus decoder token ids for encoder-decoder
+  models), or by ``torch.fx`` when no inputs are available. Norms feeding anything else (post-LN
+  residuals, attention modules with their own projections, model outputs) and norms that do not
+  normalize the last dimension (timm's channels-first ``LayerNorm2d``) stay as they are.
+* LoRA (peft): each vanilla adapter's ``lora_A(lora_dropout(x))`` becomes one ``DropoutLinear``
+  (ffops.memory.lora) that saves no dropped copy of ``x`` and no mask. The order matters for what is
+  saved: ``get_peft_model`` then ``patch`` folds each RMS norm into the base projections and the
+  ``lora_A`` layers (through the dropout) and fuses the dropouts; ``patch`` then ``get_peft_model``
+  folds the norms before peft exists (its ``lora_A`` then learn on the normalized, unscaled input)
+  but leaves peft's dropouts, each saving a copy: call ``patch`` once more after ``get_peft_model`` to
+  fuse them. Tiny Llama + LoRA (r 8, every projection, float32, 64 tokens): without dropout both
+  orders save 0.79x of the unpatched model's bytes; with ``lora_dropout=0.05`` peft-then-patch saves
+  0.48x of the unpatched dropout model's (the same bytes as without dropout), patch-then-peft 0.93x
+  (0.48x after patching again).
 
 The returned ``PatchReport`` lists what was replaced or folded, what was skipped and why, the
 outputs' largest difference before / after on the example inputs, and the bytes saved for
@@ -30,6 +45,7 @@ from torch import nn
 
 from ffops.memory import consumers as cons
 from ffops.memory.fewbit_calibration import fewbit_table, record_inputs, table_errors
+from ffops.memory.lora import DropoutLinear, lora_dropouts
 from ffops.memory.measure import saved_bytes
 from ffops.nn.memory import FewBitAct, MSLayerNorm, MSRMSNorm, RandomizedLinear, ReGELU2, ReSiLU2
 from ffops.reference import ms_norm as ms_norm_ref
@@ -504,6 +520,13 @@ def patch(
         report.folded[name] = targets
         report.replaced.append((name, type(m).__name__, repr(new)))
 
+    for name, adapter, drop, lora_a in list(lora_dropouts(model)):
+        new = DropoutLinear.from_linear(lora_a, drop.p)
+        _set_module(model, lora_a, new)
+        identity = nn.Identity()
+        _set_module(model, drop, identity)
+        undo_modules += [(lora_a, new), (drop, identity)]
+        report.replaced.append((f"{name}.lora_A.{adapter}", "Linear after Dropout", repr(new)))
     if rmm_ratio is not None:
         _randomize_linears(model, rmm_ratio, linear_filter, report, undo_modules)
 
