@@ -4,7 +4,8 @@ patches. ``build(name)`` returns the model, gradient checkpointing on where the 
 
 import importlib
 
-# name -> (package, config class, config kwargs, model class)
+IMAGE_SIZE = 32  # the timm models' input size
+# name -> (package, config class or timm model name, config kwargs, model class)
 _TEXT = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 _DECODER = dict(_TEXT, num_key_value_heads=2, max_position_embeddings=64)
 ARCHITECTURES = {
@@ -92,7 +93,12 @@ ARCHITECTURES = {
         ),
         "WhisperForConditionalGeneration",
     ),
-    "timm_vit": ("timm", "vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=2, num_classes=10), None),
+    "timm_vit": (
+        "timm",
+        "vit_tiny_patch16_224",
+        dict(img_size=IMAGE_SIZE, patch_size=8, depth=2, num_classes=10),
+        None,
+    ),
     "timm_convnext": (
         "timm",
         "convnext_atto",
