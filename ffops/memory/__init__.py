@@ -9,6 +9,8 @@ save less (memory-saving activations, MS norms with their affine folded into the
   ``PatchReport``. ``calibrate=inputs`` fits each Few-Bit layer's table to the inputs it sees;
   ``linears="rmm:0.2"`` makes linear layers keep a random sketch of a fifth of their input rows
   (``ffops.nn.RandomizedLinear``).
+* ``unpatch(model)``: undo ``patch`` after training (original module types, trained weights mapped
+  back: norm weights restored, linears and ``lora_A`` unscaled), for ``save_pretrained`` and the like.
 * ``fewbit_table(fn, bits, samples=... | std=...)``: a ``FewBitTable`` fitted to recorded inputs or
   to N(mean, std^2), for ``ffops.fewbit(x, table=...)`` and ``ffops.nn.FewBitAct``.
 """
@@ -16,6 +18,7 @@ save less (memory-saving activations, MS norms with their affine folded into the
 from ffops.memory.fewbit_calibration import fewbit_table
 from ffops.memory.measure import MemoryStats, SavedTensorTracker, saved_bytes, track_memory
 from ffops.memory.patch import PatchReport, patch
+from ffops.memory.unpatch import unpatch
 from ffops.ops._act_tables import FewBitTable
 
 __all__ = [
@@ -27,4 +30,5 @@ __all__ = [
     "patch",
     "saved_bytes",
     "track_memory",
+    "unpatch",
 ]

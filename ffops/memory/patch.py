@@ -78,6 +78,29 @@ _TORCH_ACTS = {
 
 
 @dataclasses.dataclass
+class Fold:
+    """One folded norm, for ``ffops.memory.unpatch``: the original module, its MS replacement, the scale and
+    shift folded (float64, ``1 + weight`` for Gemma-style norms) and each linear with whether patch gave it
+    its bias (True / False)."""
+
+    name: str
+    original: nn.Module
+    replacement: nn.Module
+    gamma: torch.Tensor | None
+    beta: torch.Tensor | None
+    linears: list
+
+
+@dataclasses.dataclass
+class PatchRecord:
+    """What one ``patch`` call changed (kept on the model as ``model._ffops_patch``): (original, new) module
+    swaps and the folds."""
+
+    swaps: list
+    folds: list
+
+
+@dataclasses.dataclass
 class PatchReport:
     """What ``patch`` did. ``replaced``: (module name, old class, new module); ``folded``: norm name ->
     the linear layers that took its affine; ``skipped``: (module name, class, reason); ``calibrated``:
@@ -226,8 +249,6 @@ def _norm_spec(m: nn.Module):
         if len(m.normalized_shape) != 1:
             return f"normalizes over {tuple(m.normalized_shape)}, more than the last dimension"
         eps, k = m.eps, m.normalized_shape[0]
-        if eps is None:
-            return "eps=None (the dtype's epsilon): not an MS norm's"
         forms = [(isinstance(m, nn.LayerNorm), m.weight, getattr(m, "bias", None))]
     elif name.endswith("Norm"):
         w = getattr(m, "weight", None)
@@ -489,7 +510,7 @@ def patch(
     linears = dict(model.named_modules())
 
     tables = _calibrated_tables(model, acts, mode, calibrate, report) if calibrate is not None else {}
-    undo_modules, undo_linears = [], []
+    undo_modules, undo_linears, folds = [], [], []
     for name, (m, kind) in acts.items():
         new = _new_activation(kind, mode, tables.get(name))
         _set_module(model, m, new)
@@ -512,11 +533,15 @@ def patch(
         if why:
             report.skipped.append((name, type(m).__name__, why))
             continue
-        _fold(spec, [linears[t] for t in targets], undo_linears)
-        center, eps, _, _, k = spec
+        lins = [linears[t] for t in targets]
+        center, eps, gamma, beta, k = spec
+        added_bias = [beta is not None and lin.bias is None for lin in lins]
+        _fold(spec, lins, undo_linears)
         new = MSLayerNorm(k, eps) if center else MSRMSNorm(k, eps)
         _set_module(model, m, new)
         undo_modules.append((m, new))
+        gamma, beta = (None if t is None else t.detach().double().clone() for t in (gamma, beta))
+        folds.append(Fold(name, m, new, gamma, beta, list(zip(lins, added_bias))))
         report.folded[name] = targets
         report.replaced.append((name, type(m).__name__, repr(new)))
 
@@ -554,6 +579,7 @@ def patch(
                 f"ffops.memory.patch: outputs changed by {diff:.3g} (> {report.tolerance:.3g}); "
                 f"the model was restored. Report:\n{report}"
             )
+    model._ffops_patch = [*getattr(model, "_ffops_patch", []), PatchRecord(undo_modules, folds)]
     return report
 
 
