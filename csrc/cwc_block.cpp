@@ -38,29 +38,28 @@ const auto& bwd_op() {
 // Differentiable in z, weight and bias through y and g; p, idx, mean and var are saved state and
 // statistics (not differentiable).
 template <bool kTriton>
-struct CwCBlockBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable p, idx, weight, bias, batch_mean, batch_var;
+struct CwCBlockBackward final : FormulaNode<CwCBlockBackward<kTriton>> {
+  static constexpr const char* kOp = "cwc_block";
+  SavedTensor p, idx, weight, bias, batch_mean, batch_var;
   int64_t num_classes = 0, height = 0, width = 0;
   bool pool = true, batch_stats = true;
   double eps = 0.0;
 
   std::string name() const override { return kTriton ? "ffops::TritonCwCBlockBackward" : "ffops::CwCBlockBackward"; }
-
-  void release_variables() override {
-    for (auto* v : {&p, &idx, &weight, &bias, &batch_mean, &batch_var}) v->reset_data();
-  }
+  auto saved() { return std::tie(p, idx, weight, bias, batch_mean, batch_var); }
+  auto attrs() { return std::tie(num_classes, height, width, pool, batch_stats, eps); }
 
   // grads: of y and g; returns the gradients of z, weight and bias
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("cwc_block", [&]() -> variable_list {
-      const at::Tensor &grad_y = grads[0], &grad_g = grads[1];
-      if (!grad_y.defined() && !grad_g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-      const Opt gy = grad_y.defined() ? Opt(grad_y.contiguous(at::MemoryFormat::ChannelsLast)) : std::nullopt;
-      auto [dz, dweight, dbias] = bwd_op<kTriton>().call(
-          gy, defined_or_none(grad_g), p.unpack(), idx.unpack(), weight.unpack(), bias.unpack(), batch_mean.unpack(),
-          batch_var.unpack(), num_classes, pool, batch_stats, eps, height, width);
-      return {dz, dweight, dbias};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 6>& tensors,
+                          const std::vector<bool>& /*needs*/) const {
+    const at::Tensor &grad_y = grads[0], &grad_g = grads[1];
+    if (!grad_y.defined() && !grad_g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const auto& [saved_p, saved_idx, saved_weight, saved_bias, saved_mean, saved_var] = tensors;
+    const Opt gy = grad_y.defined() ? Opt(grad_y.contiguous(at::MemoryFormat::ChannelsLast)) : std::nullopt;
+    auto [dz, dweight, dbias] =
+        bwd_op<kTriton>().call(gy, defined_or_none(grad_g), saved_p, saved_idx, saved_weight, saved_bias, saved_mean,
+                               saved_var, num_classes, pool, batch_stats, eps, height, width);
+    return {dz, dweight, dbias};
   }
 };
 
@@ -82,12 +81,12 @@ Six cwc_block_fwd_autograd(const at::Tensor& z, const at::Tensor& weight, const 
     node->width = z.size(3);
     torch::autograd::set_history(y, node);  // output 0
     torch::autograd::set_history(g, node);  // output 1; the rest are not differentiable
-    node->p = torch::autograd::SavedVariable(p, /*is_output=*/false);
-    node->idx = torch::autograd::SavedVariable(idx, /*is_output=*/false);
-    node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
-    node->bias = torch::autograd::SavedVariable(bias, /*is_output=*/false);
-    node->batch_mean = torch::autograd::SavedVariable(batch_mean, /*is_output=*/false);
-    node->batch_var = torch::autograd::SavedVariable(batch_var, /*is_output=*/false);
+    node->p.save(p, /*is_output=*/false);
+    node->idx.save(idx, /*is_output=*/false);
+    node->weight.save(weight, /*is_output=*/false);
+    node->bias.save(bias, /*is_output=*/false);
+    node->batch_mean.save(batch_mean, /*is_output=*/false);
+    node->batch_var.save(batch_var, /*is_output=*/false);
   }
   return {y, g, p, idx, batch_mean, batch_var};
 }

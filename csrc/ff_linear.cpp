@@ -72,60 +72,50 @@ at::Tensor grad_sumsq_or_zeros(const at::Tensor& grad, const at::Tensor& h) {
 // gradients become the weight and bias gradients in ff_linear_bwd. x and x_scale get none: the node's
 // edges go to weight and bias only.
 template <bool kTriton>
-struct FFLinearBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable x, x_scale, h;
+struct FFLinearBackward final : FormulaNode<FFLinearBackward<kTriton>> {
+  static constexpr const char* kOp = "ff_linear";
+  SavedTensor x, x_scale, h;
   int64_t n_pos = 0;
 
   std::string name() const override { return kTriton ? "ffops::TritonFFLinearBackward" : "ffops::FFLinearBackward"; }
-
-  void release_variables() override {
-    x.reset_data();
-    x_scale.reset_data();
-    h.reset_data();
-  }
+  auto saved() { return std::tie(x, x_scale, h); }
+  auto attrs() { return std::tie(n_pos); }
 
   // grads: of sumsq and pos_mean; returns the gradients of weight and bias
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("ff_linear", [&]() -> variable_list {
-      if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
-      const at::Tensor saved_h = h.unpack();
-      auto [grad_w, grad_b] =
-          ff_linear_bwd_op<kTriton>().call(x.unpack(), defined_or_none(x_scale.unpack()), saved_h,
-                                           grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), n_pos);
-      return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 3>& tensors,
+                          const std::vector<bool>& needs) const {
+    if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
+    const auto& [saved_x, saved_x_scale, saved_h] = tensors;
+    auto [grad_w, grad_b] =
+        ff_linear_bwd_op<kTriton>().call(saved_x, defined_or_none(saved_x_scale), saved_h,
+                                         grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), n_pos);
+    return {grad_w, needs[1] ? grad_b : at::Tensor()};
   }
 };
 
 // ff_linear on the label overlays of shared inputs (same outputs and gradients as FFLinear on the
 // materialized rows); base, labels, on and x_scale get no gradient.
 template <bool kTriton>
-struct FFLinearOverlayBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable base, labels, on, x_scale, h;
+struct FFLinearOverlayBackward final : FormulaNode<FFLinearOverlayBackward<kTriton>> {
+  static constexpr const char* kOp = "ff_linear_overlay";
+  SavedTensor base, labels, on, x_scale, h;
   int64_t num_classes = 0, n_pos = 0;
 
   std::string name() const override {
     return kTriton ? "ffops::TritonFFLinearOverlayBackward" : "ffops::FFLinearOverlayBackward";
   }
-
-  void release_variables() override {
-    base.reset_data();
-    labels.reset_data();
-    on.reset_data();
-    x_scale.reset_data();
-    h.reset_data();
-  }
+  auto saved() { return std::tie(base, labels, on, x_scale, h); }
+  auto attrs() { return std::tie(num_classes, n_pos); }
 
   // grads: of sumsq and pos_mean; returns the gradients of weight and bias
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("ff_linear_overlay", [&]() -> variable_list {
-      if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
-      const at::Tensor saved_h = h.unpack();
-      auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(
-          base.unpack(), labels.unpack(), on.unpack(), defined_or_none(x_scale.unpack()), saved_h,
-          grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), num_classes, n_pos);
-      return {grad_w, next_edge(1).is_valid() ? grad_b : at::Tensor()};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 5>& tensors,
+                          const std::vector<bool>& needs) const {
+    if (!grads[0].defined() && !grads[1].defined()) return {at::Tensor(), at::Tensor()};
+    const auto& [saved_base, saved_labels, saved_on, saved_x_scale, saved_h] = tensors;
+    auto [grad_w, grad_b] = overlay_bwd_op<kTriton>().call(
+        saved_base, saved_labels, saved_on, defined_or_none(saved_x_scale), saved_h,
+        grad_sumsq_or_zeros(grads[0], saved_h), defined_or_none(grads[1]), num_classes, n_pos);
+    return {grad_w, needs[1] ? grad_b : at::Tensor()};
   }
 };
 
@@ -142,9 +132,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ff_linear_fwd_autograd(const at::
     node->n_pos = n_pos;
     torch::autograd::set_history(sumsq, node);     // output 0; h is not differentiable
     torch::autograd::set_history(pos_mean, node);  // output 1
-    node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
-    node->x_scale = torch::autograd::SavedVariable(x_scale.value_or(at::Tensor()), /*is_output=*/false);
-    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+    node->x.save(x, /*is_output=*/false);
+    node->x_scale.save(x_scale.value_or(at::Tensor()), /*is_output=*/false);
+    node->h.save(h, /*is_output=*/false);
   }
   return {h, sumsq, pos_mean};
 }
@@ -166,11 +156,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> overlay_fwd_autograd(const at::Te
     node->n_pos = n_pos;
     torch::autograd::set_history(sumsq, node);     // output 0; h is not differentiable
     torch::autograd::set_history(pos_mean, node);  // output 1
-    node->base = torch::autograd::SavedVariable(base, /*is_output=*/false);
-    node->labels = torch::autograd::SavedVariable(labels, /*is_output=*/false);
-    node->on = torch::autograd::SavedVariable(on, /*is_output=*/false);
-    node->x_scale = torch::autograd::SavedVariable(x_scale.value_or(at::Tensor()), /*is_output=*/false);
-    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+    node->base.save(base, /*is_output=*/false);
+    node->labels.save(labels, /*is_output=*/false);
+    node->on.save(on, /*is_output=*/false);
+    node->x_scale.save(x_scale.value_or(at::Tensor()), /*is_output=*/false);
+    node->h.save(h, /*is_output=*/false);
   }
   return {h, sumsq, pos_mean};
 }

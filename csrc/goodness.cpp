@@ -65,81 +65,76 @@ const auto& normalize_bwd_op() {
 
 // g = scale * sum_k h^2: dh = (2 scale dg) * h.
 template <bool kTriton>
-struct GoodnessBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable h;
+struct GoodnessBackward final : FormulaNode<GoodnessBackward<kTriton>> {
+  static constexpr const char* kOp = "goodness";
+  SavedTensor h;
   double scale = 1.0;
 
   std::string name() const override { return kTriton ? "ffops::TritonGoodnessBackward" : "ffops::GoodnessBackward"; }
-  void release_variables() override { h.reset_data(); }
+  auto saved() { return std::tie(h); }
+  auto attrs() { return std::tie(scale); }
 
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("goodness", [&]() -> variable_list {
-      at::Tensor dh;
-      if (grads[0].defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * grads[0]).contiguous());
-      return {dh};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 1>& tensors,
+                          const std::vector<bool>& /*needs*/) const {
+    at::Tensor dh;
+    if (grads[0].defined()) dh = row_scale_op<kTriton>().call(tensors[0], ((2.0 * scale) * grads[0]).contiguous());
+    return {dh};
   }
 };
 
 // loss = softplus(z), z = coef * (t - g), t = target or theta: dloss/dg = -coef sigmoid(z),
 // dloss/dt = coef sigmoid(z); then dh as for the goodness.
 template <bool kTriton>
-struct FFLossBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable h, g, target;
+struct FFLossBackward final : FormulaNode<FFLossBackward<kTriton>> {
+  static constexpr const char* kOp = "ff_loss";
+  SavedTensor h, g, target;
   double scale = 1.0, coef = 1.0, theta = 0.0;
 
   std::string name() const override { return kTriton ? "ffops::TritonFFLossBackward" : "ffops::FFLossBackward"; }
+  auto saved() { return std::tie(h, g, target); }
+  auto attrs() { return std::tie(scale, coef, theta); }
 
-  void release_variables() override {
-    h.reset_data();
-    g.reset_data();
-    target.reset_data();
-  }
-
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("ff_loss", [&]() -> variable_list {
-      const at::Tensor &grad_g = grads[0], &grad_loss = grads[1];
-      at::Tensor dg = grad_g, dtarget;
-      if (grad_loss.defined()) {
-        const at::Tensor saved_g = g.unpack(this->getptr()), saved_target = target.unpack();
-        const at::Tensor t_minus_g = saved_target.defined() ? saved_target - saved_g : theta - saved_g;
-        const at::Tensor dloss_dz = at::sigmoid(coef * t_minus_g) * grad_loss;
-        dg = dg.defined() ? dg - coef * dloss_dz : -coef * dloss_dz;
-        if (saved_target.defined()) dtarget = coef * dloss_dz;
-      }
-      at::Tensor dh;
-      if (dg.defined()) dh = row_scale_op<kTriton>().call(h.unpack(), ((2.0 * scale) * dg).contiguous());
-      return {dh, dtarget};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 3>& tensors,
+                          const std::vector<bool>& /*needs*/) const {
+    const auto& [saved_h, saved_g, saved_target] = tensors;
+    const at::Tensor &grad_g = grads[0], &grad_loss = grads[1];
+    at::Tensor dg = grad_g, dtarget;
+    if (grad_loss.defined()) {
+      const at::Tensor t_minus_g = saved_target.defined() ? saved_target - saved_g : theta - saved_g;
+      const at::Tensor dloss_dz = at::sigmoid(coef * t_minus_g) * grad_loss;
+      dg = dg.defined() ? dg - coef * dloss_dz : -coef * dloss_dz;
+      if (saved_target.defined()) dtarget = coef * dloss_dz;
+    }
+    at::Tensor dh;
+    if (dg.defined()) dh = row_scale_op<kTriton>().call(saved_h, ((2.0 * scale) * dg).contiguous());
+    return {dh, dtarget};
   }
 };
 
 // (y, s) = (h / (sqrt(norm_scale s) + eps), sum_k h^2); backward in normalize_bwd, or 2 ds h when
 // only s is used.
 template <bool kTriton>
-struct NormalizeBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable h, s;
+struct NormalizeBackward final : FormulaNode<NormalizeBackward<kTriton>> {
+  static constexpr const char* kOp = "ff_normalize";
+  SavedTensor h, s;
   double norm_scale = 1.0, eps = 0.0;
 
   std::string name() const override { return kTriton ? "ffops::TritonNormalizeBackward" : "ffops::NormalizeBackward"; }
+  auto saved() { return std::tie(h, s); }
+  auto attrs() { return std::tie(norm_scale, eps); }
 
-  void release_variables() override {
-    h.reset_data();
-    s.reset_data();
-  }
-
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("ff_normalize", [&]() -> variable_list {
-      const at::Tensor &grad_y = grads[0], &grad_s = grads[1];
-      at::Tensor dh;
-      if (grad_y.defined()) {
-        dh = normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), h.unpack(),
-                                              s.unpack(this->getptr()), norm_scale, eps);
-      } else if (grad_s.defined()) {
-        dh = row_scale_op<kTriton>().call(h.unpack(), (2.0 * grad_s).contiguous());
-      }
-      return {dh};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 2>& tensors,
+                          const std::vector<bool>& /*needs*/) const {
+    const auto& [saved_h, saved_s] = tensors;
+    const at::Tensor &grad_y = grads[0], &grad_s = grads[1];
+    at::Tensor dh;
+    if (grad_y.defined()) {
+      dh = normalize_bwd_op<kTriton>().call(rows_last_contiguous(grad_y), defined_or_none(grad_s), saved_h, saved_s,
+                                            norm_scale, eps);
+    } else if (grad_s.defined()) {
+      dh = row_scale_op<kTriton>().call(saved_h, (2.0 * grad_s).contiguous());
+    }
+    return {dh};
   }
 };
 
@@ -151,7 +146,7 @@ at::Tensor goodness_fwd_autograd(const at::Tensor& h, double scale) {
     g = goodness_fwd_op<kTriton>().call(h, scale);
   }
   if (auto node = make_backward_node<GoodnessBackward<kTriton>>("goodness", h)) {
-    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
+    node->h.save(h, /*is_output=*/false);
     node->scale = scale;
     torch::autograd::set_history(g, node);
   }
@@ -173,9 +168,9 @@ std::tuple<at::Tensor, at::Tensor> ff_loss_fwd_autograd(const at::Tensor& h, dou
     node->theta = theta;
     torch::autograd::set_history(g, node);     // output 0
     torch::autograd::set_history(loss, node);  // output 1
-    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
-    node->g = torch::autograd::SavedVariable(g, /*is_output=*/true);
-    node->target = torch::autograd::SavedVariable(target_or_undefined, /*is_output=*/false);
+    node->h.save(h, /*is_output=*/false);
+    node->g.save(g, /*is_output=*/true);
+    node->target.save(target_or_undefined, /*is_output=*/false);
   }
   return {g, loss};
 }
@@ -192,8 +187,8 @@ std::tuple<at::Tensor, at::Tensor> normalize_fwd_autograd(const at::Tensor& h, d
     node->eps = eps;
     torch::autograd::set_history(y, node);  // output 0
     torch::autograd::set_history(s, node);  // output 1
-    node->h = torch::autograd::SavedVariable(h, /*is_output=*/false);
-    node->s = torch::autograd::SavedVariable(s, /*is_output=*/true);
+    node->h.save(h, /*is_output=*/false);
+    node->s.save(s, /*is_output=*/true);
   }
   return {y, s};
 }

@@ -45,31 +45,28 @@ const auto& ms_norm_bwd_op() {
 
 // The backward node (csrc/autograd_node.h).
 template <bool kTriton>
-struct MSNormBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable y, rstd;
+struct MSNormBackward final : FormulaNode<MSNormBackward<kTriton>> {
+  static constexpr const char* kOp = "ms_norm";
+  SavedTensor y, rstd;
   bool center = true;
   at::ScalarType x_dtype = at::kFloat;
 
   std::string name() const override { return kTriton ? "ffops::TritonMSNormBackward" : "ffops::MSNormBackward"; }
+  auto saved() { return std::tie(y, rstd); }
+  auto attrs() { return std::tie(center, x_dtype); }
 
-  void release_variables() override {
-    y.reset_data();
-    rstd.reset_data();
-  }
-
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("ms_norm", [&]() -> variable_list {
-      const at::Tensor saved_y = y.unpack(this->getptr()), saved_rstd = rstd.unpack();
-      at::Tensor dx;
-      if (!grads[0].defined()) {
-        // no gradient reached y
-      } else if (TORCH_GUARD_OR_FALSE(saved_y.sym_numel().sym_eq(0))) {
-        dx = at::empty_symint(saved_y.sym_sizes(), saved_y.options().dtype(x_dtype));  // any strides will do
-      } else {
-        dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), saved_y, saved_rstd, center, x_dtype);
-      }
-      return {dx};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 2>& tensors,
+                          const std::vector<bool>& /*needs*/) const {
+    const auto& [saved_y, saved_rstd] = tensors;
+    at::Tensor dx;
+    if (!grads[0].defined()) {
+      // no gradient reached y
+    } else if (TORCH_GUARD_OR_FALSE(saved_y.sym_numel().sym_eq(0))) {
+      dx = at::empty_symint(saved_y.sym_sizes(), saved_y.options().dtype(x_dtype));  // any strides will do
+    } else {
+      dx = ms_norm_bwd_op<kTriton>().call(rows_operand(grads[0]), saved_y, saved_rstd, center, x_dtype);
+    }
+    return {dx};
   }
 };
 
@@ -85,8 +82,8 @@ std::tuple<at::Tensor, at::Tensor> ms_norm_fwd_autograd(const at::Tensor& x, dou
     node->center = center;
     node->x_dtype = x.scalar_type();
     torch::autograd::set_history(y, node);  // y's gradient flows to node; rstd is not differentiable
-    node->y = torch::autograd::SavedVariable(y, /*is_output=*/true);
-    node->rstd = torch::autograd::SavedVariable(rstd, /*is_output=*/false);
+    node->y.save(y, /*is_output=*/true);
+    node->rstd.save(rstd, /*is_output=*/false);
   }
   return {y, rstd};
 }

@@ -42,23 +42,21 @@ const auto& packed_act_bwd_op() {
 
 // The backward node (csrc/autograd_node.h).
 template <bool kTriton>
-struct PackedActBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable codes;
+struct PackedActBackward final : FormulaNode<PackedActBackward<kTriton>> {
+  static constexpr const char* kOp = "packed_act";
+  SavedTensor codes;
   std::vector<double> levels;
   int64_t bits = 0;
 
   std::string name() const override { return kTriton ? "ffops::TritonPackedActBackward" : "ffops::PackedActBackward"; }
+  auto saved() { return std::tie(codes); }
+  auto attrs() { return std::tie(levels, bits); }
 
-  void release_variables() override { codes.reset_data(); }
-
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("packed_act", [&]() -> variable_list {
-      at::Tensor dx;
-      if (grads[0].defined()) {
-        dx = packed_act_bwd_op<kTriton>().call(grads[0].contiguous(), codes.unpack(), levels, bits);
-      }
-      return {dx};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 1>& tensors,
+                          const std::vector<bool>& /*needs*/) const {
+    at::Tensor dx;
+    if (grads[0].defined()) dx = packed_act_bwd_op<kTriton>().call(grads[0].contiguous(), tensors[0], levels, bits);
+    return {dx};
   }
 };
 
@@ -75,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor> packed_act_fwd_autograd(const at::Tensor& x, 
     node->levels = levels.vec();
     node->bits = bits;
     torch::autograd::set_history(y, node);  // y's gradient flows to node; codes are not differentiable
-    node->codes = torch::autograd::SavedVariable(codes, /*is_output=*/false);
+    node->codes.save(codes, /*is_output=*/false);
   }
   return {y, codes};
 }

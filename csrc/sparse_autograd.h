@@ -3,26 +3,23 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <torch/csrc/autograd/saved_variable.h>
+
+#include "autograd_node.h"
 
 namespace ffops {
 
 struct SavedSparseWeight {
-  torch::autograd::SavedVariable values, t_ptr, t_row, t_perm;
+  SavedTensor values, t_ptr, t_row, t_perm;
 
   void save(const at::Tensor& v, const at::Tensor& ptr, const at::Tensor& row, const at::Tensor& perm) {
-    values = torch::autograd::SavedVariable(v, /*is_output=*/false);
-    t_ptr = torch::autograd::SavedVariable(ptr, /*is_output=*/false);
-    t_row = torch::autograd::SavedVariable(row, /*is_output=*/false);
-    t_perm = torch::autograd::SavedVariable(perm, /*is_output=*/false);
+    values.save(v, /*is_output=*/false);
+    t_ptr.save(ptr, /*is_output=*/false);
+    t_row.save(row, /*is_output=*/false);
+    t_perm.save(perm, /*is_output=*/false);
   }
 
-  void reset() {
-    values.reset_data();
-    t_ptr.reset_data();
-    t_row.reset_data();
-    t_perm.reset_data();
-  }
+  // the node's saved() lists these after its own tensors
+  auto saved() { return std::tie(values, t_ptr, t_row, t_perm); }
 };
 
 }  // namespace ffops

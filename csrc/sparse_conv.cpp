@@ -36,32 +36,29 @@ const auto& sparse_conv2d_bwd_op() {
 }
 
 // Gradients of x, values and bias; each only when its edge needs it.
-struct SparseConv2dBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable x;
+struct SparseConv2dBackward final : FormulaNode<SparseConv2dBackward> {
+  static constexpr const char* kOp = "sparse_conv2d";
+  SavedTensor x;
   SavedSparseWeight weight;
   std::vector<int64_t> kernel_size, stride, padding, dilation;
 
   std::string name() const override { return "ffops::SparseConv2dBackward"; }
+  auto saved() { return std::tuple_cat(std::tie(x), weight.saved()); }
+  auto attrs() { return std::tie(kernel_size, stride, padding, dilation); }
 
-  void release_variables() override {
-    x.reset_data();
-    weight.reset();
-  }
-
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("sparse_conv2d", [&]() -> variable_list {
-      const at::Tensor& grad_y = grads[0];
-      if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-      const bool need_dx = task_should_compute_output(0), need_dvalues = task_should_compute_output(1);
-      at::Tensor dx, dvalues, dbias;
-      if (need_dx || need_dvalues) {
-        std::tie(dx, dvalues) = sparse_conv2d_bwd_op().call(
-            grad_y, x.unpack(), weight.values.unpack(), weight.t_ptr.unpack(), weight.t_row.unpack(),
-            weight.t_perm.unpack(), kernel_size, stride, padding, dilation, need_dx, need_dvalues);
-      }
-      if (task_should_compute_output(2)) dbias = grad_y.sum({0, 2, 3});
-      return {need_dx ? dx : at::Tensor(), need_dvalues ? dvalues : at::Tensor(), dbias};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 5>& tensors,
+                          const std::vector<bool>& needs) const {
+    const at::Tensor& grad_y = grads[0];
+    if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const auto& [saved_x, values, t_ptr, t_row, t_perm] = tensors;
+    const bool need_dx = needs[0], need_dvalues = needs[1];
+    at::Tensor dx, dvalues, dbias;
+    if (need_dx || need_dvalues) {
+      std::tie(dx, dvalues) = sparse_conv2d_bwd_op().call(grad_y, saved_x, values, t_ptr, t_row, t_perm, kernel_size,
+                                                          stride, padding, dilation, need_dx, need_dvalues);
+    }
+    if (needs[2]) dbias = grad_y.sum({0, 2, 3});
+    return {need_dx ? dx : at::Tensor(), need_dvalues ? dvalues : at::Tensor(), dbias};
   }
 };
 
@@ -82,7 +79,7 @@ at::Tensor sparse_conv2d_fwd_autograd(const at::Tensor& x, const at::Tensor& val
     node->padding = padding.vec();
     node->dilation = dilation.vec();
     torch::autograd::set_history(y, node);
-    node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
+    node->x.save(x, /*is_output=*/false);
     node->weight.save(values, t_ptr, t_row, t_perm);
   }
   return y;

@@ -72,39 +72,34 @@ at::Tensor sparse_linear_math(const at::Tensor& x, const at::Tensor& values, con
 
 // Gradients of x, values and bias, each only when its edge needs it.
 template <bool kTriton>
-struct SparseLinearBackward final : torch::autograd::Node {
-  torch::autograd::SavedVariable xt;
+struct SparseLinearBackward final : FormulaNode<SparseLinearBackward<kTriton>> {
+  static constexpr const char* kOp = "sparse_linear";
+  SavedTensor xt;
   SavedSparseWeight weight;
   bool feature_major = false;
 
   std::string name() const override {
     return kTriton ? "ffops::TritonSparseLinearBackward" : "ffops::SparseLinearBackward";
   }
+  auto saved() { return std::tuple_cat(std::tie(xt), weight.saved()); }
+  auto attrs() { return std::tie(feature_major); }
 
-  void release_variables() override {
-    xt.reset_data();
-    weight.reset();
-  }
-
-  variable_list apply(variable_list&& grads) override {
-    return first_order_only("sparse_linear", [&]() -> variable_list {
-      if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-      const bool need_dx = task_should_compute_output(0), need_dvalues = task_should_compute_output(1);
-      const at::Tensor dyt = transposed(grads[0]);
-      at::Tensor dx, dvalues, dbias;
-      if (need_dx || need_dvalues) {
-        at::Tensor dxt;
-        std::tie(dxt, dvalues) =
-            bwd_op<kTriton>().call(dyt, xt.unpack(), weight.values.unpack().contiguous(), weight.t_ptr.unpack(),
-                                   weight.t_row.unpack(), weight.t_perm.unpack(), need_dx, need_dvalues);
-        if (need_dx) dx = batch_major(dxt, feature_major);
-        if (!need_dvalues) dvalues = at::Tensor();
-      }
-      if (task_should_compute_output(2)) {
-        dbias = dyt.sum({1}, /*keepdim=*/false, stat_type(dyt.scalar_type())).to(dyt.scalar_type());
-      }
-      return {dx, dvalues, dbias};
-    });
+  variable_list gradients(const variable_list& grads, const std::array<at::Tensor, 5>& tensors,
+                          const std::vector<bool>& needs) const {
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const auto& [saved_xt, values, t_ptr, t_row, t_perm] = tensors;
+    const bool need_dx = needs[0], need_dvalues = needs[1];
+    const at::Tensor dyt = transposed(grads[0]);
+    at::Tensor dx, dvalues, dbias;
+    if (need_dx || need_dvalues) {
+      at::Tensor dxt;
+      std::tie(dxt, dvalues) =
+          bwd_op<kTriton>().call(dyt, saved_xt, values.contiguous(), t_ptr, t_row, t_perm, need_dx, need_dvalues);
+      if (need_dx) dx = batch_major(dxt, feature_major);
+      if (!need_dvalues) dvalues = at::Tensor();
+    }
+    if (needs[2]) dbias = dyt.sum({1}, /*keepdim=*/false, stat_type(dyt.scalar_type())).to(dyt.scalar_type());
+    return {dx, dvalues, dbias};
   }
 };
 
@@ -123,7 +118,7 @@ at::Tensor sparse_linear_autograd(const at::Tensor& x, const at::Tensor& values,
   if (auto node = make_backward_node<SparseLinearBackward<kTriton>>("sparse_linear", x, values, bias_or_undefined)) {
     node->feature_major = feature_major;
     torch::autograd::set_history(y, node);
-    node->xt = torch::autograd::SavedVariable(xt, /*is_output=*/false);
+    node->xt.save(xt, /*is_output=*/false);
     node->weight.save(values, t_ptr, t_row, t_perm);
   }
   return y;
