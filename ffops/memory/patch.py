@@ -30,6 +30,8 @@
   0.48x of the unpatched dropout model's (the same bytes as without dropout), patch-then-peft 0.93x
   (0.48x after patching again).
 
+``ffops.memory.unpatch(model)`` undoes it after training (ffops.memory.unpatch).
+
 The returned ``PatchReport`` lists what was replaced or folded, what was skipped and why, the
 outputs' largest difference before / after on the example inputs, and the bytes saved for
 backward on them before and after (the expected saving; it scales with the number of tokens).
@@ -37,6 +39,7 @@ backward on them before and after (the expected saving; it scales with the numbe
 
 import dataclasses
 import inspect
+import itertools
 import re
 import warnings
 
@@ -91,13 +94,18 @@ class Fold:
     linears: list
 
 
+_PATCH_CALLS = itertools.count()
+
+
 @dataclasses.dataclass
 class PatchRecord:
-    """What one ``patch`` call changed (kept on the model as ``model._ffops_patch``): (original, new) module
-    swaps and the folds."""
+    """What one ``patch`` call changed (kept on the model it patched as ``model._ffops_patch``): (original,
+    new) module swaps and the folds; ``serial`` orders the calls (a model patched, wrapped by peft and
+    patched again holds records on two modules)."""
 
     swaps: list
     folds: list
+    serial: int = dataclasses.field(default_factory=lambda: next(_PATCH_CALLS))
 
 
 @dataclasses.dataclass
@@ -441,6 +449,9 @@ def patch(
             linear weights while it runs.
 
     Patch before creating the optimizer: a folded linear layer without bias gets a new bias Parameter.
+    peft LoRA adapters with dropout get it fused into ``lora_A`` (``DropoutLinear``) whatever the other
+    arguments. What was changed is recorded on ``model`` (``model._ffops_patch``) for
+    ``ffops.memory.unpatch``, which maps the trained weights back to the original modules.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ffops.memory.patch: model must be a torch.nn.Module, got {type(model).__name__}")

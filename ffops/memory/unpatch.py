@@ -71,11 +71,13 @@ def _unfold(model: nn.Module, fold: Fold) -> list:
 
 
 def unpatch(model: nn.Module) -> nn.Module:
-    """Undo every ``ffops.memory.patch`` call on ``model`` (in place), mapping the trained weights back to
-    the original modules; returns ``model``. See the module docstring."""
+    """Undo every ``ffops.memory.patch`` call on ``model`` or a module inside it (in place: a model patched
+    and then wrapped by peft can be given as the peft model), mapping the trained weights back to the
+    original modules; returns ``model``. See the module docstring."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"ffops.memory.unpatch: model must be a torch.nn.Module, got {type(model).__name__}")
-    records = getattr(model, "_ffops_patch", None)
+    holders = [m for m in model.modules() if "_ffops_patch" in vars(m)]  # the model, or one it wraps (peft)
+    records = sorted((r for m in holders for r in m._ffops_patch), key=lambda r: r.serial)
     if not records:
         raise ValueError(
             "ffops.memory.unpatch: model holds no record of ffops.memory.patch (a model copied with "
@@ -98,5 +100,6 @@ def unpatch(model: nn.Module) -> nn.Module:
     for fold in folds:  # the original norm follows the model's device and dtype since patching
         weight = fold.linears[0][0].weight
         fold.original.to(device=weight.device, dtype=weight.dtype)
-    del model._ffops_patch
+    for m in holders:
+        del m._ffops_patch
     return model
