@@ -162,7 +162,9 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    payload = {"meta": harness.metadata(device), "speed": speed(args), "memory": memory(args)}
+    meta = harness.metadata(device)
+    print(f"bench_conv_ff_step: {harness.machine_line(meta)}, torch {meta['torch']}, ffops {meta['ffops']}", flush=True)
+    payload = {"meta": meta, "speed": speed(args), "memory": memory(args)}
     path = harness.write_json(harness.results_path("bench_conv_ff_step", device), payload)
     print(f"\nwrote {path}")
 

@@ -283,8 +283,8 @@ def main(argv=None) -> int:
     meta = harness.metadata(device)
     bandwidth = harness.copy_bandwidth(device) if device.type == "cuda" else None
     print(
-        f"{SCRIPT}: {meta['device_name']}, {args.dtype}, torch {meta['torch']}, triton {meta['triton']}, "
-        f"ffops {meta['ffops']}, {meta['torch_threads']} threads" + (", quick" if args.quick else "")
+        f"{SCRIPT}: {harness.machine_line(meta)}, {args.dtype}, torch {meta['torch']}, triton {meta['triton']}, "
+        f"ffops {meta['ffops']}" + (", quick" if args.quick else "")
     )
     print(f"ffops.available(): {ffops.available()}")
     if bandwidth:

@@ -532,8 +532,8 @@ def main(argv=None) -> int:
 
     meta = harness.metadata(device)
     print(
-        f"{SCRIPT}: {meta['device_name']}, float32, torch {meta['torch']}, ffops {meta['ffops']}, "
-        f"{meta['torch_threads']} threads" + (", quick" if args.quick else "")
+        f"{SCRIPT}: {harness.machine_line(meta)}, float32, torch {meta['torch']}, ffops {meta['ffops']}"
+        + (", quick" if args.quick else "")
     )
     load = meta["loadavg_at_start"]
     if device.type == "cpu" and load and load[0] > 0.5:

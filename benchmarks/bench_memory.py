@@ -411,8 +411,8 @@ def main(argv=None) -> int:
     meta = harness.metadata(device)
     bandwidth = harness.copy_bandwidth(device) if device.type == "cuda" else None
     print(
-        f"{SCRIPT}: {meta['device_name']}, torch {meta['torch']}, ffops {meta['ffops']}, "
-        f"{meta['torch_threads']} threads, load {meta['loadavg_at_start']}" + (", quick" if args.quick else "")
+        f"{SCRIPT}: {harness.machine_line(meta)}, torch {meta['torch']}, ffops {meta['ffops']}, "
+        f"load {meta['loadavg_at_start']}" + (", quick" if args.quick else "")
     )
     if bandwidth:
         print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s")

@@ -197,8 +197,9 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
+    meta = harness.metadata(device)
     print(
-        f"bench_overhead: {harness.device_name(device)}, torch {torch.__version__}, inputs [{ROWS}, {FEATURES}] "
+        f"bench_overhead: {harness.machine_line(meta)}, torch {torch.__version__}, inputs [{ROWS}, {FEATURES}] "
         "float32; us per call (median of interleaved rounds)"
     )
     rows = run(device, args.calls, args.budget, args.ops.split(","))
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
                 + f" -> {verdict}"
             )
     ops = args.ops.split(",")
-    payload = {"meta": harness.metadata(device), "calls": args.calls, "ops": ops, "rows": rows, "target": verdicts}
+    payload = {"meta": meta, "calls": args.calls, "ops": ops, "rows": rows, "target": verdicts}
     # a run of some ops only does not overwrite the whole table
     suffix = "" if set(ops) >= {*MEMORY_OPS, "goodness", "ff_linear"} else "_partial"
     print(f"wrote {harness.write_json(harness.results_path('bench_overhead', device, suffix), payload)}")

@@ -139,7 +139,7 @@ def markdown(rows, meta):
     lines = [
         "# ffops.memory.patch on tiny models built from config",
         "",
-        f"{meta['date']}, {meta['device_name']}, torch {meta['torch']}; transformers "
+        f"{meta['date']}, {harness.machine_line(meta)}, torch {meta['torch']}; transformers "
         f"{meta.get('transformers')}, peft {meta.get('peft')}, timm {meta.get('timm')}. "
         "Saved bytes for backward after / before patching, one forward on the inputs patch built "
         "(timm: [2, 3, 32, 32]); gradient checkpointing off. `python -m benchmarks.bench_patch_models`.",
@@ -169,6 +169,7 @@ def main():
             meta[lib] = __import__(lib).__version__
         except ImportError:
             meta[lib] = None
+    print(f"bench_patch_models: {harness.machine_line(meta)}, torch {meta['torch']}, ffops {meta['ffops']}", flush=True)
     rows = model_rows() + lora_rows()
     path = harness.write_json(harness.results_path("bench_patch_models", device), {"metadata": meta, "rows": rows})
     path.with_suffix(".md").write_text(markdown(rows, meta))

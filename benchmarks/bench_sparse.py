@@ -328,9 +328,9 @@ def _print_header(
     """The run's settings, and warnings about the build and the machine's load (exits if ffops has no kernel)."""
     cuda = meta["device"].startswith("cuda")
     print(
-        f"{SCRIPT}: {meta['device_name']}, {_dtype_label(args.dtype, conv_grid is not None)}, "
+        f"{SCRIPT}: {harness.machine_line(meta)}, {_dtype_label(args.dtype, conv_grid is not None)}, "
         f"torch {meta['torch']}, ffops {meta['ffops']} "
-        f"(backend {args.ffops_backend}), {meta['torch_threads']} threads, OMP_NUM_THREADS="
+        f"(backend {args.ffops_backend}), OMP_NUM_THREADS="
         f"{meta['omp_num_threads_env']}, sparseprop {meta['sparseprop']}" + (", quick" if args.quick else "")
     )
     print(

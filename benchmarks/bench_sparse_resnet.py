@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         sparseprop_modules, sparseprop_note = import_sparseprop() if device.type == "cpu" else (None, "CPU only")
     meta = harness.metadata(device)
     print(
-        f"{SCRIPT}: {meta['device_name']}, {meta['torch_threads']} threads, torch {meta['torch']}, batch "
+        f"{SCRIPT}: {harness.machine_line(meta)}, torch {meta['torch']}, batch "
         f"{args.batch}, sparsity {args.sparsity}, {args.rounds} rounds"
         + (f"; sparseprop: {sparseprop_note}" if sparseprop_note else ""),
         flush=True,

@@ -59,6 +59,8 @@ def main(argv=None) -> None:
         p.error(f"--recipes: unknown {unknown}; choose from {', '.join(RECIPES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    meta = harness.metadata(torch.device("cpu"))
+    print(f"conv_ff_recipe_sweep: {harness.machine_line(meta)}, torch {meta['torch']}, ffops {meta['ffops']}")
     split = "train" if args.dataset == "fashion-mnist" else "train+valid"
     data = load_dataset(args.dataset, split=split)
     images, labels = data.images.view(-1, 1, 28, 28), data.labels
@@ -91,6 +93,7 @@ def main(argv=None) -> None:
             "args": vars(args),
             "seconds": seconds,
             "history": [{k: r[k] for k in ("epoch", "loss", "valid", "time_s")} for r in history],
+            "metadata": meta,
         }
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")

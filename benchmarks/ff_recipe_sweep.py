@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import harness
+
 # name -> (FFNet keyword arguments, FFTrainer keyword arguments), spelled out in full so that a
 # recipe does not change with the library's defaults; hard negatives unless noted
 SOFTPLUS, SYMBA = {"loss": "softplus"}, {"loss": "symba", "alpha": 4.0}
@@ -103,11 +105,13 @@ def main(argv=None) -> int:
     from ffops import data
 
     torch.set_num_threads(args.threads)
+    meta = harness.metadata(torch.device("cpu"))
+    print(f"ff_recipe_sweep: {harness.machine_line(meta)}, torch {meta['torch']}, ffops {meta['ffops']}", flush=True)
     train = data.load_dataset("mnist", split="train")
     valid = data.load_dataset("mnist", split="valid")
     out = Path(__file__).parent / "results" / f"ff_recipe_sweep_{args.width}x{args.depth}_{args.epochs}ep_cpu.jsonl"
     for name in names:
-        result = run_recipe(name, args.width, args.depth, args.epochs, train, valid)
+        result = {**run_recipe(name, args.width, args.depth, args.epochs, train, valid), "metadata": meta}
         with out.open("a") as f:
             f.write(json.dumps(result) + "\n")
     return 0

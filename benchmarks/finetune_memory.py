@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    meta = harness.metadata(torch.device("cpu"))
+    print(f"finetune_memory: {harness.machine_line(meta)}, torch {meta['torch']}, ffops {meta['ffops']}", flush=True)
 
     fx, fy = images(load_dataset("fashion-mnist", split="train"))
     mx, my = images(load_mnist(split="train"))
@@ -198,7 +200,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": vars(args),
-        "metadata": harness.metadata(torch.device("cpu")),
+        "metadata": meta,
         "pretrain_losses": pre_losses,
         "runs": runs,
         "table_errors": errors,

@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from ffops import _cpuinfo
+
 PHASES = ("fwd", "bwd", "fwdbwd")
 PHASE_TITLES = {"fwd": "fwd", "bwd": "bwd", "fwdbwd": "fwd+bwd"}
 # the results files; FFOPS_BENCH_RESULTS redirects them (gpu_session.sh DRY_RUN=1 leaves the tracked ones alone)
@@ -110,13 +112,7 @@ class Target:
 
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (or ``platform.processor()``)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown-cpu"
+    return _cpuinfo.cpu_model()
 
 
 def load_average() -> list[float] | None:
@@ -156,16 +152,35 @@ def metadata(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(device),
         "device_name": device_name(device),
-        "cpu_model": cpu_model(),
+        # model, vector ISA of the C++ kernels' clones (and its x86-64 level), L2 / L3 bytes (CPU 0)
+        **_cpuinfo.cpu_info(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "loadavg_at_start": load_average(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if device.type == "cuda":
         meta["cuda"] = torch.version.cuda
         meta["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
     return meta
+
+
+def machine_line(meta: dict[str, Any]) -> str:
+    """The machine for a log's header, from :func:`metadata`'s fields: ``cpu <model>, vector ISA <ISA>
+    (<x86-64 level>), L2 <size>, L3 <size>, <n> threads``; on CUDA the GPU first, then ``host cpu ...``.
+    Metadata written before these fields existed gives ``?`` for the missing ones."""
+    cpu = {
+        "cpu_model": meta.get("cpu_model", "?"),
+        "cpu_isa": meta.get("cpu_isa", "?"),
+        "cpu_isa_target": meta.get("cpu_isa_target", "?"),
+        "cpu_l2_bytes": meta.get("cpu_l2_bytes"),
+        "cpu_l3_bytes": meta.get("cpu_l3_bytes"),
+    }
+    line = _cpuinfo.summary(cpu, meta.get("torch_threads"))
+    if str(meta.get("device", "cpu")).startswith("cuda"):
+        return f"{meta['device_name']}, host cpu {line}"
+    return f"cpu {line}"
 
 
 def results_path(script: str, device: torch.device, suffix: str = "") -> Path:

@@ -5,18 +5,7 @@ import platform
 import torch
 
 import ffops
-from ffops import _backend
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from ffops import _backend, _cpuinfo
 
 
 def _triton_version() -> str:
@@ -28,6 +17,7 @@ def _triton_version() -> str:
 
 
 def report() -> str:
+    cpu = _cpuinfo.cpu_info()
     lines = [
         f"ffops   {ffops.__version__}",
         f"torch   {torch.__version__} (CUDA {torch.version.cuda or 'none'})",
@@ -35,8 +25,10 @@ def report() -> str:
         f"python  {platform.python_version()}",
         "",
         "devices:",
-        f"  cpu    {_cpu_model()}, {torch.get_num_threads()} threads, "
-        f"vector ISA {torch.backends.cpu.get_cpu_capability()}",
+        f"  cpu    {_cpuinfo.summary(cpu, torch.get_num_threads())}",
+        f"         vector ISA: ffops' C++ kernels {cpu['cpu_isa']} ({cpu['cpu_isa_target']} clones"
+        + ("" if _backend.CPP_CPU else "; not built here")
+        + f"), torch's ATen {torch.backends.cpu.get_cpu_capability()}",
     ]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
