@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.patch_model_zoo import ARCHITECTURES, build
@@ -134,3 +135,32 @@ def test_linear_filter_matching_nothing_warns():
 def test_example_inputs_the_model_rejects_name_the_argument():
     with pytest.raises(ValueError, match="the model failed on example_inputs"):
         patch(nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8)), example_inputs=torch.randn(4, 5))
+
+
+class T5LayerNorm(nn.Module):
+    """Named LayerNorm, computes an RMS norm (T5's): recognised by its math."""
+
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.weight, self.variance_epsilon = nn.Parameter(torch.rand(d) + 0.5), eps
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+class GELUActivation(nn.Module):
+    """Named like Hugging Face's GELU, fails on the 2-D probe: skipped, not raised."""
+
+    def forward(self, x):
+        return F.gelu(x.view(x.shape[0], x.shape[1], -1)).flatten(1) if x.dim() == 3 else x.unflatten(-1, (3, -1))
+
+
+def test_norm_recognised_by_math_and_failing_activation_probe():
+    torch.manual_seed(0)
+    model = nn.Sequential(T5LayerNorm(24), nn.Linear(24, 8), GELUActivation())
+    original = copy.deepcopy(model)
+    x = torch.randn(3, 5, 24)
+    report = patch(model, example_inputs=x)
+    assert report.folded == {"0": ["1"]} and type(model[0]).__name__ == "MSRMSNorm"
+    assert "does not compute gelu on a probe" in dict((n, w) for n, _, w in report.skipped)["2"]
+    torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-5)
