@@ -468,6 +468,10 @@ def patch(
             f"ffops.memory.patch: linear_filter must be a regular expression or a callable (name, module) -> bool, "
             f"got {type(linear_filter).__name__}"
         )
+    if linear_filter is not None and rmm_ratio is None:
+        raise ValueError(
+            "ffops.memory.patch: linear_filter selects the linears of linears='rmm:<ratio>', got linears=None"
+        )
     if calibrate is not None and (mode is None or mode[0] != "fewbit"):
         raise ValueError(
             "ffops.memory.patch: calibrate fits Few-Bit tables: it needs activations='fewbit:<1..4>', "

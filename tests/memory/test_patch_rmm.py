@@ -64,6 +64,7 @@ def test_patched_linears_train_and_share_the_parameters():
         ({"linears": "rmm:0"}, ValueError, r"linears must be None or 'rmm:<ratio in \(0, 1\]>'"),
         ({"linears": "lowrank:0.2"}, ValueError, r"linears must be None or 'rmm:"),
         ({"linears": "rmm:0.2", "linear_filter": 3}, TypeError, r"linear_filter must be a regular expression"),
+        ({"linear_filter": "attn"}, ValueError, r"linear_filter selects the linears of linears='rmm:<ratio>'"),
     ],
 )
 def test_bad_linear_arguments(kwargs, exc, match):
