@@ -99,9 +99,9 @@ ARCHITECTURES = {
         dict(img_size=IMAGE_SIZE, patch_size=8, depth=2, num_classes=10),
         None,
     ),
-    "timm_convnext": (
+    "timm_convnext": (  # channels-last LayerNorm + Linear in the blocks, channels-first LayerNorm2d around them
         "timm",
-        "convnext_atto",
+        "convnext_tiny",
         dict(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_classes=10),
         None,
     ),

@@ -36,7 +36,7 @@ FOLDED = {
     "clip_vision": 4,
     "whisper": 10,  # log-mel and decoder inputs built from the config
     "timm_vit": 4,  # torch.fx: x.shape is no use
-    "timm_convnext": 0,  # channels-first LayerNorm2d: skipped with the reason
+    "timm_convnext": 4,  # the blocks' norms; channels-first LayerNorm2d (stem, downsampling, head): skipped
 }
 
 
