@@ -322,10 +322,10 @@ def trace_with_fx(model: nn.Module, norms: dict) -> Consumers:
             result.seen.add(node.target)
 
     def source(node):  # the norm whose output ``node`` is (through dropout modules), or None
-        while node is not None and node not in norm_nodes:
+        while isinstance(node, torch.fx.Node) and node not in norm_nodes:
             dropout = node.op == "call_module" and isinstance(modules.get(node.target), nn.Dropout)
             node = node.args[0] if dropout and node.args else None
-        return norm_nodes.get(node)
+        return norm_nodes.get(node) if isinstance(node, torch.fx.Node) else None
 
     def follow(node, norm, via):
         for user in node.users:

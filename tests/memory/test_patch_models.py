@@ -5,6 +5,7 @@ metadata reads, dropout between a norm and its linears, linear_filter)."""
 
 import copy
 import os
+import types
 import warnings
 
 import pytest
@@ -164,3 +165,26 @@ def test_norm_recognised_by_math_and_failing_activation_probe():
     assert report.folded == {"0": ["1"]} and type(model[0]).__name__ == "MSRMSNorm"
     assert "does not compute gelu on a probe" in dict((n, w) for n, _, w in report.skipped)["2"]
     torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-5)
+
+
+class AudioLike(nn.Module):
+    """A Hugging Face-style model (a config, main_input_name) whose inputs patch cannot build."""
+
+    main_input_name = "input_values"
+
+    def __init__(self):
+        super().__init__()
+        self.config = types.SimpleNamespace(vocab_size=32)
+        self.norm, self.lin = nn.LayerNorm(8), nn.Linear(8, 8)
+
+    def forward(self, input_values):
+        return self.lin(self.norm(input_values))
+
+
+def test_inputs_it_cannot_build_ask_for_example_inputs():
+    with pytest.warns(
+        UserWarning, match=r"cannot build example inputs for AudioLike \('input_values'\).*example_inputs="
+    ):
+        report = patch(AudioLike())
+    assert "pass example_inputs=" in str(report) and "fx" in report.consumer_analysis
+    assert report.folded == {"norm": ["lin"]}
