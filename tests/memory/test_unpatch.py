@@ -1,6 +1,7 @@
 """ffops.memory.unpatch: after patch and a few optimizer steps, the model has its original module types and
 its trained weights load into the stock model (save_pretrained, a LoRA adapter, a state dict) with the same
-outputs: Llama full fine-tune, Llama + LoRA (both orders), ViT; and the folds it cannot undo."""
+outputs: Llama full fine-tune, Llama + LoRA (every order), ViT, GPT-2 (Conv1D), a Gemma-style norm; and the
+folds it cannot undo."""
 
 import copy
 import os
@@ -138,3 +139,36 @@ def test_trained_bias_added_by_patch_cannot_be_unfolded():
 def test_unpatch_bad_argument():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         unpatch("model")
+
+
+def test_gemma_style_norm_round_trip():
+    from tests.memory.test_patch import GemmaLikeRMSNorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(GemmaLikeRMSNorm(24), nn.Linear(24, 8))
+    original = copy.deepcopy(model)
+    patch(model)
+    with torch.no_grad():
+        model[1].weight.add_(0.01)  # a training step's change
+    x = torch.randn(3, 24)
+    patched = model(x)
+    unpatch(model)
+    assert isinstance(model[0], GemmaLikeRMSNorm) and torch.equal(model[0].weight, original[0].weight)
+    torch.testing.assert_close(model(x), patched, rtol=1e-5, atol=1e-5)
+
+
+def test_gpt2_conv1d_round_trip():
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = build("gpt2", checkpointing=False)
+    _randomize_norms(model)
+    report = patch(model)
+    assert len(report.folded) == 4
+    ids = {"input_ids": torch.randint(0, 96, (2, 16))}
+    _train(model, ids, ids["input_ids"])
+    patched = _logits(model, ids)
+    unpatch(model)
+    torch.testing.assert_close(_logits(model, ids), patched, rtol=1e-5, atol=1e-5)
+    stock = build("gpt2", checkpointing=False).eval()
+    stock.load_state_dict(model.state_dict())
+    torch.testing.assert_close(_logits(stock, ids), patched, rtol=1e-5, atol=1e-5)
