@@ -82,13 +82,11 @@ _TORCH_ACTS = {
 
 @dataclasses.dataclass
 class Fold:
-    """One folded norm, for ``ffops.memory.unpatch``: the original module, its MS replacement, the scale and
-    shift folded (float64, ``1 + weight`` for Gemma-style norms) and each linear with whether patch gave it
-    its bias (True / False)."""
+    """One folded norm, for ``ffops.memory.unpatch``: the original module, the scale and shift folded
+    (float64, ``1 + weight`` for Gemma-style norms) and each linear with whether patch gave it its bias."""
 
     name: str
     original: nn.Module
-    replacement: nn.Module
     gamma: torch.Tensor | None
     beta: torch.Tensor | None
     linears: list
@@ -562,7 +560,7 @@ def patch(
         _set_module(model, m, new)
         undo_modules.append((m, new))
         gamma, beta = (None if t is None else t.detach().double().clone() for t in (gamma, beta))
-        folds.append(Fold(name, m, new, gamma, beta, list(zip(lins, added_bias))))
+        folds.append(Fold(name, m, gamma, beta, list(zip(lins, added_bias))))
         report.folded[name] = targets
         report.replaced.append((name, type(m).__name__, repr(new)))
 
