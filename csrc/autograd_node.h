@@ -15,6 +15,7 @@
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/dynamo/compiled_autograd.h>
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <string>
@@ -96,6 +97,7 @@ struct SavedTensor {
 
 // The base of every backward node here. Derived lists its state once and writes its formula once:
 //   static constexpr const char* kOp;                        the op's name, for messages
+//   static constexpr const char* kName;                      the node's name (grad_fn.name())
 //   auto saved() { return std::tie(a, b); }                  its SavedTensors
 //   auto attrs() { return std::tie(x, y); }                  the other values the formula reads
 //   variable_list gradients(const variable_list& grads, const std::array<at::Tensor, N>& tensors,
@@ -109,6 +111,8 @@ struct SavedTensor {
 //   (grads, saved tensors, values, needs), bound once per node type as torch's generated nodes are.
 template <typename Derived>
 struct FormulaNode : torch::autograd::Node {
+  std::string name() const override { return Derived::kName; }
+
   void release_variables() override {
     std::apply([](auto&... t) { (t.var.reset_data(), ...); }, self().saved());
   }
@@ -137,9 +141,9 @@ struct FormulaNode : torch::autograd::Node {
       return true;
     }();
     (void)bound;
-    const auto outputs_metadata = torch::dynamo::autograd::IValuePacker<
-        std::vector<std::optional<torch::autograd::InputMetadata>>>::pack(torch::dynamo::autograd::
-                                                                                get_input_metadata(next_edges()));
+    using Metadata = std::vector<std::optional<torch::autograd::InputMetadata>>;
+    const auto outputs_metadata = torch::dynamo::autograd::IValuePacker<Metadata>::pack(
+        torch::dynamo::autograd::get_input_metadata(next_edges()));
     auto result = compiler->call_function(swap.get_py_compiler(), "apply_functional", functional_name(), grads, args,
                                           outputs_metadata);
 
@@ -169,7 +173,12 @@ struct FormulaNode : torch::autograd::Node {
     return needs;
   }
 
-  static std::string functional_name() { return std::string("ffops_") + Derived::kOp + "_backward"; }
+  // a Python identifier unique per node type (the C++ and Triton sets' nodes differ): ffops::X -> ffops_X
+  static std::string functional_name() {
+    std::string id = Derived::kName;
+    std::replace(id.begin(), id.end(), ':', '_');
+    return id;
+  }
 
   // The formula as compiled autograd calls it: (grads, [saved tensors..., values..., needs]) -> gradients.
   static torch::autograd::variable_list functional(const torch::autograd::variable_list& grads,

@@ -45,7 +45,7 @@ struct CwCBlockBackward final : FormulaNode<CwCBlockBackward<kTriton>> {
   bool pool = true, batch_stats = true;
   double eps = 0.0;
 
-  std::string name() const override { return kTriton ? "ffops::TritonCwCBlockBackward" : "ffops::CwCBlockBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonCwCBlockBackward" : "ffops::CwCBlockBackward";
   auto saved() { return std::tie(p, idx, weight, bias, batch_mean, batch_var); }
   auto attrs() { return std::tie(num_classes, height, width, pool, batch_stats, eps); }
 

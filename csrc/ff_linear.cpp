@@ -77,7 +77,7 @@ struct FFLinearBackward final : FormulaNode<FFLinearBackward<kTriton>> {
   SavedTensor x, x_scale, h;
   int64_t n_pos = 0;
 
-  std::string name() const override { return kTriton ? "ffops::TritonFFLinearBackward" : "ffops::FFLinearBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonFFLinearBackward" : "ffops::FFLinearBackward";
   auto saved() { return std::tie(x, x_scale, h); }
   auto attrs() { return std::tie(n_pos); }
 
@@ -101,9 +101,8 @@ struct FFLinearOverlayBackward final : FormulaNode<FFLinearOverlayBackward<kTrit
   SavedTensor base, labels, on, x_scale, h;
   int64_t num_classes = 0, n_pos = 0;
 
-  std::string name() const override {
-    return kTriton ? "ffops::TritonFFLinearOverlayBackward" : "ffops::FFLinearOverlayBackward";
-  }
+  static constexpr const char* kName =
+      kTriton ? "ffops::TritonFFLinearOverlayBackward" : "ffops::FFLinearOverlayBackward";
   auto saved() { return std::tie(base, labels, on, x_scale, h); }
   auto attrs() { return std::tie(num_classes, n_pos); }
 

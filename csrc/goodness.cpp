@@ -70,7 +70,7 @@ struct GoodnessBackward final : FormulaNode<GoodnessBackward<kTriton>> {
   SavedTensor h;
   double scale = 1.0;
 
-  std::string name() const override { return kTriton ? "ffops::TritonGoodnessBackward" : "ffops::GoodnessBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonGoodnessBackward" : "ffops::GoodnessBackward";
   auto saved() { return std::tie(h); }
   auto attrs() { return std::tie(scale); }
 
@@ -90,7 +90,7 @@ struct FFLossBackward final : FormulaNode<FFLossBackward<kTriton>> {
   SavedTensor h, g, target;
   double scale = 1.0, coef = 1.0, theta = 0.0;
 
-  std::string name() const override { return kTriton ? "ffops::TritonFFLossBackward" : "ffops::FFLossBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonFFLossBackward" : "ffops::FFLossBackward";
   auto saved() { return std::tie(h, g, target); }
   auto attrs() { return std::tie(scale, coef, theta); }
 
@@ -119,7 +119,7 @@ struct NormalizeBackward final : FormulaNode<NormalizeBackward<kTriton>> {
   SavedTensor h, s;
   double norm_scale = 1.0, eps = 0.0;
 
-  std::string name() const override { return kTriton ? "ffops::TritonNormalizeBackward" : "ffops::NormalizeBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonNormalizeBackward" : "ffops::NormalizeBackward";
   auto saved() { return std::tie(h, s); }
   auto attrs() { return std::tie(norm_scale, eps); }
 

@@ -51,7 +51,7 @@ struct MSNormBackward final : FormulaNode<MSNormBackward<kTriton>> {
   bool center = true;
   at::ScalarType x_dtype = at::kFloat;
 
-  std::string name() const override { return kTriton ? "ffops::TritonMSNormBackward" : "ffops::MSNormBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonMSNormBackward" : "ffops::MSNormBackward";
   auto saved() { return std::tie(y, rstd); }
   auto attrs() { return std::tie(center, x_dtype); }
 

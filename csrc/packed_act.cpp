@@ -48,7 +48,7 @@ struct PackedActBackward final : FormulaNode<PackedActBackward<kTriton>> {
   std::vector<double> levels;
   int64_t bits = 0;
 
-  std::string name() const override { return kTriton ? "ffops::TritonPackedActBackward" : "ffops::PackedActBackward"; }
+  static constexpr const char* kName = kTriton ? "ffops::TritonPackedActBackward" : "ffops::PackedActBackward";
   auto saved() { return std::tie(codes); }
   auto attrs() { return std::tie(levels, bits); }
 

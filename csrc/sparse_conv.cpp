@@ -42,7 +42,7 @@ struct SparseConv2dBackward final : FormulaNode<SparseConv2dBackward> {
   SavedSparseWeight weight;
   std::vector<int64_t> kernel_size, stride, padding, dilation;
 
-  std::string name() const override { return "ffops::SparseConv2dBackward"; }
+  static constexpr const char* kName = "ffops::SparseConv2dBackward";
   auto saved() { return std::tuple_cat(std::tie(x), weight.saved()); }
   auto attrs() { return std::tie(kernel_size, stride, padding, dilation); }
 

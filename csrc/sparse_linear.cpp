@@ -78,9 +78,7 @@ struct SparseLinearBackward final : FormulaNode<SparseLinearBackward<kTriton>> {
   SavedSparseWeight weight;
   bool feature_major = false;
 
-  std::string name() const override {
-    return kTriton ? "ffops::TritonSparseLinearBackward" : "ffops::SparseLinearBackward";
-  }
+  static constexpr const char* kName = kTriton ? "ffops::TritonSparseLinearBackward" : "ffops::SparseLinearBackward";
   auto saved() { return std::tuple_cat(std::tie(xt), weight.saved()); }
   auto attrs() { return std::tie(feature_major); }
 
