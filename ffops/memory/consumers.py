@@ -6,6 +6,8 @@ Face's ``Conv1D`` (GPT-2's linear layer, weight ``[in, out]``), possibly through
 keeps the feature dimension last and intact (a view, a reshape to ``[..., features]``, a transpose of
 other dims, row slicing, a dtype cast) or through dropout (recorded in ``through_dropout``: it commutes
 with a per-feature scale, not with a bias), and every call of those linear layers takes that output.
+For a norm over the channels of ``[N, C, H, W]`` the consumers are unpadded ``nn.Conv2d`` layers, which
+its output must reach directly (``rearranged`` names the norms whose output was rearranged at all).
 Anything else (a residual add, attention modules that own their projections, being a model output)
 blocks the fold and is reported. Metadata reads (``.shape``, ``.size()``, ``.dtype``) are no uses.
 
@@ -103,13 +105,25 @@ def hf_conv1d(m: nn.Module) -> bool:
     return conv1d is not None and isinstance(m, conv1d) and type(m).forward is conv1d.forward
 
 
+def plain_conv(m: nn.Module) -> bool:
+    """An nn.Conv2d with nn.Conv2d's forward, no padding and one group: a per-channel scale and shift of
+    its input fold into its weight and bias (padding would shift the zeros too)."""
+    return (
+        isinstance(m, nn.Conv2d)
+        and type(m).forward is nn.Conv2d.forward
+        and m.groups == 1
+        and m.padding in ((0, 0), "valid")
+    )
+
+
 def linear_consumer(m: nn.Module) -> bool:
-    """A layer whose input's per-feature scale and shift fold into its weight and bias."""
-    return plain_linear(m) or hf_conv1d(m)
+    """A layer whose input's per-feature scale and shift fold into its weight and bias: a linear layer (on
+    the last dimension) or an unpadded convolution (on channels, dimension 1)."""
+    return plain_linear(m) or hf_conv1d(m) or plain_conv(m)
 
 
 def in_features(m: nn.Module) -> int:
-    return m.weight.shape[0] if hf_conv1d(m) else m.in_features
+    return m.weight.shape[0] if hf_conv1d(m) else m.weight.shape[1]
 
 
 @dataclasses.dataclass
@@ -120,6 +134,7 @@ class Consumers:
     blockers: dict = dataclasses.field(default_factory=lambda: defaultdict(list))
     seen: set = dataclasses.field(default_factory=set)  # norms that ran at all
     through_dropout: set = dataclasses.field(default_factory=set)  # norms whose output reaches a linear via dropout
+    rearranged: set = dataclasses.field(default_factory=set)  # norms whose output was viewed / reshaped / cast
     method: str = ""
 
     def foldable(self, norm: str) -> tuple[bool, str]:
@@ -181,8 +196,7 @@ def _tensors(obj):
 class _UseTracer(TorchFunctionMode):
     def __init__(self, linears: dict, result: Consumers):
         super().__init__()
-        self.weights = {id(m.weight): name for name, m in linears.items() if plain_linear(m)}
-        self.conv1d_weights = {id(m.weight): name for name, m in linears.items() if hf_conv1d(m)}
+        self.weights = {id(m.weight): name for name, m in linears.items()}
         self.tracked: dict = {}  # id(tensor) -> (norm name, tensor, "dropout" if it came through one): kept alive
         self.result = result
         self.linear_inputs = defaultdict(set)  # linear name -> norms (or None) whose output it took
@@ -194,10 +208,10 @@ class _UseTracer(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", str(func))
-        call = _linear_call(func, args, kwargs, self.conv1d_weights)
+        call = _linear_call(func, args, kwargs, self.weights)
         if call is not None:
             x, weight, others = call
-            lin = self.weights.get(id(weight), self.conv1d_weights.get(id(weight)))
+            lin = self.weights.get(id(weight))
             src = self.tracked.get(id(x))
             if lin is not None:
                 self.linear_inputs[lin].add(src[0] if src else None)
@@ -227,6 +241,7 @@ class _UseTracer(TorchFunctionMode):
         if name in _ALIAS_METHODS and src is not None and id(src) in self.tracked and len(used) == 1:
             norm, _, via = self.tracked[id(src)]
             if _last_dim_kept(name, args, kwargs, src, out):
+                self.result.rearranged.add(norm)
                 self.track(out, norm, via)
                 return out
         for t in used:
@@ -236,15 +251,18 @@ class _UseTracer(TorchFunctionMode):
         return out
 
 
-def _linear_call(func, args, kwargs, conv1d_weights: dict):
-    """``(input, weight, the other arguments)`` of ``F.linear``, or of ``torch.addmm`` applied by a ``Conv1D``
-    (``addmm(bias, x, weight)``); None for any other call."""
+def _linear_call(func, args, kwargs, weights: dict):
+    """``(input, weight, the other arguments)`` of ``F.linear``, of ``torch.addmm`` applied by a ``Conv1D``
+    (``addmm(bias, x, weight)``) or of ``F.conv2d`` applied by a consumer convolution; None for any other
+    call."""
     if func is F.linear:
         x = args[0] if args else kwargs.get("input")
         weight = args[1] if len(args) > 1 else kwargs.get("weight")
         return x, weight, (args[1:], kwargs)
-    if func is torch.addmm and len(args) >= 3 and id(args[2]) in conv1d_weights:
+    if func is torch.addmm and len(args) >= 3 and id(args[2]) in weights:
         return args[1], args[2], (args[0], args[2:], kwargs)
+    if func is F.conv2d and len(args) >= 2 and id(args[1]) in weights:
+        return args[0], args[1], (args[1:], kwargs)
     return None
 
 

@@ -16,9 +16,11 @@
   through dropout (which commutes with the scale but not with a bias: only bias-free norms fold
   through it): by tracing torch calls on example inputs (built from the config for Hugging Face
   models: token ids, images, Whisper's log-mel features, plus decoder token ids for encoder-decoder
-  models), or by ``torch.fx`` when no inputs are available. Norms feeding anything else (post-LN
-  residuals, attention modules with their own projections, model outputs) and norms that do not
-  normalize the last dimension (timm's channels-first ``LayerNorm2d``) stay as they are.
+  models), or by ``torch.fx`` when no inputs are available. A norm over the channels of
+  ``[N, C, H, W]`` (timm's ``LayerNorm2d``) folds into the unpadded ``nn.Conv2d`` layers its output
+  feeds directly (ConvNeXt's downsampling) and becomes a ``ChannelsFirstNorm``. Norms feeding anything
+  else (post-LN residuals, attention modules with their own projections, padded convolutions, model
+  outputs) stay as they are.
 * LoRA (peft): each vanilla adapter's ``lora_A(lora_dropout(x))`` becomes one ``DropoutLinear``
   (ffops.memory.lora) that saves no dropped copy of ``x`` and no mask. The order matters for what is
   saved: ``get_peft_model`` then ``patch`` folds each RMS norm into the base projections and the
@@ -41,6 +43,7 @@ import dataclasses
 import inspect
 import itertools
 import re
+import typing
 import warnings
 
 import torch
@@ -247,15 +250,26 @@ def _activation_kind(m: nn.Module, mode) -> str | None:
 _OTHER_TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
 
 
+class _Spec(typing.NamedTuple):
+    center: bool
+    eps: float | None
+    gamma: torch.Tensor | None
+    beta: torch.Tensor | None
+    features: int
+    channels_first: bool  # normalizes dimension 1 of [N, C, H, W] (timm's LayerNorm2d)
+
+
 def _norm_spec(m: nn.Module):
-    """``(center, eps, gamma, beta, features)`` of a norm over the last dimension, or a skip reason (str).
+    """The ``_Spec`` of a norm over the last dimension or over the channels of ``[N, C, H, W]``, or a skip
+    reason (str).
 
     torch's LayerNorm / RMSNorm (and subclasses) are checked against their own form; any other class
     whose name ends in ``Norm`` is recognised by its math on a probe: LayerNorm or RMS form, scaled by
     ``weight`` or by ``1 + weight`` (Gemma), whatever the name says (T5's ``T5LayerNorm`` is an RMS norm).
+    A norm that fails on ``[rows, features]`` is probed channels-first.
     """
     name = type(m).__name__
-    if isinstance(m, (MSLayerNorm, MSRMSNorm, *_OTHER_TORCH_NORMS)):  # patched already, or not a row norm
+    if isinstance(m, (MSLayerNorm, MSRMSNorm, ChannelsFirstNorm, *_OTHER_TORCH_NORMS)):  # patched, or no row norm
         return None
     if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
         if len(m.normalized_shape) != 1:
@@ -279,21 +293,38 @@ def _norm_spec(m: nn.Module):
     else:
         return None
     x = _probe(m, k)
-    try:
-        with torch.no_grad():
-            out = m(x).double()
-    except Exception as exc:  # e.g. timm's LayerNorm2d permutes a channels-first input
-        return (
-            f"fails on a [rows, {k}] probe ({type(exc).__name__}): it does not normalize the last dimension "
-            "(channels-first?)"
-        )
     tol = 1e-4 if x.dtype in (torch.float32, torch.float64) else 3e-2
-    for center, gamma, beta in forms:
-        y = ms_norm_ref.ms_norm_fwd(x.double(), ms_norm_ref.rms_eps(eps, x.dtype), center)[0]
-        expected = y * (1 if gamma is None else gamma.double()) + (0 if beta is None else beta.double())
-        if out.shape == expected.shape and torch.allclose(out, expected, rtol=tol, atol=tol):
-            return center, eps, gamma, beta, k
-    return "its output is neither (x - mean) / std * weight + bias nor the RMS form: unverified formula"
+    for channels_first in (False, True):
+        probe = x.reshape(1, 4, 1, k).permute(0, 3, 1, 2).contiguous() if channels_first else x  # [1, k, 4, 1]
+        try:
+            with torch.no_grad():
+                out = m(probe).double()
+        except Exception:  # e.g. timm's LayerNorm2d permutes a channels-first input
+            continue
+        if channels_first:
+            out = out.permute(0, 2, 3, 1).reshape(x.shape)
+        for center, gamma, beta in forms:
+            y = ms_norm_ref.ms_norm_fwd(x.double(), ms_norm_ref.rms_eps(eps, x.dtype), center)[0]
+            expected = y * (1 if gamma is None else gamma.double()) + (0 if beta is None else beta.double())
+            if out.shape == expected.shape and torch.allclose(out, expected, rtol=tol, atol=tol):
+                return _Spec(center, eps, gamma, beta, k, channels_first)
+    return (
+        "its output on a probe is neither (x - mean) / std * weight + bias nor the RMS form, over the last "
+        "dimension or the channels of [N, C, H, W]: unverified formula"
+    )
+
+
+class ChannelsFirstNorm(nn.Module):
+    """An MS norm over the channels of ``[N, C, H, W]`` (what a channels-first LayerNorm, timm's
+    ``LayerNorm2d``, becomes): it normalizes a channels-last view and returns a channels-first view of its
+    output, so the convolution after it saves the same storage."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 # ---- the edits -----------------------------------------------------------------------------------
@@ -307,17 +338,19 @@ def _set_module(model: nn.Module, target: nn.Module, new: nn.Module) -> None:
                 parent._modules[key] = new
 
 
-def _fold(norm_spec, linears: list, undo: list) -> None:
-    """``W' = W diag(gamma)``, ``b' = b + W beta`` in float64 (a ``Conv1D``'s weight is ``[in, out]``)."""
-    _, _, gamma, beta, _ = norm_spec
+def _fold(spec: _Spec, linears: list, undo: list) -> None:
+    """``W' = W diag(gamma)``, ``b' = b + W beta`` in float64 (a ``Conv1D``'s weight is ``[in, out]``; a
+    convolution's input channels are its weight's dimension 1, and beta meets the sum over its kernel)."""
+    gamma, beta = spec.gamma, spec.beta
     if gamma is None and beta is None:
         return
     with torch.no_grad():
         for lin in linears:
-            w64 = lin.weight.double().T if cons.hf_conv1d(lin) else lin.weight.double()  # [out, in]
+            w64 = _weight_out_in(lin)
             new_b = None
             if beta is not None:
-                new_b = w64 @ beta.double() + (0 if lin.bias is None else lin.bias.double())
+                w_beta = (w64.sum((2, 3)) if w64.dim() == 4 else w64) @ beta.double()
+                new_b = w_beta + (0 if lin.bias is None else lin.bias.double())
             undo.append(
                 (
                     lin,
@@ -327,13 +360,19 @@ def _fold(norm_spec, linears: list, undo: list) -> None:
                 )
             )
             if gamma is not None:
-                w64 = w64 * gamma.double()[None, :]
+                w64 = w64 * gamma.double().view(1, -1, *[1] * (w64.dim() - 2))
                 lin.weight.copy_(w64.T if cons.hf_conv1d(lin) else w64)
             if new_b is not None:
                 if lin.bias is None:
                     lin.bias = nn.Parameter(new_b.to(lin.weight.dtype), requires_grad=lin.weight.requires_grad)
                 else:
                     lin.bias.copy_(new_b)
+
+
+def _weight_out_in(lin: nn.Module) -> torch.Tensor:
+    """The weight in float64 as ``[out, in]`` (``[out, in, kh, kw]`` for a convolution)."""
+    w = lin.weight.detach().double()
+    return w.T if cons.hf_conv1d(lin) else w
 
 
 def _restore(model, undo_modules, undo_linears) -> None:
@@ -545,21 +584,23 @@ def patch(
             continue
         ok, why = found.foldable(name)
         targets = sorted(found.linears.get(name, ()))
-        if ok and name in found.through_dropout and spec[3] is not None:
+        if ok and name in found.through_dropout and spec.beta is not None:
             why = "it reaches its linears through dropout, which drops the bias too: dropout(y + b) != dropout(y) + b"
+        elif ok and spec.channels_first and name in found.rearranged:
+            why = "it normalizes channels first and its output is rearranged before its convolutions"
         elif ok:
-            why = _linear_problem([linears[t] for t in targets], targets, spec[4], tied)
+            why = _linear_problem([linears[t] for t in targets], targets, spec, tied)
         if why:
             report.skipped.append((name, type(m).__name__, why))
             continue
         lins = [linears[t] for t in targets]
-        center, eps, gamma, beta, k = spec
-        added_bias = [beta is not None and lin.bias is None for lin in lins]
+        added_bias = [spec.beta is not None and lin.bias is None for lin in lins]
         _fold(spec, lins, undo_linears)
-        new = MSLayerNorm(k, eps) if center else MSRMSNorm(k, eps)
+        new = MSLayerNorm(spec.features, spec.eps) if spec.center else MSRMSNorm(spec.features, spec.eps)
+        new = ChannelsFirstNorm(new) if spec.channels_first else new
         _set_module(model, m, new)
         undo_modules.append((m, new))
-        gamma, beta = (None if t is None else t.detach().double().clone() for t in (gamma, beta))
+        gamma, beta = (None if t is None else t.detach().double().clone() for t in (spec.gamma, spec.beta))
         folds.append(Fold(name, m, gamma, beta, list(zip(lins, added_bias))))
         report.folded[name] = targets
         report.replaced.append((name, type(m).__name__, repr(new)))
@@ -665,10 +706,15 @@ def _tied_parameters(model: nn.Module) -> set:
     return {pid for pid, n in counts.items() if n > 1}
 
 
-def _linear_problem(lins, names, k, tied) -> str:
+def _linear_problem(lins, names, spec: _Spec, tied) -> str:
     for lin, name in zip(lins, names):
-        if cons.in_features(lin) != k:
-            return f"{name} takes {cons.in_features(lin)} features, the norm gives {k}"
+        if cons.plain_conv(lin) != spec.channels_first:
+            kind = "convolution" if cons.plain_conv(lin) else "linear layer"
+            return (
+                f"{name} is a {kind}, the norm normalizes {'channels' if spec.channels_first else 'the last dimension'}"
+            )
+        if cons.in_features(lin) != spec.features:
+            return f"{name} takes {cons.in_features(lin)} features, the norm gives {spec.features}"
         if id(lin.weight) in tied or (lin.bias is not None and id(lin.bias) in tied):
             return f"{name}'s weight is tied to another module's: folding would change both"
     return ""

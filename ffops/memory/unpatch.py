@@ -4,8 +4,9 @@ LoRA adapter, a state dict) and give the same outputs.
 
 Each folded norm gets its original module back (its weight and bias as they were when patched: the
 fold trained the linears, not the norm) and the linears that took its affine are unfolded:
-``W = W' diag(1 / gamma)``, ``b = b' - W beta``; so are the ``lora_A`` of LoRA adapters added to those
-linears after patching (they learned on the normalized input, before the norm's scale). Replaced
+``W = W' diag(1 / gamma)``, ``b = b' - W beta`` (over a convolution's input channels); so are the
+``lora_A`` of LoRA adapters added to those linears after patching (they learned on the normalized
+input, before the norm's scale). Replaced
 modules (activations, RandomizedLinear, DropoutLinear and its Identity) get their originals back; they
 share their Parameters, so those hold the trained values. A norm weight with zero entries cannot be
 unfolded (those input columns of the linears are lost), nor can a bias that patch added to a linear
@@ -17,13 +18,7 @@ import torch
 from torch import nn
 
 from ffops.memory import consumers as cons
-from ffops.memory.patch import Fold, _set_module
-
-
-def _weight(lin: nn.Module) -> torch.Tensor:
-    """The weight as ``[out, in]`` in float64 (a Conv1D stores ``[in, out]``)."""
-    w = lin.weight.detach().double()
-    return w.T if cons.hf_conv1d(lin) else w
+from ffops.memory.patch import Fold, _set_module, _weight_out_in
 
 
 def _later_lora_a(model: nn.Module, fold: Fold) -> list:
@@ -49,11 +44,12 @@ def _unfold(model: nn.Module, fold: Fold) -> list:
         )
     updates = []
     for lin, added_bias in fold.linears:
-        w = _weight(lin) / (1 if gamma is None else gamma[None, :])
+        w = _weight_out_in(lin)
+        w = w / (1 if gamma is None else gamma.view(1, -1, *[1] * (w.dim() - 2)))
         bias = None
         if beta is not None:
             trained = lin.bias.detach().double()
-            bias = trained - w @ beta
+            bias = trained - (w.sum((2, 3)) if w.dim() == 4 else w) @ beta
             if added_bias and not torch.allclose(bias, torch.zeros_like(bias), atol=1e-6 * (1 + trained.abs().max())):
                 raise ValueError(
                     f"ffops.memory.unpatch: cannot unfold {fold.name}: the bias that patch gave its consumer "
@@ -66,7 +62,7 @@ def _unfold(model: nn.Module, fold: Fold) -> list:
                 f"ffops.memory.unpatch: cannot unfold {fold.name}: a LoRA adapter added after patching learned "
                 "on its normalized input; its bias cannot be taken out of the adapter"
             )
-        updates.append((lora_a, _weight(lora_a) / (1 if gamma is None else gamma[None, :]), None, False))
+        updates.append((lora_a, _weight_out_in(lora_a) / (1 if gamma is None else gamma[None, :]), None, False))
     return updates
 
 

@@ -37,7 +37,7 @@ FOLDED = {
     "clip_vision": 4,
     "whisper": 10,  # log-mel and decoder inputs built from the config
     "timm_vit": 4,  # torch.fx: x.shape is no use
-    "timm_convnext": 4,  # the blocks' norms; channels-first LayerNorm2d (stem, downsampling, head): skipped
+    "timm_convnext": 7,  # the blocks' norms, the downsampling LayerNorm2d into their convolutions; not stem, head
 }
 
 
@@ -52,7 +52,7 @@ def test_patch_never_raises_and_folds(name):
     assert len(report.folded) == FOLDED[name], str(report)
     assert all(why for _, _, why in report.skipped)
     if name == "timm_convnext":
-        assert all("channels-first" in why for _, kind, why in report.skipped if kind == "LayerNorm2d")
+        assert {n for n, kind, _ in report.skipped if kind == "LayerNorm2d"} == {"stem.1", "head.norm"}
     if name in ("t5", "whisper"):
         assert "decoder_input_ids" in report.example_inputs
 
@@ -77,10 +77,28 @@ class ChannelsFirstLayerNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def test_channels_first_layernorm_is_skipped_with_the_reason():
-    model = nn.Sequential(nn.Conv2d(3, 8, 1), ChannelsFirstLayerNorm(8), nn.Conv2d(8, 4, 1))
-    report = patch(model, example_inputs=torch.randn(2, 3, 5, 5))
-    assert "channels-first" in dict((n, w) for n, _, w in report.skipped)["1"] and not report.folded
+@pytest.mark.parametrize("inputs", [True, False], ids=["traced", "fx"])
+def test_channels_first_layernorm_folds_into_unpadded_convolutions(inputs):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), ChannelsFirstLayerNorm(8), nn.Conv2d(8, 4, 2, stride=2), ChannelsFirstLayerNorm(4)
+    )
+    model.append(nn.Conv2d(4, 4, 3, padding=1))  # padding would shift the zeros too: no fold
+    with torch.no_grad():
+        for norm in (model[1], model[3]):
+            norm.weight.uniform_(0.5, 1.5), norm.bias.normal_()
+    original = copy.deepcopy(model)
+    x = torch.randn(2, 3, 6, 6)
+    report = patch(model, example_inputs=x if inputs else None)
+    assert report.folded == {"1": ["2"]} and "3" not in report.folded
+    assert type(model[1]).__name__ == "ChannelsFirstNorm"
+    torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_first_norm_before_a_linear_is_not_folded():
+    model = nn.Sequential(ChannelsFirstLayerNorm(8), nn.Flatten(), nn.Linear(8, 4))
+    report = patch(model, example_inputs=torch.randn(2, 8, 1, 1))
+    assert not report.folded and "0" in dict((n, w) for n, _, w in report.skipped)
 
 
 class ShapeReader(nn.Module):

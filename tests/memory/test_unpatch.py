@@ -172,3 +172,21 @@ def test_gpt2_conv1d_round_trip():
     stock = build("gpt2", checkpointing=False).eval()
     stock.load_state_dict(model.state_dict())
     torch.testing.assert_close(_logits(stock, ids), patched, rtol=1e-5, atol=1e-5)
+
+
+def test_channels_first_norm_round_trip():
+    from tests.memory.test_patch_models import ChannelsFirstLayerNorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(ChannelsFirstLayerNorm(8), nn.Conv2d(8, 4, 2, stride=2))
+    _randomize_norms(model)
+    original = copy.deepcopy(model)
+    patch(model)
+    with torch.no_grad():
+        model[1].weight.mul_(1.1), model[1].bias.add_(0.1)  # a training step's change
+    x = torch.randn(2, 8, 4, 4)
+    patched = model(x)
+    unpatch(model)
+    assert isinstance(model[0], ChannelsFirstLayerNorm)
+    assert torch.equal(model[0].weight, original[0].weight)
+    torch.testing.assert_close(model(x), patched, rtol=1e-5, atol=1e-5)
