@@ -1,6 +1,6 @@
 """``ffops.memory.patch(model)``: memory-saving activations and MS norms in an existing model.
 
-* Activations: ``nn.GELU`` / ``nn.SiLU`` and Hugging Face's GELU / SiLU activation classes become
+* Activations: ``nn.GELU`` / ``nn.SiLU``, Hugging Face's GELU / SiLU activation classes and timm's GELU become
   ``ReGELU2`` / ``ReSiLU2`` (``activations="regelu2"``) or ``FewBitAct(fn, k)``
   (``activations="fewbit:k"``, which also takes torch's Tanh, Sigmoid, Softplus, ELU, CELU, Mish,
   Hardswish, LeakyReLU, SELU, LogSigmoid, Softsign and ReLU6 with their default parameters). Each
@@ -58,6 +58,7 @@ from ffops.reference import ms_norm as ms_norm_ref
 from ffops.reference import packed_act as packed_act_ref
 
 _HF_GELU = {
+    "GELU": "gelu",  # timm's own (timm.layers.GELU), not an nn.GELU
     "GELUActivation": "gelu",
     "NewGELUActivation": "gelu_tanh",
     "GELUTanh": "gelu_tanh",
