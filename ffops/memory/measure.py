@@ -8,12 +8,12 @@ and a saved view counts its whole storage (it keeps all of it alive). Parameters
 derived from one parameter by casts, views or transposes (autocast's low-precision weight copies),
 are left out by default: they exist whether or not anything is saved. A cast of a frozen parameter
 has no autograd history to tell where it came from, so ``track_memory`` also watches the block's
-aten calls (a ``TorchDispatchMode``) for casts and views of parameters, and keeps them alive until it
-exits (autograd keeps the saved ones alive anyway).
+aten calls (a ``TorchDispatchMode``) for casts and views of parameters (held weakly).
 """
 
 import contextlib
 import dataclasses
+import weakref
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -69,23 +69,33 @@ _PARAM_COPY_OPS = {
 
 
 class _ParameterCopies(TorchDispatchMode):
-    """Remembers the tensors computed inside it from one parameter alone by casts and views, such as
-    autocast's low-precision copies of frozen weights (which have no ``grad_fn``)."""
+    """Remembers (weakly) the tensors computed inside it from one parameter alone by casts and views, such
+    as autocast's low-precision copies of frozen weights (which have no ``grad_fn``). A tensor's Python
+    object lives as long as the tensor once made, so the one autograd hands to the pack hook is this one."""
 
     def __init__(self):
         super().__init__()
-        self.copies: dict = {}  # id -> tensor, kept alive so that ids stay unique
+        self.copies: dict = {}  # id -> weakref.ref of the tensor
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func.overloadpacket in _PARAM_COPY_OPS and isinstance(out, torch.Tensor) and args:
             src = args[0]
-            if isinstance(src, torch.nn.Parameter) or id(src) in self.copies:
-                self.copies[id(out)] = out
+            if isinstance(src, torch.nn.Parameter) or self._known(src):
+                key = id(out)
+                self.copies[key] = weakref.ref(out, lambda ref, key=key: self._forget(key, ref))
         return out
 
+    def _forget(self, key, ref) -> None:
+        if self.copies.get(key) is ref:
+            del self.copies[key]
+
+    def _known(self, t) -> bool:
+        ref = self.copies.get(id(t))
+        return ref is not None and ref() is t
+
     def holds(self, t: torch.Tensor) -> bool:
-        return id(t) in self.copies or (t._base is not None and id(t._base) in self.copies)
+        return self._known(t) or (t._base is not None and self._known(t._base))
 
 
 @dataclasses.dataclass
