@@ -1,8 +1,10 @@
 """Comparison helpers: low-precision error is judged against torch's own error in that dtype."""
 
-import socket
+import datetime
+import os
 
 import torch
+import torch.distributed as dist
 
 
 def kernel_op(backend: str, name: str):
@@ -78,11 +80,17 @@ def grads_of(fn, inputs, weights):
     return [o.detach() for o in outs], [x.grad for x in leaves]
 
 
-def free_port() -> int:
-    """A free TCP port on localhost (for the gloo process groups of the DDP tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def init_gloo(rank: int, world: int, store_dir: str) -> None:
+    """A gloo process group of ``world`` CPU processes for the DDP tests. They meet through a file in
+    ``store_dir`` (a test's own tmp_path), not a TCP port that another process may take between choosing
+    it and binding it; a collective that waits more than two minutes raises instead of hanging the suite."""
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{os.path.join(store_dir, 'gloo_store')}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=120),
+    )
 
 
 def write_prototype_idx(root, n_train=600, n_test=200, classes=10, seed=0):

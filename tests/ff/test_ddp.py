@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from ffops import ff
 from tests.ff.helpers import blobs
-from tests.helpers import free_port
+from tests.helpers import init_gloo
 
 CONFIG = {"negatives": "hard", "lr": 1e-2, "head_layers": "all", "hist_samples": 16, "eval_train_samples": 40}
 EPOCHS, BATCH = 2, 40
@@ -40,9 +40,9 @@ def _own_errors(trainer, x, y) -> dict:
     return {f"error_{m}": (trainer.predict(x, m) != y).double().mean().item() for m in trainer.methods()}
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str, recipe: str):
+def _worker(rank: int, world: int, out_dir: str, recipe: str):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    init_gloo(rank, world, out_dir)
     try:
         trainer = _train(ddp=True, recipe=recipe)
         x, y = blobs(31, seed=1)  # odd: the ranks score 16 and 15 samples
@@ -73,7 +73,7 @@ def _without_times(history: list) -> list:
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_ddp_per_layer_matches_single_process(tmp_path, recipe):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), recipe), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path), recipe), nprocs=2, join=True)
     single = _train(ddp=False, recipe=recipe)
     expected = [p.detach() for p in single.model.parameters()] + [p.detach() for p in single.head.parameters()]
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

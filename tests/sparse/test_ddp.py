@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import ffops
-from tests.helpers import free_port
+from tests.helpers import init_gloo
 
 STEPS, GLOBAL_BATCH = 4, 32
 
@@ -32,9 +32,9 @@ def _train(model, x, y, rank=0, world=1):
         opt.step()
 
 
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    init_gloo(rank, world, out_dir)
     try:
         model, x, y = _model_and_data()
         ddp = nn.parallel.DistributedDataParallel(model)
@@ -45,7 +45,7 @@ def _worker(rank, world, port, out_dir):
 
 
 def test_ddp_two_processes_match_one(tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     model, x, y = _model_and_data()
     initial = [p.detach().clone() for p in model.parameters()]
     _train(model, x, y)
