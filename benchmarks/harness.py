@@ -168,7 +168,8 @@ def metadata(device: torch.device) -> dict[str, Any]:
 
 def machine_line(meta: dict[str, Any]) -> str:
     """The machine for a log's header, from :func:`metadata`'s fields: ``cpu <model>, vector ISA <ISA>
-    (<x86-64 level>), L2 <size>, L3 <size>, <n> threads``; on CUDA the GPU first, then ``host cpu ...``.
+    (<x86-64 level>[; the lower ISAs run]), L2 <size>, L3 <size>, <n> threads``; on CUDA the GPU first,
+    then ``host cpu ...``.
     Metadata written before these fields existed gives ``?`` for the missing ones."""
     cpu = {
         "cpu_model": meta.get("cpu_model", "?"),
@@ -176,6 +177,8 @@ def machine_line(meta: dict[str, Any]) -> str:
         "cpu_isa_target": meta.get("cpu_isa_target", "?"),
         "cpu_l2_bytes": meta.get("cpu_l2_bytes"),
         "cpu_l3_bytes": meta.get("cpu_l3_bytes"),
+        "sparse_kernel_isa": meta.get("sparse_kernel_isa"),
+        "aten_cpu_capability": meta.get("aten_cpu_capability"),
     }
     line = _cpuinfo.summary(cpu, meta.get("torch_threads"))
     if str(meta.get("device", "cpu")).startswith("cuda"):

@@ -2,6 +2,14 @@
 
 One implementation for ``python -m ffops info`` and the benchmarks' metadata (``benchmarks/harness.py``).
 
+The sparse kernels and transposes are compiled once per ISA with their own register blocking and
+picked at run time (``csrc/cpu/vector_isa.h``): the best the CPU has, or a lower one named by the
+environment variable ``FFOPS_CPU_ISA`` (``avx512`` / ``avx2`` / ``baseline``), so that one machine can
+measure the kernels of another. :func:`sparse_kernel_isa` asks the extension which one runs. To
+measure a whole AVX2 machine on an AVX-512 one, lower torch's libraries too:
+``FFOPS_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 DNNL_MAX_CPU_ISA=AVX2``
+(:data:`EMULATE_AVX2`; caches and clocks stay this machine's).
+
 The C++ CPU kernels' vectorized bodies are compiled three times (``FFOPS_MULTIVERSION`` in
 ``csrc/cpu/row_math.h``: GCC ``target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")``) and the
 loader picks one from the CPU's features. :func:`vector_isa` makes the same choice from the flags in
@@ -23,6 +31,13 @@ from pathlib import Path
 from typing import Any
 
 ISAS = ("AVX-512", "AVX2", "baseline")
+# the environment that runs ffops' sparse kernels and torch's own kernels (ATen, MKL, oneDNN) at AVX2
+EMULATE_AVX2 = {
+    "FFOPS_CPU_ISA": "avx2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+}
 ISA_TARGETS = {"AVX-512": "x86-64-v4", "AVX2": "x86-64-v3", "baseline": "x86-64"}  # the baseline on x86-64
 
 # the features GCC's resolver requires for each x86-64 level, under their /proc/cpuinfo names
@@ -87,6 +102,28 @@ def vector_isa() -> str:
     return {"AVX512": "AVX-512", "AVX2": "AVX2"}.get(capability, "baseline")
 
 
+def sparse_kernel_isa() -> str | None:
+    """The ISA of the sparse kernels and transposes the extension runs (``FFOPS_CPU_ISA`` respected), or
+    ``None`` without the extension."""
+    try:
+        import torch
+
+        import ffops  # noqa: F401  (loads the extension where it is built)
+
+        return str(torch.ops.ffops.cpu_vector_isa())
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+
+
+def _aten_capability() -> str | None:
+    try:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # an old torch without it
+        return None
+
+
 def _parse_size(text: str) -> int | None:
     """``"1024K"`` / ``"32M"`` / ``"1048576"`` -> bytes (``None`` if unreadable or 0)."""
     m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", text, re.IGNORECASE)
@@ -147,6 +184,9 @@ def cpu_info() -> dict[str, Any]:
         "cpu_family_model": f"family {family} model {model}" if family and model else None,
         "cpu_isa": isa,
         "cpu_isa_target": ISA_TARGETS[isa] if _is_x86_64() else platform.machine() or "unknown",
+        # what ran: ffops' sparse kernels (FFOPS_CPU_ISA may lower it) and ATen's kernels (ATEN_CPU_CAPABILITY)
+        "sparse_kernel_isa": sparse_kernel_isa(),
+        "aten_cpu_capability": _aten_capability(),
         "cpu_l2_bytes": caches["l2"],
         "cpu_l3_bytes": caches["l3"],
     }
@@ -165,9 +205,21 @@ def format_bytes(size: int | None) -> str:
 
 def summary(info: dict[str, Any], threads: int | None = None) -> str:
     """One line of :func:`cpu_info`'s fields (and the thread count), e.g.
-    ``AMD EPYC, vector ISA AVX-512 (x86-64-v4), L2 1 MiB, L3 32 MiB, 2 threads``."""
+    ``AMD EPYC, vector ISA AVX-512 (x86-64-v4), L2 1 MiB, L3 32 MiB, 2 threads``; where the sparse
+    kernels or ATen run a lower ISA than the CPU's (``FFOPS_CPU_ISA``, ``ATEN_CPU_CAPABILITY``) it says so:
+    ``..., vector ISA AVX-512 (x86-64-v4; sparse kernels AVX2, ATen AVX2), ...``."""
+    lowered = []
+    sparse = info.get("sparse_kernel_isa")
+    if sparse is not None and sparse != info["cpu_isa"]:
+        lowered.append(f"sparse kernels {sparse}")
+    aten = {"AVX512": "AVX-512", "DEFAULT": "baseline"}.get(
+        info.get("aten_cpu_capability"), info.get("aten_cpu_capability")
+    )
+    if aten is not None and aten not in (info["cpu_isa"], "ZVECTOR", "SVE256") and info["cpu_isa"] != "baseline":
+        lowered.append(f"ATen {aten}")
+    target = "; ".join([info["cpu_isa_target"], *lowered])
     line = (
-        f"{info['cpu_model']}, vector ISA {info['cpu_isa']} ({info['cpu_isa_target']}), "
+        f"{info['cpu_model']}, vector ISA {info['cpu_isa']} ({target}), "
         f"L2 {format_bytes(info['cpu_l2_bytes'])}, L3 {format_bytes(info['cpu_l3_bytes'])}"
     )
     return line + ("" if threads is None else f", {threads} thread" + ("" if threads == 1 else "s"))

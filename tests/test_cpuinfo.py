@@ -1,5 +1,7 @@
 """ffops._cpuinfo: the CPU fields of ``python -m ffops info`` and of every benchmark's metadata."""
 
+import os
+
 import torch
 
 from benchmarks import harness
@@ -18,9 +20,12 @@ ZEN3 = [f for f in ZEN4 if not f.startswith("avx512")]
 def test_fields_present_and_sane():
     info = _cpuinfo.cpu_info()
     keys = {"cpu_model", "cpu_family_model", "cpu_isa", "cpu_isa_target", "cpu_l2_bytes", "cpu_l3_bytes"}
-    assert set(info) == keys
+    assert set(info) == keys | {"sparse_kernel_isa", "aten_cpu_capability"}
     assert isinstance(info["cpu_model"], str) and info["cpu_model"]
     assert info["cpu_isa"] in _cpuinfo.ISAS
+    # the extension's own choice agrees with the flags (lower only when FFOPS_CPU_ISA says so)
+    if info["sparse_kernel_isa"] is not None and not os.environ.get("FFOPS_CPU_ISA"):
+        assert info["sparse_kernel_isa"] == info["cpu_isa"]
     if info["cpu_isa"] != "baseline":
         assert info["cpu_isa_target"] == _cpuinfo.ISA_TARGETS[info["cpu_isa"]]
     for key in ("cpu_l2_bytes", "cpu_l3_bytes"):
@@ -52,6 +57,12 @@ def test_sizes_and_summary():
         "cpu_l3_bytes": None,
     }
     assert _cpuinfo.summary(info, 2) == "AMD EPYC, vector ISA AVX2 (x86-64-v3), L2 512 KiB, L3 ?, 2 threads"
+    # an AVX-512 machine running the AVX2 kernels (FFOPS_CPU_ISA, ATEN_CPU_CAPABILITY) says so
+    lowered = {**info, "cpu_isa": "AVX-512", "cpu_isa_target": "x86-64-v4"}
+    lowered.update(sparse_kernel_isa="AVX2", aten_cpu_capability="AVX2")
+    assert "vector ISA AVX-512 (x86-64-v4; sparse kernels AVX2; ATen AVX2)" in _cpuinfo.summary(lowered)
+    lowered.update(sparse_kernel_isa="AVX-512", aten_cpu_capability="AVX512")
+    assert "(x86-64-v4)" in _cpuinfo.summary(lowered)
 
 
 def test_info_and_benchmark_metadata_agree():

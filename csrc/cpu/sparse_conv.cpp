@@ -252,7 +252,7 @@ at::Tensor sparse_conv2d_fwd(const at::Tensor& x, const at::Tensor& values, cons
                                            bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
                                            ye.mutable_data_ptr<scalar_t>(),
                                            g.p,
-                                           sparse::forward_panel_vectors<scalar_t>(g.c * g.phases()),
+                                           sparse::forward_panel_chunks<scalar_t>(g.c * g.phases()),
                                            false,
                                            nullptr,
                                            nullptr};

@@ -16,20 +16,26 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu/sparse_linear_math.h"
-
 namespace ffops::cpu::sparse {
 
-// Forward panels are kPanelWide vectors (64 float32 / 32 float64 columns) or kPanelNarrow when the
-// slab of xt that one panel gathers from would exceed kSlabBytes (it is re-read by every row, so it
-// should stay in the 1 MiB L2): forward_panel_vectors(rows of xt).
+// The batch is handled in chunks of 64 bytes (16 float32 / 8 float64 columns, one cache line): the
+// callers give the last batch % kChunk columns as zero-padded [rows, kChunk] copies (the `tail`
+// fields) or round their flat lengths to whole chunks (the convolution). Each ISA's kernels cut the
+// chunks into vectors of their own width (csrc/cpu/sparse_kernels_impl.h).
+template <typename T>
+inline constexpr int kChunk = 64 / sizeof(T);
+
+// Forward panels span at most kPanelWide chunks (64 float32 / 32 float64 columns), or kPanelNarrow
+// when the slab of xt that one panel gathers from would exceed kSlabBytes (it is re-read by every row,
+// so it should stay in L2): forward_panel_chunks(rows of xt). An ISA's kernels may use narrower panels
+// (as many vectors as their registers hold).
 inline constexpr int kPanelWide = 4;
 inline constexpr int kPanelNarrow = 2;
 inline constexpr int64_t kSlabBytes = int64_t(512) << 10;
 
 template <typename T>
-int forward_panel_vectors(int64_t slab_rows) {
-  return slab_rows * kPanelWide * kLanes<T> * int64_t(sizeof(T)) <= kSlabBytes ? kPanelWide : kPanelNarrow;
+int forward_panel_chunks(int64_t slab_rows) {
+  return slab_rows * kPanelWide * kChunk<T> * int64_t(sizeof(T)) <= kSlabBytes ? kPanelWide : kPanelNarrow;
 }
 
 template <typename T, typename I>
@@ -42,10 +48,10 @@ struct FwdArgs {
   const T* bias;       // or nullptr
   T* yt;               // [N, batch]
   int64_t batch;
-  int panel;         // vectors per panel
-  bool tail;         // batch % kLanes != 0 (only without src):
-  const T* xt_tail;  // [M, kLanes] zero-padded copy of the last batch % kLanes columns
-  T* yt_tail;        // [N, kLanes] their outputs
+  int panel;         // chunks per panel (at most)
+  bool tail;         // batch % kChunk != 0 (only without src):
+  const T* xt_tail;  // [M, kChunk] zero-padded copy of the last batch % kChunk columns
+  T* yt_tail;        // [N, kChunk] their outputs
 };
 
 // The thread's nonzeros k = ptr[j0] .. ptr[j1] are handled in CSC order throughout: a first pass
@@ -66,14 +72,14 @@ struct BwdArgs {
   T* dots;              // [nnz] dvalues in CSC order (when dvalues is needed)
   T* dvalues;           // or nullptr (not needed)
   int64_t batch;
-  bool tail;          // batch % kLanes != 0 (only without dsrc):
-  const T* dyt_tail;  // [N, kLanes] / [M, kLanes] zero-padded copies of the last batch % kLanes
+  bool tail;          // batch % kChunk != 0 (only without dsrc):
+  const T* dyt_tail;  // [N, kChunk] / [M, kChunk] zero-padded copies of the last batch % kChunk
   const T* xt_tail;   // columns
-  T* dxt_tail;        // [M, kLanes]
+  T* dxt_tail;        // [M, kChunk]
 };
 
-// The thread's share: rows r0..r1 (forward), columns j0..j1 (backward). Multiversioned (AVX-512 /
-// AVX2 / baseline) for float / double values and int32 / int64 indices.
+// The thread's share: rows r0..r1 (forward), columns j0..j1 (backward), for float / double values and
+// int32 / int64 indices; each runs the kernels compiled for vector_isa() (csrc/cpu/vector_isa.h).
 #define FFOPS_SPARSE_KERNEL_DECLS(T, I)                           \
   void spmm_rows(const FwdArgs<T, I>& a, int64_t r0, int64_t r1); \
   void sddmm_cols(const BwdArgs<T, I>& a, int64_t j0, int64_t j1);

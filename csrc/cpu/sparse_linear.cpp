@@ -21,9 +21,9 @@ namespace {
 
 using sparse::BwdArgs;
 using sparse::FwdArgs;
-using sparse::kLanes;
+using sparse::kChunk;
 
-// A [rows, kLanes] zero-padded copy of the last `batch % kLanes` columns of m [rows, batch].
+// A [rows, kChunk] zero-padded copy of the last `batch % kChunk` columns of m [rows, batch].
 at::Tensor padded_tail(const at::Tensor& m, int64_t lanes) {
   const int64_t tail = m.size(1) % lanes;
   at::Tensor out = at::zeros({m.size(0), lanes}, m.options());
@@ -42,7 +42,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
   at::Tensor yt = empty_large({n, batch}, xt.options());
   if (n == 0 || batch == 0) return yt;
   AT_DISPATCH_FLOATING_TYPES(dtype, "ffops_sparse_linear_fwd", [&] {
-    constexpr int L = kLanes<scalar_t>;
+    constexpr int L = kChunk<scalar_t>;
     at::Tensor xt_tail, yt_tail;
     if (batch % L) {
       xt_tail = padded_tail(xt, L);
@@ -58,7 +58,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
                                    bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
                                    yt.mutable_data_ptr<scalar_t>(),
                                    batch,
-                                   sparse::forward_panel_vectors<scalar_t>(xt.size(0)),
+                                   sparse::forward_panel_chunks<scalar_t>(xt.size(0)),
                                    xt_tail.defined(),
                                    xt_tail.defined() ? xt_tail.const_data_ptr<scalar_t>() : nullptr,
                                    yt_tail.defined() ? yt_tail.mutable_data_ptr<scalar_t>() : nullptr};
@@ -94,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
     return {dxt, dvalues};
   }
   AT_DISPATCH_FLOATING_TYPES(dtype, "ffops_sparse_linear_bwd", [&] {
-    constexpr int L = kLanes<scalar_t>;
+    constexpr int L = kChunk<scalar_t>;
     at::Tensor dyt_tail, xt_tail, dxt_tail, vt, dots;
     if (batch % L) {
       dyt_tail = padded_tail(dyt, L);
