@@ -252,7 +252,7 @@ at::Tensor sparse_conv2d_fwd(const at::Tensor& x, const at::Tensor& values, cons
                                            bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
                                            ye.mutable_data_ptr<scalar_t>(),
                                            g.p,
-                                           sparse::forward_panel_chunks<scalar_t>(g.c * g.phases()),
+                                           sparse::panel_chunks(g.c * g.phases(), 0.5),
                                            false,
                                            nullptr,
                                            nullptr};
@@ -346,6 +346,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_bwd(const at::Tensor& grad_y, c
                                            data(dots),
                                            need_dvalues ? dvalues.mutable_data_ptr<scalar_t>() : nullptr,
                                            g.lq,
+                                           sparse::panel_chunks(out_c, 1.0),
                                            false,
                                            nullptr,
                                            nullptr,

@@ -3,10 +3,18 @@
 // unit per ISA).
 #include "cpu/sparse_kernels.h"
 
+#include <algorithm>
+
 #include "cpu/sparse_kernels_impl.h"
 #include "cpu/vector_isa.h"
 
 namespace ffops::cpu::sparse {
+
+int panel_chunks(int64_t slab_rows, double l2_share) {
+  const auto slab_bytes = static_cast<int64_t>(static_cast<double>(l2_cache_bytes()) * l2_share);
+  const int64_t fit = slab_bytes / std::max<int64_t>(1, slab_rows * 64);
+  return static_cast<int>(std::clamp<int64_t>(fit, 1, kPanelWide));
+}
 
 #ifdef FFOPS_X86_TARGETS
 #define FFOPS_SPARSE_DISPATCH(FN, ...)                        \

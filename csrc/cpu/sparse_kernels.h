@@ -25,18 +25,16 @@ namespace ffops::cpu::sparse {
 template <typename T>
 inline constexpr int kChunk = 64 / sizeof(T);
 
-// Forward panels span at most kPanelWide chunks (64 float32 / 32 float64 columns), or kPanelNarrow
-// when the slab of xt that one panel gathers from would exceed kSlabBytes (it is re-read by every row,
-// so it should stay in L2): forward_panel_chunks(rows of xt). An ISA's kernels may use narrower panels
-// (as many vectors as their registers hold).
+// Panels span at most kPanelWide chunks (64 float32 / 32 float64 columns), fewer when the slab that one
+// panel gathers from (every row of xt in the forward, of dyt in the backward, re-read by every output
+// row or column) would exceed the share l2_share of the L2 the CPU reports (l2_cache_bytes()):
+// panel_chunks(slab rows, share). The forward takes half the L2; the backward all of it: a narrower
+// backward panel walks the pattern and the permutation once more, which cost more than the L2 misses of
+// a full 1 MiB slab (Zen 4, 4096 x 4096 at 0.8: 14.5 ms at 4 chunks, 16.4 ms at 2). An ISA's kernels may
+// use narrower panels still (as many vectors as their registers hold).
 inline constexpr int kPanelWide = 4;
-inline constexpr int kPanelNarrow = 2;
-inline constexpr int64_t kSlabBytes = int64_t(512) << 10;
 
-template <typename T>
-int forward_panel_chunks(int64_t slab_rows) {
-  return slab_rows * kPanelWide * kChunk<T> * int64_t(sizeof(T)) <= kSlabBytes ? kPanelWide : kPanelNarrow;
-}
+int panel_chunks(int64_t slab_rows, double l2_share);
 
 template <typename T, typename I>
 struct FwdArgs {
@@ -72,6 +70,7 @@ struct BwdArgs {
   T* dots;              // [nnz] dvalues in CSC order (when dvalues is needed)
   T* dvalues;           // or nullptr (not needed)
   int64_t batch;
+  int panel;          // chunks per panel (at most)
   bool tail;          // batch % kChunk != 0 (only without dsrc):
   const T* dyt_tail;  // [N, kChunk] / [M, kChunk] zero-padded copies of the last batch % kChunk
   const T* xt_tail;   // columns

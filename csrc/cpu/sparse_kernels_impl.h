@@ -219,16 +219,18 @@ FFOPS_SPARSE_AI void sddmm_panel_n(const BwdArgs<T, I>& a, int nv, const T* dyt,
   }
 }
 
-// Columns [0, end) of dyt / xt / dxt (row stride ld; end a multiple of the vector width) in panels of
-// B::kBwdVectors vectors; `first`: the first of them is the first panel of the batch.
+// Columns [0, end) of dyt / xt / dxt (row stride ld; end a multiple of the vector width) in panels of at
+// most B::kBwdVectors vectors; `first`: the first of them is the first panel of the batch.
 template <class B, typename T, typename I, bool kDx, bool kDv, bool kOff>
 FFOPS_SPARSE_AI void sddmm_span(const BwdArgs<T, I>& a, const T* dyt, const T* xt, T* dxt, int64_t ld, int64_t end,
                                 bool first, int64_t j0, int64_t j1) {
-  constexpr int L = kVecLanes<T, B::kBytes>, PV = B::kBwdVectors;
-  for (int64_t b = 0; b < end; b += PV * L) {
-    const int nv = static_cast<int>(std::min<int64_t>(PV, (end - b) / L));
-    sddmm_panel_n<B::kBytes, PV, B::kBwdSets, T, I, kDx, kDv, kOff>(a, nv, dyt + b, xt + b, kDx ? dxt + b : nullptr, ld,
-                                                                    first && b == 0, j0, j1);
+  constexpr int L = kVecLanes<T, B::kBytes>;
+  // the caller's panel (in chunks) bounds the slab; the registers bound the vectors
+  const int pv = std::min(B::kBwdVectors, a.panel * 64 / B::kBytes);
+  for (int64_t b = 0; b < end; b += pv * L) {
+    const int nv = static_cast<int>(std::min<int64_t>(pv, (end - b) / L));
+    sddmm_panel_n<B::kBytes, B::kBwdVectors, B::kBwdSets, T, I, kDx, kDv, kOff>(
+        a, nv, dyt + b, xt + b, kDx ? dxt + b : nullptr, ld, first && b == 0, j0, j1);
   }
 }
 

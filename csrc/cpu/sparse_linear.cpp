@@ -58,7 +58,7 @@ at::Tensor sparse_linear_fwd(const at::Tensor& xt, const at::Tensor& values, con
                                    bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
                                    yt.mutable_data_ptr<scalar_t>(),
                                    batch,
-                                   sparse::forward_panel_chunks<scalar_t>(xt.size(0)),
+                                   sparse::panel_chunks(xt.size(0), 0.5),
                                    xt_tail.defined(),
                                    xt_tail.defined() ? xt_tail.const_data_ptr<scalar_t>() : nullptr,
                                    yt_tail.defined() ? yt_tail.mutable_data_ptr<scalar_t>() : nullptr};
@@ -118,6 +118,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_linear_bwd(const at::Tensor& dyt, cons
                                    ptr(dots),
                                    need_dvalues ? dvalues.mutable_data_ptr<scalar_t>() : nullptr,
                                    batch,
+                                   sparse::panel_chunks(dyt.size(0), 1.0),
                                    xt_tail.defined(),
                                    ptr(dyt_tail),
                                    ptr(xt_tail),

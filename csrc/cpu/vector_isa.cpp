@@ -1,9 +1,12 @@
-// vector_isa(): the CPU's best vector ISA, lowered by FFOPS_CPU_ISA (see csrc/cpu/vector_isa.h), and
+// vector_isa(): the CPU's best vector ISA, lowered by FFOPS_CPU_ISA (see csrc/cpu/vector_isa.h), the L2
+// size, and
 // the op cpu_vector_isa() that shows the choice to Python (ffops/_cpuinfo.py, the benchmarks' metadata).
 #include "cpu/vector_isa.h"
 
 #include <c10/util/Exception.h>
 #include <torch/library.h>
+
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -45,6 +48,17 @@ VectorIsa chosen_isa() {
 VectorIsa vector_isa() {
   static const VectorIsa isa = chosen_isa();
   return isa;
+}
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc: from CPUID; 0 or -1 when unknown
+    if (reported > 0) return static_cast<int64_t>(reported);
+#endif
+    return int64_t(512) << 10;
+  }();
+  return bytes;
 }
 
 const char* vector_isa_name(VectorIsa isa) {
