@@ -28,7 +28,8 @@ def report() -> str:
         f"  cpu    {_cpuinfo.summary(cpu, torch.get_num_threads())}",
         f"         vector ISA: ffops' C++ kernels {cpu['cpu_isa']} ({cpu['cpu_isa_target']} clones"
         + ("" if _backend.CPP_CPU else "; not built here")
-        + f"), torch's ATen {torch.backends.cpu.get_cpu_capability()}",
+        + f"), sparse kernels {cpu['sparse_kernel_isa'] or 'not built'} (FFOPS_CPU_ISA lowers them), "
+        + f"torch's ATen {cpu['aten_cpu_capability']}",
     ]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
