@@ -167,35 +167,58 @@ def time_steps(steps: dict, device: torch.device, warmup: int, rounds: int) -> d
 # ---- main ----------------------------------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{SCRIPT}", description=__doc__.split("\n")[0])
+def add_step_args(p: argparse.ArgumentParser, rounds: int, quick_rounds: int, measure_repeats: int) -> None:
+    """The options of a training-step benchmark of sparsified models (this one, bench_sparsify_models)."""
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenMP threads on CPU (default 2)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--sparsity", type=float, default=0.9)
-    p.add_argument("--rounds", type=int, default=None, help="timed steps per contender (default 12, quick 4)")
+    p.add_argument(
+        "--rounds", type=int, default=None, help=f"timed steps per contender (default {rounds}, quick {quick_rounds})"
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender first (default 2)")
-    p.add_argument("--measure-repeats", type=int, default=5, help="sparsify's timed rounds per layer (default 5)")
-    p.add_argument("--quick", action="store_true", help="4 rounds, 2 repeats per measured layer")
-    p.add_argument("--no-sparseprop", action="store_true", help="leave SparseProp out")
+    p.add_argument(
+        "--measure-repeats",
+        type=int,
+        default=measure_repeats,
+        help=f"sparsify's timed rounds per layer (default {measure_repeats})",
+    )
+    p.add_argument("--quick", action="store_true", help=f"{quick_rounds} rounds, 2 repeats per measured layer")
     p.add_argument("--no-json", action="store_true", help="print only")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<script>_<device>.json)")
-    args = p.parse_args(argv)
+
+
+def check_step_args(p: argparse.ArgumentParser, args, rounds: int, quick_rounds: int) -> None:
+    """Validates the options of :func:`add_step_args` and fills in the rounds and the quick settings."""
     if not 0.0 < args.sparsity < 1.0:
         p.error(f"--sparsity must be in (0, 1), got {args.sparsity}")
-    args.rounds = args.rounds or (4 if args.quick else 12)
+    args.rounds = args.rounds or (quick_rounds if args.quick else rounds)
     if args.quick:
         args.measure_repeats = min(args.measure_repeats, 2)
-    return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def step_device(args) -> torch.device:
+    """The device of :func:`add_step_args`' options (an error without CUDA), its CPU threads set."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    return device
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{SCRIPT}", description=__doc__.split("\n")[0])
+    add_step_args(p, rounds=12, quick_rounds=4, measure_repeats=5)
+    p.add_argument("--no-sparseprop", action="store_true", help="leave SparseProp out")
+    args = p.parse_args(argv)
+    check_step_args(p, args, rounds=12, quick_rounds=4)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = step_device(args)
     sparseprop_modules, sparseprop_note = (None, "left out (--no-sparseprop)") if args.no_sparseprop else (None, None)
     if not args.no_sparseprop:
         sparseprop_modules, sparseprop_note = import_sparseprop() if device.type == "cpu" else (None, "CPU only")

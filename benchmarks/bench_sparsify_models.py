@@ -37,7 +37,14 @@ import torch
 
 import ffops
 from benchmarks import harness
-from benchmarks.bench_sparse_resnet import make_step, mask_model, time_steps
+from benchmarks.bench_sparse_resnet import (
+    add_step_args,
+    check_step_args,
+    make_step,
+    mask_model,
+    step_device,
+    time_steps,
+)
 
 SCRIPT = "bench_sparsify_models"
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "vgg11_bn", "densenet121")
@@ -109,37 +116,20 @@ def bench_model(name: str, args, device: torch.device) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{SCRIPT}", description=__doc__.split("\n")[0])
+    add_step_args(p, rounds=8, quick_rounds=3, measure_repeats=3)
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU (default 2)")
-    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=64, help="input height and width (default 64)")
-    p.add_argument("--sparsity", type=float, default=0.9)
-    p.add_argument("--rounds", type=int, default=None, help="timed steps per contender (default 8, quick 3)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--measure-repeats", type=int, default=3, help="sparsify's timed rounds per layer (default 3)")
-    p.add_argument("--quick", action="store_true", help="3 rounds, 2 repeats per measured layer")
     p.add_argument("--verbose", action="store_true", help="print each model's sparsify report")
-    p.add_argument("--no-json", action="store_true", help="print only")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<script>_<device>.json)")
     args = p.parse_args(argv)
-    if not 0.0 < args.sparsity < 1.0:
-        p.error(f"--sparsity must be in (0, 1), got {args.sparsity}")
+    check_step_args(p, args, rounds=8, quick_rounds=3)
     if args.size < 32:
         p.error(f"--size must be at least 32 (the models downsample 32x), got {args.size}")
-    args.rounds = args.rounds or (3 if args.quick else 8)
-    if args.quick:
-        args.measure_repeats = min(args.measure_repeats, 2)
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device here")
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    device = step_device(args)
     meta = harness.metadata(device)
     print(
         f"{SCRIPT}: {harness.machine_line(meta)}, torch {meta['torch']}, batch {args.batch}, "

@@ -186,7 +186,7 @@ FFOPS_SPARSE_AI void sddmm_panel(const BwdArgs<T, I>& a, const T* dyt, const T* 
       }
       if constexpr (kDv) {
         // a whole group's dots go out as one vector: a round trip through a stack array stalls on store
-        // forwarding (12 % of the AVX2 backward, measured with perf)
+        // forwarding (12 % of the AVX2 backward, perf on Zen 4 with FFOPS_CPU_ISA=avx2)
         T* out = a.dots + k0;
         if (n == L) {
           store<T, W>(out, first ? dots : load<T, W>(out) + dots);
