@@ -8,7 +8,7 @@ environment variable ``FFOPS_CPU_ISA`` (``avx512`` / ``avx2`` / ``baseline``), s
 measure the kernels of another. :func:`sparse_kernel_isa` asks the extension which one runs. To
 measure a whole AVX2 machine on an AVX-512 one, lower torch's libraries too:
 ``FFOPS_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 DNNL_MAX_CPU_ISA=AVX2``
-(:data:`EMULATE_AVX2`; caches and clocks stay this machine's).
+(caches and clocks stay this machine's).
 
 The C++ CPU kernels' vectorized bodies are compiled three times (``FFOPS_MULTIVERSION`` in
 ``csrc/cpu/row_math.h``: GCC ``target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")``) and the
@@ -31,13 +31,6 @@ from pathlib import Path
 from typing import Any
 
 ISAS = ("AVX-512", "AVX2", "baseline")
-# the environment that runs ffops' sparse kernels and torch's own kernels (ATen, MKL, oneDNN) at AVX2
-EMULATE_AVX2 = {
-    "FFOPS_CPU_ISA": "avx2",
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-    "DNNL_MAX_CPU_ISA": "AVX2",
-}
 ISA_TARGETS = {"AVX-512": "x86-64-v4", "AVX2": "x86-64-v3", "baseline": "x86-64"}  # the baseline on x86-64
 
 # the features GCC's resolver requires for each x86-64 level, under their /proc/cpuinfo names
@@ -93,13 +86,9 @@ def vector_isa() -> str:
     flags = _cpuinfo_fields().get("flags")
     if flags is not None:
         return isa_from_flags(flags.split())
-    try:  # no /proc/cpuinfo: ATen's choice (AVX512 needs avx512f/bw/dq/vl, AVX2 needs avx2 + fma)
-        import torch
-
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # an old torch without it: nothing known beyond the baseline
-        return "baseline"
-    return {"AVX512": "AVX-512", "AVX2": "AVX2"}.get(capability, "baseline")
+    # no /proc/cpuinfo: ATen's choice (AVX512 needs avx512f/bw/dq/vl, AVX2 needs avx2 + fma); an old torch
+    # without it: nothing known beyond the baseline
+    return {"AVX512": "AVX-512", "AVX2": "AVX2"}.get(_aten_capability(), "baseline")
 
 
 def sparse_kernel_isa() -> str | None:
@@ -116,6 +105,8 @@ def sparse_kernel_isa() -> str | None:
 
 
 def _aten_capability() -> str | None:
+    """ATen's CPU capability (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, ...; ``ATEN_CPU_CAPABILITY`` lowers
+    it), or ``None`` with a torch that does not tell."""
     try:
         import torch
 
@@ -207,7 +198,7 @@ def summary(info: dict[str, Any], threads: int | None = None) -> str:
     """One line of :func:`cpu_info`'s fields (and the thread count), e.g.
     ``AMD EPYC, vector ISA AVX-512 (x86-64-v4), L2 1 MiB, L3 32 MiB, 2 threads``; where the sparse
     kernels or ATen run a lower ISA than the CPU's (``FFOPS_CPU_ISA``, ``ATEN_CPU_CAPABILITY``) it says so:
-    ``..., vector ISA AVX-512 (x86-64-v4; sparse kernels AVX2, ATen AVX2), ...``."""
+    ``..., vector ISA AVX-512 (x86-64-v4; sparse kernels AVX2; ATen AVX2), ...``."""
     lowered = []
     sparse = info.get("sparse_kernel_isa")
     if sparse is not None and sparse != info["cpu_isa"]:
